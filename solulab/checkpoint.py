@@ -1,0 +1,107 @@
+"""Pretrained model directories: ``config.json`` + ``model.safetensors``.
+
+Loading checks everything before touching the model, so that a missing, truncated or mismatched
+file gives one ``CheckpointError`` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from solulab.config import ConfigError, ModelConfig
+from solulab.io import atomic_write_bytes, atomic_write_json
+from solulab.model import Transformer
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A model directory that cannot be loaded; the message names the file and the problem."""
+
+
+def _state_to_save(model: Transformer) -> dict[str, torch.Tensor]:
+    state = model.state_dict()
+    if model.cfg.tie_embeddings:
+        state.pop("unembed.weight")  # the same tensor as embed.weight
+    return state
+
+
+def save_pretrained(model: Transformer, directory: str | Path) -> None:
+    """Write ``config.json`` and ``model.safetensors`` atomically into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(directory / WEIGHTS_FILE, save({k: v.detach().cpu().contiguous() for k, v in _state_to_save(model).items()}))
+    atomic_write_json(
+        directory / CONFIG_FILE,
+        {"solulab_format_version": FORMAT_VERSION, **model.cfg.to_dict()},
+    )
+
+
+def read_config(directory: str | Path) -> ModelConfig:
+    """The ``ModelConfig`` of a model directory, or a ``CheckpointError`` that says why not."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (not a solulab model directory?)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    version = data.pop("solulab_format_version", None)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: solulab_format_version is {version!r}, this solulab reads {FORMAT_VERSION}"
+        )
+    try:
+        return ModelConfig.from_dict(data)
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _check_weights(path: Path, weights: dict[str, torch.Tensor], expected: dict) -> None:
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong_shape = [
+        f"{k}: file {tuple(weights[k].shape)} vs config {tuple(expected[k].shape)}"
+        for k in sorted(set(weights) & set(expected))
+        if weights[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    if unexpected:
+        problems.append(
+            f"unexpected {', '.join(unexpected[:5])}" + (" ..." if len(unexpected) > 5 else "")
+        )
+    if wrong_shape:
+        problems.append("shape mismatch " + "; ".join(wrong_shape[:5]))
+    if problems:
+        raise CheckpointError(f"{path} does not match {CONFIG_FILE}: " + "; ".join(problems))
+
+
+def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> Transformer:
+    """Load a model saved by ``save_pretrained``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such model directory")
+    cfg = read_config(directory)
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        weights = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: truncated or corrupt ({e})") from None
+    model = Transformer(cfg)
+    _check_weights(path, weights, _state_to_save(model))
+    model.load_state_dict(weights, strict=False)
+    return model.to(device)
+

@@ -1,0 +1,289 @@
+"""The decoder language model: a GPT-style pre-LayerNorm transformer whose neurons can be read.
+
+Every intermediate value that an analysis may want passes through a ``HookPoint`` named as in
+TransformerLens (``blocks.{l}.mlp.hook_pre``, ``blocks.{l}.mlp.hook_mid``, ...). A hook point
+stores its value only while ``run_with_cache`` asks for it, so a plain forward pays nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from solulab.activations import Activation, blocked_layer_norm
+from solulab.config import ModelConfig
+
+
+class HookPoint(nn.Module):
+    """Identity that records its input into ``sink`` while one is attached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = ""
+        self.sink: dict[str, torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sink is not None:
+            self.sink[self.name] = x
+        return x
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with gain ``w`` and bias ``b``; statistics in float32."""
+
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d))
+        self.b = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return blocked_layer_norm(x, self.w, self.b, 1, self.eps)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding on the first ``rotary_dim`` dims of each head (rotate-half).
+
+    Angles are computed in float32 (or float64) on every call rather than stored, so that a
+    model cast to bfloat16 keeps exact positions."""
+
+    def __init__(self, rotary_dim: int, base: float):
+        super().__init__()
+        self.rotary_dim, self.base = rotary_dim, base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[batch, heads, pos, d_head]``."""
+        n_pos, r = x.shape[-2], self.rotary_dim
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        inv_freq = self.base ** (-torch.arange(0, r, 2, device=x.device, dtype=dtype) / r)
+        angles = torch.outer(torch.arange(n_pos, device=x.device, dtype=dtype), inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)  # [pos, rotary_dim]
+        rot, rest = x[..., :r].to(dtype), x[..., r:]
+        first, second = rot.chunk(2, dim=-1)
+        rot = rot * angles.cos() + torch.cat([-second, first], dim=-1) * angles.sin()
+        return torch.cat([rot.to(x.dtype), rest], dim=-1)
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention through ``scaled_dot_product_attention``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.n_heads * cfg.d_head)
+        self.out = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_model)
+        self.rotary = (
+            Rotary(cfg.rotary_dim, cfg.rotary_base)
+            if cfg.positional == "rotary"
+            else None
+        )
+        self.hook_z = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, n_pos, _ = x.shape
+        qkv = self.qkv(x).view(batch, n_pos, 3, self.n_heads, self.d_head)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [batch, heads, pos, d_head]
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        z = self.hook_z(z.transpose(1, 2))  # [batch, pos, heads, d_head]
+        return self.out(z.flatten(-2))
+
+
+class MLP(nn.Module):
+    """``W_out(act(W_in x))`` with hooks before, inside and after the activation.
+
+    ``hook_mid`` exists only for activations with an extra LayerNorm: it is the nonlinearity's
+    output, the neuron the paper interprets. ``hook_post`` is always what ``W_out`` reads.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc_in = nn.Linear(cfg.d_model, cfg.d_mlp)
+        self.act = Activation(cfg.act_fn, cfg.d_mlp, cfg.act_blocks, cfg.ln_eps)
+        self.fc_out = nn.Linear(cfg.d_mlp, cfg.d_model)
+        self.hook_pre = HookPoint()
+        self.hook_mid = HookPoint() if self.act.has_ln else None
+        self.hook_post = HookPoint()
+
+    @property
+    def W_out(self) -> torch.Tensor:
+        """``[d_mlp, d_model]``: row ``n`` is what neuron ``n`` adds to the residual stream."""
+        return self.fc_out.weight.T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.hook_pre(self.fc_in(x))
+        mid = self.act.nonlinearity(pre)
+        if self.act.ln is not None:
+            mid = self.act.ln(self.hook_mid(mid))
+        return self.fc_out(self.hook_post(mid))
+
+
+class Block(nn.Module):
+    """One pre-LayerNorm transformer block."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln1 = LayerNorm(cfg.d_model, cfg.ln_eps)
+        self.attn = Attention(cfg)
+        self.ln2 = LayerNorm(cfg.d_model, cfg.ln_eps)
+        self.mlp = MLP(cfg)
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x))))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
+
+
+def _param_seed(seed: int, name: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+class Transformer(nn.Module):
+    """Decoder-only language model: ``forward(tokens [batch, pos]) -> logits [batch, pos, vocab]``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model) if cfg.positional == "learned" else None
+        self.hook_embed = HookPoint()
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_final = LayerNorm(cfg.d_model, cfg.ln_eps)
+        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab)
+        if cfg.tie_embeddings:
+            self.unembed.weight = self.embed.weight
+        self.hook_points: dict[str, HookPoint] = {}
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+                self.hook_points[name] = module
+        self.init_weights()
+
+    # -- initialisation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Draw every parameter from a generator seeded by ``cfg.init_seed`` and its own name."""
+        residual_scale = 1 / math.sqrt(2 * self.cfg.n_layers)
+        for name, param in self.named_parameters():
+            if name.endswith(".b") or name.endswith(".bias"):
+                param.zero_()
+            elif name.endswith(".w"):
+                param.fill_(1.0)
+            else:
+                std = self.cfg.init_std
+                if name.endswith("attn.out.weight") or name.endswith("mlp.fc_out.weight"):
+                    std *= residual_scale
+                gen = torch.Generator().manual_seed(_param_seed(self.cfg.init_seed, name))
+                values = torch.randn(param.shape, generator=gen, dtype=torch.float32) * std
+                param.copy_(values)
+
+    # -- forward ----------------------------------------------------------------------------
+    def _check_tokens(self, tokens: torch.Tensor) -> None:
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+        if tokens.shape[1] > self.cfg.n_ctx:
+            raise ValueError(f"{tokens.shape[1]} positions exceed n_ctx={self.cfg.n_ctx}")
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"tokens must be integer ids, got {tokens.dtype}")
+
+    def forward(self, tokens: torch.Tensor, stop_at_layer: int | None = None) -> torch.Tensor:
+        """Logits ``[batch, pos, d_vocab]``; with ``stop_at_layer=L``, the residual stream
+        ``[batch, pos, d_model]`` after the first ``L`` blocks (later blocks are not run)."""
+        self._check_tokens(tokens)
+        x = self.embed(tokens)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(torch.arange(tokens.shape[1], device=tokens.device))
+        x = self.hook_embed(x)
+        blocks = self.blocks if stop_at_layer is None else self.blocks[:stop_at_layer]
+        for block in blocks:
+            x = block(x)
+        if stop_at_layer is not None:
+            return x
+        return self.unembed(self.ln_final(x))
+
+    def run_with_cache(
+        self,
+        tokens: torch.Tensor,
+        names: Iterable[str] | None = None,
+        stop_at_layer: int | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(forward output, {hook name: value})`` for the hook points in ``names`` (all when
+        None). Values are stored as computed, not copied: wrap in ``torch.no_grad()`` to keep no
+        graph. ``stop_at_layer`` is passed to ``forward``."""
+        wanted = list(self.hook_points) if names is None else list(names)
+        unknown = [n for n in wanted if n not in self.hook_points]
+        if unknown:
+            raise KeyError(f"unknown hook names {unknown}; see Transformer.hook_points")
+        cache: dict[str, torch.Tensor] = {}
+        try:
+            for name in wanted:
+                self.hook_points[name].sink = cache
+            out = self(tokens, stop_at_layer=stop_at_layer)
+        finally:
+            for name in wanted:
+                self.hook_points[name].sink = None
+        return out, cache
+
+    def neuron_hook(self, layer: int, post_ln: bool = False) -> str:
+        """The hook name of layer ``layer``'s neurons: ``hook_mid`` (the interpreted neuron)
+        for activations with an extra LayerNorm unless ``post_ln``, else ``hook_post``."""
+        if not 0 <= layer < self.cfg.n_layers:
+            raise ValueError(f"layer {layer} out of range 0..{self.cfg.n_layers - 1}")
+        mid = self.blocks[layer].mlp.hook_mid is not None and not post_ln
+        return f"blocks.{layer}.mlp.{'hook_mid' if mid else 'hook_post'}"
+
+    @torch.no_grad()
+    def neuron_activations(
+        self, tokens: torch.Tensor, layers: Iterable[int], post_ln: bool = False
+    ) -> dict[int, torch.Tensor]:
+        """``{layer: [batch, pos, d_mlp]}`` neuron activations, running only the blocks needed."""
+        layers = sorted(set(layers))
+        names = {self.neuron_hook(layer, post_ln): layer for layer in layers}
+        _, cache = self.run_with_cache(tokens, names, stop_at_layer=layers[-1] + 1)
+        return {layer: cache[name] for name, layer in names.items()}
+
+    # -- accounting -------------------------------------------------------------------------
+    def n_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; ``non_embedding`` leaves out token and position embeddings and the
+        unembedding, as scaling laws count model size."""
+        skip = set()
+        if non_embedding:
+            skip = {id(self.embed.weight), id(self.unembed.weight), id(self.unembed.bias)}
+            if self.pos_embed is not None:
+                skip.add(id(self.pos_embed.weight))
+        seen: set[int] = set()
+        total = 0
+        for p in self.parameters():
+            if id(p) not in skip and id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+        return total
+
+    # -- persistence ------------------------------------------------------------------------
+    def save_pretrained(self, directory) -> None:
+        from solulab.checkpoint import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, device: str | torch.device = "cpu") -> Transformer:
+        from solulab.checkpoint import load_pretrained
+
+        return load_pretrained(directory, device=device)
+
+
+def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy in nats: position ``t`` predicts token ``t + 1``."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
