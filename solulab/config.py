@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from solulab.errors import SolulabError
+
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +13,7 @@ from solulab.activations import ACTIVATIONS
 POSITIONAL = ("rotary", "learned")
 
 
-class ConfigError(ValueError):
+class ConfigError(SolulabError):
     """A configuration that cannot describe a model; the message says what to change."""
 
 

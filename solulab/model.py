@@ -177,6 +177,8 @@ class Transformer(nn.Module):
         """Draw every parameter from a generator seeded by ``cfg.init_seed`` and its own name."""
         residual_scale = 1 / math.sqrt(2 * self.cfg.n_layers)
         for name, param in self.named_parameters():
+            if param.is_meta:  # built on the meta device to count or shape, not to run
+                continue
             if name.endswith(".b") or name.endswith(".bias"):
                 param.zero_()
             elif name.endswith(".w"):
@@ -273,13 +275,13 @@ class Transformer(nn.Module):
 
     # -- persistence ------------------------------------------------------------------------
     def save_pretrained(self, directory) -> None:
-        from solulab.checkpoint import save_pretrained
+        from solulab.pretrained import save_pretrained
 
         save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory, device: str | torch.device = "cpu") -> Transformer:
-        from solulab.checkpoint import load_pretrained
+        from solulab.pretrained import load_pretrained
 
         return load_pretrained(directory, device=device)
 

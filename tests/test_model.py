@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from solulab import ModelConfig, Transformer
-from solulab.checkpoint import CheckpointError
+from solulab.pretrained import CheckpointError
 from solulab.config import ConfigError
 from solulab.model import lm_loss
 

@@ -6,6 +6,8 @@ file gives one ``CheckpointError`` naming the file and the problem.
 
 from __future__ import annotations
 
+from solulab.errors import SolulabError
+
 import json
 from pathlib import Path
 
@@ -22,7 +24,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SolulabError):
     """A model directory that cannot be loaded; the message names the file and the problem."""
 
 

@@ -1,0 +1,158 @@
+"""The ``solulab`` command."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from solulab.errors import SolulabError
+
+app = typer.Typer(
+    help="Train SoLU and baseline language models and read their neurons.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+corpus_app = typer.Typer(help="Build and inspect token corpora.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+
+
+def reports_errors(command):
+    """Turn a ``SolulabError`` into one line on stderr and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SolulabError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@corpus_app.command("build")
+@reports_errors
+def corpus_build(
+    out: Path = typer.Option(..., help="Directory to create for the corpus."),
+    source: Optional[list[Path]] = typer.Option(
+        None, help="File or directory of .txt .md .rst .py .jsonl .parquet (repeatable). "
+        "Default: the built-in corpus (this Python's standard library source)."),
+    vocab_size: int = typer.Option(4096, help="BPE vocabulary size."),
+    val_fraction: float = typer.Option(0.05, help="Share of documents held out for validation."),
+    max_bytes: Optional[int] = typer.Option(None, help="Stop reading after this many bytes."),
+):
+    """Tokenize text sources into a corpus directory (tokenizer + token shards)."""
+    from solulab.data import build_corpus
+
+    manifest = build_corpus(out, sources=source or None, vocab_size=vocab_size,
+                            val_fraction=val_fraction, max_bytes=max_bytes)
+    typer.echo(manifest.summary())
+    typer.echo(f"corpus written to {out}")
+
+
+@app.command()
+def presets():
+    """List the model-size presets (about 4x apart in non-embedding parameters)."""
+    import torch
+
+    from solulab import ModelConfig, Transformer
+    from solulab.presets import PRESETS
+
+    typer.echo(f"{'preset':<10} {'layers':>6} {'d_model':>7} {'heads':>5} {'d_mlp':>6} "
+               f"{'non-emb params':>15}")
+    for p in PRESETS.values():
+        with torch.device("meta"):
+            n = Transformer(ModelConfig(**p.model_kwargs())).n_params()
+        typer.echo(f"{p.name:<10} {p.n_layers:>6} {p.d_model:>7} {p.n_heads:>5} "
+                   f"{4 * p.d_model:>6} {n:>15,}")
+
+
+@app.command()
+@reports_errors
+def train(
+    corpus: Path = typer.Option(..., help="Corpus directory (from `solulab corpus build`)."),
+    act: str = typer.Option(..., help="Activation: gelu, relu, solu, solu_ln, gelu_ln, exp_ln."),
+    out: Path = typer.Option(..., help="Run directory to write."),
+    preset: Optional[str] = typer.Option(None, help="Model size preset (see `solulab presets`)."),
+    n_layers: Optional[int] = typer.Option(None),
+    d_model: Optional[int] = typer.Option(None),
+    n_heads: Optional[int] = typer.Option(None),
+    d_mlp: Optional[int] = typer.Option(None, help="Default 4 * d_model."),
+    n_ctx: int = typer.Option(256, help="Context length in tokens."),
+    act_blocks: int = typer.Option(1, help="Softmax/LayerNorm blocks over d_mlp."),
+    positional: str = typer.Option("rotary", help="rotary or learned."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps (or give --tokens)."),
+    tokens: Optional[int] = typer.Option(None, help="Train on about this many tokens."),
+    batch_size: int = typer.Option(8, help="Sequences per micro-batch per process."),
+    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
+    lr: float = typer.Option(1e-3),
+    warmup_steps: Optional[int] = typer.Option(None, help="Default: 5% of the steps."),
+    weight_decay: float = typer.Option(0.1),
+    grad_clip: float = typer.Option(1.0),
+    eval_every: int = typer.Option(100),
+    log_every: int = typer.Option(10),
+    checkpoint_every: int = typer.Option(200),
+    seed: int = typer.Option(0, help="Seeds the data order and the initial weights."),
+    compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="Shard with FSDP2 under torchrun."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if present)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
+):
+    """Train one model. Under `torchrun --nproc_per_node N` it trains with DDP (or FSDP2)."""
+    from solulab.config import ModelConfig
+    from solulab.data import Corpus
+    from solulab.presets import get_preset
+    from solulab.train import Trainer, TrainConfig, TrainError
+
+    if preset is not None:
+        sizes = get_preset(preset).model_kwargs()
+        given = {k: v for k, v in dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads,
+                                       d_mlp=d_mlp).items() if v is not None}
+        sizes.update(given)
+    elif n_layers is None or d_model is None or n_heads is None:
+        raise TrainError("give --preset NAME or all of --n-layers, --d-model, --n-heads")
+    else:
+        sizes = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp)
+    vocab = Corpus(corpus).vocab_size
+    model_cfg = ModelConfig(**sizes, n_ctx=n_ctx, d_vocab=vocab, act_fn=act,
+                            act_blocks=act_blocks, positional=positional, init_seed=seed)
+    cfg = TrainConfig(batch_size=batch_size, grad_accum=grad_accum, steps=steps, tokens=tokens,
+                      lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
+                      grad_clip=grad_clip, eval_every=eval_every, log_every=log_every,
+                      checkpoint_every=checkpoint_every, seed=seed, compile=compile, fsdp=fsdp,
+                      device=device)
+    result = Trainer(model_cfg, cfg, corpus, out, resume=resume).run()
+    if _is_main_process():
+        typer.echo(f"{act}: {result.steps} steps, {result.tokens:,} tokens, "
+                   f"val loss {result.val_loss:.4f} -> {out}")
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+@app.command()
+@reports_errors
+def demo(
+    out: Path = typer.Option(Path("solulab-demo"), help="Where the demo writes its runs."),
+    steps: int = typer.Option(400, help="Optimizer steps per model."),
+):
+    """Build the built-in corpus (cached), train a tiny GELU and SoLU-LN model, compare them."""
+    from solulab.demo import run_demo
+
+    run_demo(out, steps=steps)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""The training loop: one CPU, one GPU, or many processes under ``torchrun``.
+
+Batches are a pure function of ``(seed, step)``: every optimizer step draws ``global_batch``
+random windows of ``n_ctx`` tokens from the train split, and each process takes its slice. Runs that
+differ only in the activation therefore see the same data in the same order, start from the same
+weights for every shared parameter (see ``ModelConfig.init_seed``), and a resumed run continues
+bit-for-bit on CPU. The run directory receives ``metrics.jsonl``, ``checkpoints/``, and at the end
+``config.json``, ``model.safetensors``, ``tokenizer.json`` and ``run.json``.
+"""
+
+from __future__ import annotations
+
+from solulab.errors import SolulabError
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from solulab.config import ModelConfig
+from solulab.data import Corpus
+from solulab.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    wrap_data_parallel,
+)
+from solulab.io import atomic_write_json, atomic_write_text
+from solulab.model import Transformer, lm_loss
+from solulab.train_state import (
+    TrainState,
+    check_identity,
+    load_latest_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
+
+METRICS_FILE = "metrics.jsonl"
+RUN_FILE = "run.json"
+
+
+class TrainError(SolulabError):
+    """Training cannot start as asked; the message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; identical across the runs of a comparison."""
+
+    batch_size: int = 8  # sequences per micro-batch per process
+    grad_accum: int = 1
+    steps: int | None = None
+    tokens: int | None = None  # alternative to steps: train on about this many tokens
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int | None = None  # default: 5% of the steps
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_sequences: int = 32
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    seed: int = 0
+    compile: bool = False
+    fsdp: bool = False
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "eval_every", "eval_sequences", "log_every",
+                     "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise TrainError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if (self.steps is None) == (self.tokens is None):
+            raise TrainError("give exactly one of --steps or --tokens")
+        if self.steps is not None and self.steps < 1:
+            raise TrainError(f"steps must be >= 1, got {self.steps}")
+        if self.tokens is not None and self.tokens < 1:
+            raise TrainError(f"tokens must be >= 1, got {self.tokens}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise TrainError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        self.betas = tuple(self.betas)
+
+    def global_batch(self, world_size: int) -> int:
+        return self.batch_size * self.grad_accum * world_size
+
+    def total_steps(self, world_size: int, n_ctx: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, math.ceil(self.tokens / (self.global_batch(world_size) * n_ctx)))
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step."""
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, total // 20)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def batch_starts(seed: int, step: int, n_starts: int, n_tokens: int, n_ctx: int) -> np.ndarray:
+    """The start offsets of the ``n_starts`` windows of step ``step`` (the same on every rank)."""
+    rng = np.random.default_rng([seed, step])
+    return rng.integers(0, n_tokens - n_ctx + 1, size=n_starts)
+
+
+def gather_windows(tokens, starts: Sequence[int], n_ctx: int) -> torch.Tensor:
+    """``[len(starts), n_ctx]`` token ids."""
+    return torch.from_numpy(np.stack([np.asarray(tokens[s:s + n_ctx]) for s in starts]).astype(np.int64))
+
+
+def param_groups(model: Transformer, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weight matrices only: not on norms, biases or embeddings."""
+    embeddings = {id(model.embed.weight)}
+    if model.pos_embed is not None:
+        embeddings.add(id(model.pos_embed.weight))
+    decay, no_decay, seen = [], [], set()
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    tokens: int
+    final_loss: float
+    val_loss: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """One training run; ``run()`` trains to the end (or resumes and then trains)."""
+
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        cfg: TrainConfig,
+        corpus_dir: str | Path,
+        out: str | Path,
+        resume: bool = False,
+        progress: bool = True,
+        callbacks: Sequence[Callable[[int, dict[str, Any]], None]] = (),
+    ):
+        self.cfg, self.out, self.progress, self.callbacks = cfg, Path(out), progress, callbacks
+        self.corpus = Corpus(corpus_dir)
+        self.corpus_dir = Path(corpus_dir)
+        if model_cfg.d_vocab < self.corpus.vocab_size:
+            raise TrainError(f"d_vocab ({model_cfg.d_vocab}) is smaller than the corpus "
+                             f"vocabulary ({self.corpus.vocab_size})")
+        self.model_cfg = model_cfg
+        self.train_tokens = self.corpus.tokens("train")
+        self.val_tokens = self.corpus.tokens("val")
+        n_ctx = model_cfg.n_ctx
+        for split, tokens in (("train", self.train_tokens), ("validation", self.val_tokens)):
+            if len(tokens) < n_ctx:
+                raise TrainError(f"n_ctx ({n_ctx}) is longer than the {split} split "
+                                 f"({len(tokens)} tokens): lower --n-ctx or use a larger corpus")
+        if not resume and self.out.exists() and any(self.out.iterdir()):
+            raise TrainError(f"{self.out} already holds files: pass --resume to continue that "
+                             "run, or choose another --out")
+        self.resume = resume
+        self.info: DistInfo | None = None
+
+    # -- identity and bookkeeping -----------------------------------------------------------
+    def identity(self, world_size: int) -> dict[str, Any]:
+        ident = {f"model.{k}": v for k, v in self.model_cfg.to_dict().items()}
+        ident.update(tokenizer_sha256=self.corpus.tokenizer_sha256, seed=self.cfg.seed,
+                     global_batch=self.cfg.global_batch(world_size))
+        return ident
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out / METRICS_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metrics past ``step`` (written after the checkpoint a resume starts from)."""
+        path = self.out / METRICS_FILE
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= step]
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _autocast(self, device: torch.device):
+        if device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module) -> float:
+        """Mean loss over the first ``eval_sequences`` windows of the validation split."""
+        info, n_ctx = self.info, self.model_cfg.n_ctx
+        n = min(self.cfg.eval_sequences, len(self.val_tokens) // n_ctx)
+        mine = list(range(info.rank, n, info.world_size))
+        model.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=info.device)
+        for i in range(0, len(mine), self.cfg.batch_size):
+            starts = [j * n_ctx for j in mine[i:i + self.cfg.batch_size]]
+            tokens = gather_windows(self.val_tokens, starts, n_ctx).to(info.device)
+            with self._autocast(info.device):
+                logits = model(tokens)
+            per_seq = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2).float(), tokens[:, 1:], reduction="none"
+            ).mean(dim=1)
+            total += torch.stack([per_seq.sum().double(), torch.tensor(len(starts), dtype=torch.float64, device=info.device)])
+        model.train()
+        total = all_reduce_sum(total)
+        return (total[0] / total[1]).item()
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        self.info = info = init_distributed(cfg.device)
+        n_ctx = self.model_cfg.n_ctx
+        total_steps = cfg.total_steps(info.world_size, n_ctx)
+        global_batch = cfg.global_batch(info.world_size)
+        identity = self.identity(info.world_size)
+
+        model = Transformer(self.model_cfg)
+        start_step, optimizer_state = 0, None
+        if self.resume:
+            state = load_latest_checkpoint(self.out)
+            if state is None:
+                raise TrainError(f"nothing to resume in {self.out}: no readable checkpoint")
+            check_identity(state.identity, identity, self.out)
+            model.load_state_dict(state.model)
+            start_step, optimizer_state = state.step, state.optimizer
+            restore_rng_states(state.rng)
+        model.to(info.device)
+        train_model = wrap_data_parallel(model, info, cfg.fsdp)
+        optimizer = torch.optim.AdamW(
+            param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
+            fused=info.device.type == "cuda",
+        )
+        if optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
+        step_model = torch.compile(train_model) if cfg.compile else train_model
+
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if self.resume:
+                self._truncate_metrics(start_step)
+            atomic_write_json(self.out / RUN_FILE, self._run_record(identity, total_steps, None))
+        barrier()
+
+        history: list[dict[str, Any]] = []
+        bar = tqdm(total=total_steps, initial=start_step, desc=f"train {self.model_cfg.act_fn}",
+                   unit="step", disable=not (self.progress and info.is_main), dynamic_ncols=True)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=info.device)
+        loss_count, last_time, last_step = 0, time.perf_counter(), start_step
+        val_loss, step_loss = float("nan"), float("nan")
+        for step in range(start_step, total_steps):
+            lr = lr_at(step, total_steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            starts = batch_starts(cfg.seed, step, global_batch, len(self.train_tokens), n_ctx)
+            step_loss_t = torch.zeros((), dtype=torch.float64, device=info.device)
+            for micro in range(cfg.grad_accum):
+                offset = (micro * info.world_size + info.rank) * cfg.batch_size
+                tokens = gather_windows(self.train_tokens, starts[offset:offset + cfg.batch_size],
+                                        n_ctx).to(info.device)
+                sync = micro == cfg.grad_accum - 1 or not hasattr(train_model, "no_sync")
+                with (nullcontext() if sync else train_model.no_sync()):
+                    with self._autocast(info.device):
+                        loss = lm_loss(step_model(tokens), tokens) / cfg.grad_accum
+                    loss.backward()
+                step_loss_t += loss.detach().double()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += step_loss_t
+            loss_count += 1
+            done = step + 1
+
+            is_last = done == total_steps
+            record: dict[str, Any] | None = None
+            if done % cfg.log_every == 0 or done % cfg.eval_every == 0 or is_last:
+                mean_loss = (all_reduce_sum(loss_sum.clone()) / (loss_count * info.world_size)).item()
+                now = time.perf_counter()
+                record = {"step": done, "tokens": done * global_batch * n_ctx, "loss": mean_loss,
+                          "lr": lr, "tokens_per_s": (done - last_step) * global_batch * n_ctx
+                          / max(now - last_time, 1e-9)}
+                if done % cfg.eval_every == 0 or is_last:
+                    val_loss = record["val_loss"] = self.evaluate(step_model)
+                loss_sum.zero_()
+                loss_count, last_time, last_step, step_loss = 0, time.perf_counter(), done, mean_loss
+                history.append(record)
+                if info.is_main:
+                    self._log(record)
+                bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if done % cfg.checkpoint_every == 0 or is_last:
+                self._checkpoint(model, optimizer, done, identity)
+            bar.update(1)
+            for callback in self.callbacks:
+                callback(done, record or {})
+        bar.close()
+
+        final_state, _ = self._full_state(model, optimizer)
+        if info.is_main:
+            self._finish(final_state, identity, total_steps, val_loss)
+        barrier()
+        return TrainResult(self.out, total_steps, total_steps * global_batch * n_ctx,
+                           step_loss, val_loss, history)
+
+    # -- files ------------------------------------------------------------------------------
+    def _full_state(self, model, optimizer) -> tuple[dict, dict]:
+        if self.cfg.fsdp and self.info.distributed:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_state_dict(model, optimizer, options=options)
+        return ({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                optimizer.state_dict())
+
+    def _checkpoint(self, model, optimizer, step: int, identity: dict[str, Any]) -> None:
+        model_state, optim_state = self._full_state(model, optimizer)
+        if self.info.is_main:
+            state = TrainState(step=step, model=model_state, optimizer=optim_state,
+                               identity=identity, rng=rng_states())
+            save_checkpoint(self.out, state, self.cfg.keep_checkpoints)
+        barrier()
+
+    def _run_record(self, identity, total_steps: int, val_loss: float | None) -> dict[str, Any]:
+        return {
+            "model": self.model_cfg.to_dict(),
+            "train": asdict(self.cfg),
+            "corpus": str(self.corpus_dir.resolve()),
+            "tokenizer_sha256": identity["tokenizer_sha256"],
+            "world_size": self.info.world_size,
+            "total_steps": total_steps,
+            "complete": val_loss is not None,
+            "val_loss": val_loss,
+        }
+
+    def _finish(self, model_state: dict, identity, total_steps: int, val_loss: float) -> None:
+        from solulab.pretrained import save_pretrained
+
+        model = Transformer(self.model_cfg)
+        model.load_state_dict(model_state)
+        save_pretrained(model, self.out)
+        shutil.copyfile(self.corpus_dir / "tokenizer.json", self.out / "tokenizer.json")
+        record = self._run_record(identity, total_steps, val_loss)
+        record["n_params"] = model.n_params()
+        atomic_write_json(self.out / RUN_FILE, record)
