@@ -21,7 +21,7 @@ from solulab.train_state import list_checkpoints
 
 DEMO_ACTS = ("gelu", "solu_ln")
 DEMO_VOCAB = 4096
-DEMO_MAX_BYTES = 8_000_000
+DEMO_MAX_BYTES = None  # the whole standard library: about 3.5M tokens, seconds to build
 DEMO_MODEL = dict(n_layers=1, d_model=128, n_heads=4, d_mlp=512, n_ctx=128)
 
 

@@ -1,0 +1,43 @@
+"""Run a short training in a child process and SIGKILL it at a chosen moment.
+
+usage: python _train_child.py CORPUS OUT STEPS (after-checkpoint|during-checkpoint) KILL_STEP [--resume]
+"""
+
+import os
+import signal
+import sys
+
+from solulab import ModelConfig
+from solulab.train import Trainer
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_train import small_model_cfg, small_train_cfg  # noqa: E402
+
+
+def main() -> None:
+    corpus, out, steps, mode, kill_step = sys.argv[1:6]
+    steps, kill_step = int(steps), int(kill_step)
+    callbacks = []
+    if mode == "after-checkpoint":
+        def kill_after(step, record):
+            if step == kill_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+        callbacks.append(kill_after)
+    elif mode == "during-checkpoint":
+        import solulab.io
+
+        real_replace = os.replace
+
+        def replace_then_die(src, dst):
+            if str(dst).endswith(f"step_{kill_step:08d}.pt"):
+                os.kill(os.getpid(), signal.SIGKILL)  # the temporary file is fully written
+            real_replace(src, dst)
+
+        solulab.io.os.replace = replace_then_die
+    cfg = ModelConfig(**small_model_cfg())
+    Trainer(cfg, small_train_cfg(steps), corpus, out, resume="--resume" in sys.argv,
+            progress=False, callbacks=callbacks).run()
+
+
+if __name__ == "__main__":
+    main()
