@@ -142,7 +142,7 @@ def _is_main_process() -> bool:
 @reports_errors
 def demo(
     out: Path = typer.Option(Path("solulab-demo"), help="Where the demo writes its runs."),
-    steps: int = typer.Option(400, help="Optimizer steps per model."),
+    steps: int = typer.Option(800, help="Optimizer steps per model."),
 ):
     """Build the built-in corpus (cached), train a tiny GELU and SoLU-LN model, compare them."""
     from solulab.demo import run_demo

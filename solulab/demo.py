@@ -61,7 +61,7 @@ def train_or_resume(model_cfg: ModelConfig, cfg: TrainConfig, corpus: Path, run_
     return json.loads((run_dir / RUN_FILE).read_text())["val_loss"]
 
 
-def run_demo(out: Path, steps: int = 400, progress: bool = True) -> dict[str, float]:
+def run_demo(out: Path, steps: int = 800, progress: bool = True) -> dict[str, float]:
     """Train a tiny GELU and SoLU-LN model with identical settings; print their losses."""
     typer.echo("[1/2] corpus: the Python standard library source", err=True)
     corpus = builtin_corpus(progress=progress)
