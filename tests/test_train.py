@@ -189,3 +189,17 @@ def test_resume_against_another_tokenizer_is_refused(small_corpus, tmp_path):
     cfg = ModelConfig(**small_model_cfg())
     with pytest.raises(ValueError, match="tokenizer_sha256: checkpoint"):
         Trainer(cfg, small_train_cfg(20), other, run, resume=True, progress=False).run()
+
+
+def test_presets_are_about_4x_apart_and_listed():
+    from solulab.presets import PRESETS
+
+    counts = []
+    for preset in PRESETS.values():
+        with torch.device("meta"):
+            counts.append(Transformer(ModelConfig(**preset.model_kwargs())).n_params())
+    ratios = [b / a for a, b in zip(counts, counts[1:])]
+    assert all(3.5 < r < 5.0 for r in ratios), ratios
+    assert PRESETS["1l-128"].n_layers == 1 and PRESETS["1l-128"].d_model == 128
+    listing = _cli("presets")
+    assert listing.exit_code == 0 and "1l-128" in listing.output and "199,552" in listing.output
