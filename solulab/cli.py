@@ -107,7 +107,7 @@ def train(
     from solulab.config import ModelConfig
     from solulab.data import Corpus
     from solulab.presets import get_preset
-    from solulab.train import Trainer, TrainConfig, TrainError
+    from solulab.train import TrainConfig, Trainer, TrainError
 
     if preset is not None:
         sizes = get_preset(preset).model_kwargs()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from solulab.errors import SolulabError
-
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from solulab.activations import ACTIVATIONS
+from solulab.errors import SolulabError
 
 POSITIONAL = ("rotary", "learned")
 

@@ -16,7 +16,7 @@ import typer
 
 from solulab.config import ModelConfig
 from solulab.data import build_corpus, is_corpus
-from solulab.train import RUN_FILE, Trainer, TrainConfig
+from solulab.train import RUN_FILE, TrainConfig, Trainer
 from solulab.train_state import list_checkpoints
 
 DEMO_ACTS = ("gelu", "solu_ln")

@@ -151,13 +151,14 @@ def _param_seed(seed: int, name: str) -> int:
 
 
 class Transformer(nn.Module):
-    """Decoder-only language model: ``forward(tokens [batch, pos]) -> logits [batch, pos, vocab]``."""
+    """Decoder-only LM: ``forward(tokens [batch, pos]) -> logits [batch, pos, d_vocab]``."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
-        self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model) if cfg.positional == "learned" else None
+        learned = cfg.positional == "learned"
+        self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model) if learned else None
         self.hook_embed = HookPoint()
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_final = LayerNorm(cfg.d_model, cfg.ln_eps)

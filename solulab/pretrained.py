@@ -6,8 +6,6 @@ file gives one ``CheckpointError`` naming the file and the problem.
 
 from __future__ import annotations
 
-from solulab.errors import SolulabError
-
 import json
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from solulab.config import ConfigError, ModelConfig
+from solulab.errors import SolulabError
 from solulab.io import atomic_write_bytes, atomic_write_json
 from solulab.model import Transformer
 
@@ -39,7 +38,8 @@ def save_pretrained(model: Transformer, directory: str | Path) -> None:
     """Write ``config.json`` and ``model.safetensors`` atomically into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(directory / WEIGHTS_FILE, save({k: v.detach().cpu().contiguous() for k, v in _state_to_save(model).items()}))
+    weights = {k: v.detach().cpu().contiguous() for k, v in _state_to_save(model).items()}
+    atomic_write_bytes(directory / WEIGHTS_FILE, save(weights))
     atomic_write_json(
         directory / CONFIG_FILE,
         {"solulab_format_version": FORMAT_VERSION, **model.cfg.to_dict()},

@@ -10,8 +10,6 @@ bit-for-bit on CPU. The run directory receives ``metrics.jsonl``, ``checkpoints/
 
 from __future__ import annotations
 
-from solulab.errors import SolulabError
-
 import json
 import math
 import shutil
@@ -35,6 +33,7 @@ from solulab.distributed import (
     init_distributed,
     wrap_data_parallel,
 )
+from solulab.errors import SolulabError
 from solulab.io import atomic_write_json, atomic_write_text
 from solulab.model import Transformer, lm_loss
 from solulab.train_state import (
@@ -48,6 +47,14 @@ from solulab.train_state import (
 
 METRICS_FILE = "metrics.jsonl"
 RUN_FILE = "run.json"
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics line; infinity for a line cut short by a kill."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
 
 
 class TrainError(SolulabError):
@@ -120,7 +127,8 @@ def batch_starts(seed: int, step: int, n_starts: int, n_tokens: int, n_ctx: int)
 
 def gather_windows(tokens, starts: Sequence[int], n_ctx: int) -> torch.Tensor:
     """``[len(starts), n_ctx]`` token ids."""
-    return torch.from_numpy(np.stack([np.asarray(tokens[s:s + n_ctx]) for s in starts]).astype(np.int64))
+    windows = np.stack([np.asarray(tokens[s:s + n_ctx]) for s in starts])
+    return torch.from_numpy(windows.astype(np.int64))
 
 
 def param_groups(model: Transformer, weight_decay: float) -> list[dict[str, Any]]:
@@ -196,8 +204,7 @@ class Trainer:
         """Drop metrics past ``step`` (written after the checkpoint a resume starts from)."""
         path = self.out / METRICS_FILE
         if path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= step]
+            kept = [line for line in path.read_text().splitlines() if _step_of(line) <= step]
             atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     # -- the loop ---------------------------------------------------------------------------
@@ -222,7 +229,8 @@ class Trainer:
             per_seq = torch.nn.functional.cross_entropy(
                 logits[:, :-1].transpose(1, 2).float(), tokens[:, 1:], reduction="none"
             ).mean(dim=1)
-            total += torch.stack([per_seq.sum().double(), torch.tensor(len(starts), dtype=torch.float64, device=info.device)])
+            total[0] += per_seq.sum().double()
+            total[1] += len(starts)
         model.train()
         total = all_reduce_sum(total)
         return (total[0] / total[1]).item()
@@ -295,7 +303,8 @@ class Trainer:
             is_last = done == total_steps
             record: dict[str, Any] | None = None
             if done % cfg.log_every == 0 or done % cfg.eval_every == 0 or is_last:
-                mean_loss = (all_reduce_sum(loss_sum.clone()) / (loss_count * info.world_size)).item()
+                summed = all_reduce_sum(loss_sum.clone())
+                mean_loss = (summed / (loss_count * info.world_size)).item()
                 now = time.perf_counter()
                 record = {"step": done, "tokens": done * global_batch * n_ctx, "loss": mean_loss,
                           "lr": lr, "tokens_per_s": (done - last_step) * global_batch * n_ctx
@@ -303,7 +312,8 @@ class Trainer:
                 if done % cfg.eval_every == 0 or is_last:
                     val_loss = record["val_loss"] = self.evaluate(step_model)
                 loss_sum.zero_()
-                loss_count, last_time, last_step, step_loss = 0, time.perf_counter(), done, mean_loss
+                loss_count, last_step, step_loss = 0, done, mean_loss
+                last_time = time.perf_counter()
                 history.append(record)
                 if info.is_main:
                     self._log(record)

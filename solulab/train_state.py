@@ -10,8 +10,6 @@ in favour of the previous checkpoint.
 
 from __future__ import annotations
 
-from solulab.errors import SolulabError
-
 import io
 import re
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from typing import Any
 
 import torch
 
+from solulab.errors import SolulabError
 from solulab.io import atomic_write_bytes
 
 CHECKPOINT_DIR = "checkpoints"

@@ -1,6 +1,7 @@
 """Run a short training in a child process and SIGKILL it at a chosen moment.
 
-usage: python _train_child.py CORPUS OUT STEPS (after-checkpoint|during-checkpoint) KILL_STEP [--resume]
+usage: python _train_child.py CORPUS OUT STEPS MODE KILL_STEP [--resume]
+MODE: after-checkpoint, during-checkpoint or none.
 """
 
 import os

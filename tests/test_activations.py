@@ -7,7 +7,6 @@ from solulab.activations import (
     ACTIVATIONS,
     Activation,
     activation_spec,
-    blocked_layer_norm,
     solu,
 )
 

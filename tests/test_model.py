@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from solulab import ModelConfig, Transformer
-from solulab.pretrained import CheckpointError
 from solulab.config import ConfigError
 from solulab.model import lm_loss
+from solulab.pretrained import CheckpointError
 
 
 def tiny(**kw):

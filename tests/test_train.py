@@ -179,6 +179,7 @@ def test_bad_inputs_are_one_clear_line_and_exit_2(small_corpus, tmp_path):
 
 def test_resume_against_another_tokenizer_is_refused(small_corpus, tmp_path):
     from conftest import write_text_tree
+
     from solulab.data import build_corpus
 
     other = tmp_path / "other"

@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import secrets
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
