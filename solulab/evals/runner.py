@@ -1,0 +1,57 @@
+"""Run offline tasks on a run directory and keep the results beside it (``evals.json``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from solulab.data import Corpus
+from solulab.data.tokenizer import load_tokenizer, sha256_file
+from solulab.errors import SolulabError
+from solulab.evals.tasks import TASKS
+from solulab.io import atomic_write_json
+from solulab.model import Transformer
+from solulab.train import RUN_FILE
+
+EVALS_FILE = "evals.json"
+
+
+def run_corpus(run_dir: Path) -> Path | None:
+    """The corpus a run was trained on, from its ``run.json``."""
+    record = Path(run_dir) / RUN_FILE
+    if record.is_file():
+        return Path(json.loads(record.read_text())["corpus"])
+    return None
+
+
+def evaluate_run(run_dir: Path, tasks: list[str], corpus_dir: Path | None = None,
+                 n: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """``{task: TaskResult as dict}``, merged into ``RUN/evals.json``."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise SolulabError(f"unknown tasks {unknown}; known: {', '.join(TASKS)}")
+    run_dir = Path(run_dir)
+    model = Transformer.from_pretrained(run_dir)
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    results = {}
+    for task in tasks:
+        kwargs: dict[str, Any] = {"seed": seed}
+        if n is not None:
+            kwargs["n"] = n
+        if task == "cloze":
+            corpus_dir = corpus_dir or run_corpus(run_dir)
+            if corpus_dir is None:
+                raise SolulabError("cloze needs --corpus (the run records none)")
+            corpus = Corpus(corpus_dir)
+            if corpus.tokenizer_sha256 != sha256_file(run_dir / "tokenizer.json"):
+                raise SolulabError(f"{corpus_dir} was tokenized with another tokenizer than "
+                                   f"{run_dir}")
+            kwargs["corpus"] = corpus
+        results[task] = asdict(TASKS[task](model, tokenizer, **kwargs))
+    path = run_dir / EVALS_FILE
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    saved.update(results)
+    atomic_write_json(path, saved)
+    return results
