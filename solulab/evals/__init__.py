@@ -1,0 +1,1 @@
+"""Downstream evaluations: offline tasks and the lm-evaluation-harness adapter."""
