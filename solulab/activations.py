@@ -40,7 +40,7 @@ ACTIVATIONS: tuple[str, ...] = tuple(_SPECS)
 DEFAULT_LN_EPS = 1e-5
 
 
-def _upcast(x: torch.Tensor) -> torch.Tensor:
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """At least float32: half types are promoted, float64 stays float64."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
@@ -55,13 +55,13 @@ def _split_blocks(x: torch.Tensor, blocks: int) -> torch.Tensor:
 
 def solu(x: torch.Tensor, blocks: int = 1) -> torch.Tensor:
     """``x * softmax(x)``, the softmax over each of ``blocks`` slices of the last dim."""
-    xb = _upcast(_split_blocks(x, blocks))
+    xb = at_least_float32(_split_blocks(x, blocks))
     return (xb * torch.softmax(xb, dim=-1)).to(x.dtype).flatten(-2)
 
 
 def x_exp(x: torch.Tensor, blocks: int = 1) -> torch.Tensor:
     """``x * exp(x - max)``, the max taken per block: ``x * exp(x)`` up to a per-block scale."""
-    xb = _upcast(_split_blocks(x, blocks))
+    xb = at_least_float32(_split_blocks(x, blocks))
     shifted = xb - xb.amax(dim=-1, keepdim=True)
     return (xb * torch.exp(shifted)).to(x.dtype).flatten(-2)
 
@@ -88,14 +88,14 @@ def blocked_layer_norm(
 ) -> torch.Tensor:
     """LayerNorm whose mean and variance are taken over each of ``blocks`` slices of the last
     dim; the gain and bias (``[d]``) are applied over the whole dim. Statistics in float32."""
-    xb = _upcast(_split_blocks(x, blocks))
+    xb = at_least_float32(_split_blocks(x, blocks))
     mean = xb.mean(dim=-1, keepdim=True)
     var = (xb - mean).pow(2).mean(dim=-1, keepdim=True)
     y = ((xb - mean) * torch.rsqrt(var + eps)).flatten(-2)
     if weight is not None:
-        y = y * _upcast(weight)
+        y = y * at_least_float32(weight)
     if bias is not None:
-        y = y + _upcast(bias)
+        y = y + at_least_float32(bias)
     return y.to(x.dtype)
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from solulab import kernels
 from solulab.activations import Activation, blocked_layer_norm
 from solulab.config import ModelConfig
 
@@ -118,10 +119,11 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.hook_pre(self.fc_in(x))
-        mid = self.act.nonlinearity(pre)
-        if self.act.ln is not None:
-            mid = self.act.ln(self.hook_mid(mid))
-        return self.fc_out(self.hook_post(mid))
+        if self.hook_mid is not None and self.hook_mid.sink is not None:  # hook_mid is read
+            post = self.act.ln(self.hook_mid(self.act.nonlinearity(pre)))
+        else:
+            post = kernels.activation(self.act, pre)
+        return self.fc_out(self.hook_post(post))
 
 
 class Block(nn.Module):

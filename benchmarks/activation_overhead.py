@@ -1,0 +1,166 @@
+"""What SoLU-LN costs over GELU: the activation alone, a whole training step, saved memory.
+
+Measured side by side in one run, alternating between the contenders in rounds (median), so
+drift in machine speed affects all alike:
+
+1. the activation alone, forward + backward on ``[batch * n_ctx, d_mlp]``: GELU, the SoLU-LN
+   reference (autograd through readable ops), the fused SoLU-LN (eager and compiled), and, where
+   a GPU and Triton are present, the Triton kernel with its bandwidth against a device copy;
+2. a training step (forward, backward, AdamW) of ``gelu`` vs ``solu_ln`` models, both eager and
+   both under ``torch.compile``; the target is a step-time ratio of at most 1.01;
+3. the activation memory autograd saves for the backward of one forward pass, per model.
+
+    python benchmarks/activation_overhead.py [--n-layers 2 --d-model 256 --n-ctx 256 --batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from solulab import ModelConfig, Transformer, kernels
+from solulab.activations import Activation
+from solulab.kernels.fused import fused_activation
+from solulab.model import lm_loss
+from solulab.train import param_groups
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def race(contenders: dict[str, Callable[[], None]], rounds: int, reps: int,
+         device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each contender, alternating in rounds."""
+    for fn in contenders.values():
+        fn()
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            sync(device)
+            times[name].append((time.perf_counter() - start) / reps)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def activation_contenders(args, device) -> dict[str, Callable[[], None]]:
+    rows, d_mlp = args.batch * args.n_ctx, 4 * args.d_model
+    x = torch.randn(rows, d_mlp, device=device, dtype=args.dtype, requires_grad=True)
+    grad = torch.randn_like(x)
+    act = Activation("solu_ln", d_mlp).to(device)
+    w, b = act.ln.w, act.ln.b
+    compiled = torch.compile(fused_activation)
+
+    def step(fn):
+        return lambda: fn().backward(grad)
+
+    contenders = {
+        "gelu": step(lambda: F.gelu(x)),
+        "solu_ln reference": step(lambda: act(x)),
+        "solu_ln fused": step(lambda: fused_activation(x, "solu_ln", w, b)),
+        "solu_ln fused+compile": step(lambda: compiled(x, "solu_ln", w, b)),
+    }
+    if device.type == "cuda" and kernels.backend_for(act, x) == "triton":
+        from solulab.kernels.triton_solu import triton_activation
+
+        contenders["solu_ln triton"] = step(lambda: triton_activation(x, "solu_ln", w, b))
+    return contenders
+
+
+def training_step(act: str, args, device, compile_model: bool) -> Callable[[], None]:
+    cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64,
+                      n_ctx=args.n_ctx, d_vocab=args.vocab, act_fn=act)
+    model = Transformer(cfg).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4)
+    forward = torch.compile(model) if compile_model else model
+    tokens = torch.randint(0, args.vocab, (args.batch, args.n_ctx), device=device)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+
+    def step() -> None:
+        with autocast:
+            loss = lm_loss(forward(tokens), tokens)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def saved_bytes(act: str, args, device, backend: str) -> int:
+    """Bytes of tensors autograd saves for the backward of one forward pass."""
+    cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64,
+                      n_ctx=args.n_ctx, d_vocab=args.vocab, act_fn=act)
+    model = Transformer(cfg).to(device)
+    tokens = torch.randint(0, args.vocab, (args.batch, args.n_ctx), device=device)
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if not isinstance(t, torch.nn.Parameter):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with kernels.use_backend(backend), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        lm_loss(model(tokens), tokens)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in seen.items() if ptr not in params)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-layers", type=int, default=2)
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--n-ctx", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    args = parser.parse_args()
+    args.dtype = getattr(torch, args.dtype)
+    device = torch.device(args.device)
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))
+    print(f"config: {args.n_layers} layers, d_model {args.d_model}, d_mlp {4 * args.d_model}, "
+          f"n_ctx {args.n_ctx}, batch {args.batch}, vocab {args.vocab}")
+
+    print("\n1. activation alone, forward + backward "
+          f"[{args.batch * args.n_ctx}, {4 * args.d_model}] {args.dtype}")
+    alone = race(activation_contenders(args, device), args.rounds, args.reps, device)
+    for name, t in alone.items():
+        print(f"   {name:<24} {t * 1e3:8.2f} ms   {t / alone['gelu']:6.2f}x gelu")
+
+    print("\n2. training step (forward, backward, AdamW)")
+    for compile_model in (False, True):
+        label = "compiled" if compile_model else "eager"
+        steps = {act: training_step(act, args, device, compile_model)
+                 for act in ("gelu", "solu_ln")}
+        timed = race(steps, args.rounds, args.reps, device)
+        ratio = timed["solu_ln"] / timed["gelu"]
+        print(f"   {label:<9} gelu {timed['gelu'] * 1e3:8.1f} ms   solu_ln "
+              f"{timed['solu_ln'] * 1e3:8.1f} ms   step-time ratio {ratio:.3f}")
+
+    print("\n3. activation memory saved for backward (one forward)")
+    gelu = saved_bytes("gelu", args, device, "auto")
+    for label, act, backend in (("gelu", "gelu", "auto"),
+                                ("solu_ln reference", "solu_ln", "reference"),
+                                ("solu_ln fused", "solu_ln", "auto")):
+        n = saved_bytes(act, args, device, backend)
+        print(f"   {label:<20} {n / 2**20:8.2f} MiB   {n / gelu:5.3f}x gelu")
+
+
+if __name__ == "__main__":
+    main()

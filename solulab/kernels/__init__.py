@@ -1,0 +1,65 @@
+"""Fast SoLU-family activations, chosen by device: Triton on CUDA, fused PyTorch ops elsewhere.
+
+``activation(act, x)`` computes ``act(x)`` (an ``activations.Activation``) through a fused kernel
+with a memory-saving backward where one exists for its kind, and through the readable reference
+otherwise. ``use_backend("reference")`` forces the reference, e.g. to compare against it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from solulab.activations import Activation
+from solulab.kernels.fused import KINDS, fused_activation
+
+BACKENDS = ("auto", "reference", "fused", "triton")
+_backend = "auto"
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Within the block, compute activations with backend ``name``."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; known: {', '.join(BACKENDS)}")
+    previous, _backend = _backend, name
+    try:
+        yield
+    finally:
+        _backend = previous
+
+
+def _triton_ready(x: torch.Tensor) -> bool:
+    if not x.is_cuda:
+        return False
+    try:
+        from solulab.kernels.triton_solu import triton_available
+    except ImportError:
+        return False
+    return triton_available()
+
+
+def backend_for(act: Activation, x: torch.Tensor) -> str:
+    """The backend that ``activation`` will use for this activation and input."""
+    if act.name not in KINDS or _backend == "reference":
+        return "reference"
+    if _backend != "auto":
+        return _backend
+    return "triton" if _triton_ready(x) else "fused"
+
+
+def activation(act: Activation, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)`` through the fastest available implementation."""
+    backend = backend_for(act, x)
+    if backend == "reference":
+        return act(x)
+    w, b = (act.ln.w, act.ln.b) if act.ln is not None else (None, None)
+    eps = act.ln.eps if act.ln is not None else 0.0
+    if backend == "triton":
+        from solulab.kernels.triton_solu import triton_activation
+
+        return triton_activation(x.contiguous(), act.name, w, b, act.blocks, eps)
+    return fused_activation(x, act.name, w, b, act.blocks, eps)

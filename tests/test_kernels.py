@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from solulab import ModelConfig, Transformer, kernels
+from solulab.activations import Activation
+from solulab.kernels.fused import KINDS, fused_activation
+
+
+def _act(kind, d, blocks, dtype=torch.float64):
+    torch.manual_seed(0)
+    act = Activation(kind, d, blocks).to(dtype)
+    if act.ln is not None:
+        with torch.no_grad():
+            act.ln.w.normal_()
+            act.ln.b.normal_()
+    return act
+
+
+def _params(act):
+    return [act.ln.w, act.ln.b] if act.ln is not None else []
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("rows, d, blocks", [(1, 7, 1), (6, 33, 1), (4, 64, 2), (3, 129, 3)])
+def test_fused_matches_the_reference_forward_and_gradients(kind, rows, d, blocks):
+    act = _act(kind, d, blocks, torch.float32)
+    x = torch.randn(rows, d) * 3
+    x[-1] += 120.0  # a row of large values: no overflow
+    x.requires_grad_()
+    w, b = (act.ln.w, act.ln.b) if act.ln is not None else (None, None)
+    ref, out = act(x), fused_activation(x, kind, w, b, blocks)
+    grad = torch.randn_like(ref)
+    inputs = [x, *_params(act)]
+    ref_grads = torch.autograd.grad(ref, inputs, grad)
+    out_grads = torch.autograd.grad(out, inputs, grad)
+    for r, o in zip([ref, *ref_grads], [out, *out_grads]):
+        assert (r - o).abs().max() <= 1e-5 * r.abs().max()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_fused_gradcheck_float64(kind):
+    act = _act(kind, 12, 3)
+    x = torch.randn(2, 12, dtype=torch.float64, requires_grad=True)
+    w, b = (act.ln.w, act.ln.b) if act.ln is not None else (None, None)
+    fn = (lambda x, w, b: fused_activation(x, kind, w, b, 3)) if w is not None else (
+        lambda x: fused_activation(x, kind, None, None, 3))
+    assert torch.autograd.gradcheck(fn, (x, w, b) if w is not None else (x,))
+
+
+def test_fused_bf16_within_bf16_rounding():
+    act = _act("solu_ln", 256, 1, torch.float32)
+    x = (torch.randn(16, 256) * 2).bfloat16()
+    ref = act(x.float())  # the same inputs, computed in float32
+    out = fused_activation(x, "solu_ln", act.ln.w, act.ln.b)
+    assert out.dtype == torch.bfloat16
+    assert ((out.float() - ref).abs() <= 2 ** -8 * ref.abs() + 1e-6).all()
+
+
+def test_model_uses_the_fused_path_and_saves_less_for_backward():
+    model = Transformer(ModelConfig(n_layers=1, d_model=64, n_heads=2, n_ctx=32, d_vocab=100))
+    tokens = torch.randint(0, 100, (4, 32))
+    assert kernels.backend_for(model.blocks[0].mlp.act, torch.zeros(1)) == "fused"
+
+    def saved(backend):
+        sizes = []
+        with kernels.use_backend(backend), torch.autograd.graph.saved_tensors_hooks(
+                lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            logits = model(tokens)
+        return logits, sum(sizes)
+
+    fused_logits, fused_saved = saved("auto")
+    ref_logits, ref_saved = saved("reference")
+    torch.testing.assert_close(fused_logits, ref_logits, rtol=1e-5, atol=1e-5)
+    assert fused_saved < ref_saved - 2 * 4 * 32 * 256  # at least two [rows, d_mlp] fewer
+    with pytest.raises(ValueError, match="unknown kernel backend"):
+        with kernels.use_backend("cuda-magic"):
+            pass
