@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from solulab.parallel import local
+
 # name -> (nonlinearity, has extra LayerNorm)
 _SPECS = {
     "gelu": ("gelu", False),
@@ -117,7 +119,8 @@ class ExtraLayerNorm(nn.Module):
         self.b = nn.Parameter(torch.zeros(d_mlp))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return blocked_layer_norm(x, self.w, self.b, self.blocks, self.eps)
+        # under tensor parallelism the gain and bias are sharded: use this rank's slice
+        return blocked_layer_norm(x, local(self.w), local(self.b), self.blocks, self.eps)
 
 
 class Activation(nn.Module):

@@ -100,6 +100,8 @@ def train(
     seed: int = typer.Option(0, help="Seeds the data order and the initial weights."),
     compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
     fsdp: bool = typer.Option(False, "--fsdp", help="Shard with FSDP2 under torchrun."),
+    tp: int = typer.Option(1, help="Tensor-parallel degree under torchrun (MLP split; "
+                           "needs --act-blocks a multiple of it)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if present)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
 ):
@@ -125,7 +127,7 @@ def train(
                       lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
                       grad_clip=grad_clip, eval_every=eval_every, log_every=log_every,
                       checkpoint_every=checkpoint_every, seed=seed, compile=compile, fsdp=fsdp,
-                      device=device)
+                      tp=tp, device=device)
     result = Trainer(model_cfg, cfg, corpus, out, resume=resume).run()
     if _is_main_process():
         typer.echo(f"{act}: {result.steps} steps, {result.tokens:,} tokens, "
@@ -138,16 +140,92 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command()
+@reports_errors
+def sweep(
+    corpus: Path = typer.Option(..., help="Corpus directory."),
+    sizes: str = typer.Option(..., help="Comma-separated presets or LxD sizes, e.g. 1x64,1l-128."),
+    acts: str = typer.Option("gelu,solu_ln", help="Comma-separated activations."),
+    out: Path = typer.Option(..., help="Sweep directory."),
+    tokens: Optional[int] = typer.Option(None, help="Tokens per run (or give --steps)."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps per run."),
+    n_ctx: int = typer.Option(256),
+    batch_size: int = typer.Option(8),
+    grad_accum: int = typer.Option(1),
+    lr: float = typer.Option(1e-3),
+    eval_every: int = typer.Option(100),
+    checkpoint_every: int = typer.Option(200),
+    seed: int = typer.Option(0),
+    device: Optional[str] = typer.Option(None),
+):
+    """Train every size x activation with identical settings; re-run to resume."""
+    from solulab.sweep import run_sweep
+    from solulab.train import TrainConfig
+
+    cfg = TrainConfig(tokens=tokens, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
+                      lr=lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                      seed=seed, device=device)
+    run_sweep(corpus, out, _split(sizes), _split(acts), {"n_ctx": n_ctx}, cfg)
+    typer.echo(f"sweep finished: {out}  (next: solulab compare {out})")
+
+
+@app.command()
+@reports_errors
+def compare(
+    sweep_dir: Path = typer.Argument(..., help="Sweep directory."),
+    baseline: str = typer.Option("gelu", help="Activation whose scaling law is the yardstick."),
+):
+    """Fit the baseline's scaling law; print each run's size-equivalent multiplier; plot."""
+    from solulab.compare import compare_sweep, format_table, plot_comparison
+
+    result = compare_sweep(sweep_dir, baseline=baseline)
+    typer.echo(format_table(result))
+    for path in plot_comparison(result, sweep_dir / "plots"):
+        typer.echo(f"plot: {path}")
+
+
+@app.command("eval")
+@reports_errors
+def eval_run(
+    run: Path = typer.Argument(..., help="Run directory."),
+    tasks: str = typer.Option("arithmetic,cloze", help="Comma-separated offline tasks."),
+    corpus: Optional[Path] = typer.Option(None, help="Corpus for cloze (default: the run's)."),
+    n: Optional[int] = typer.Option(None, help="Items per task."),
+):
+    """Offline downstream tasks with accuracy and standard error (written to evals.json)."""
+    from solulab.evals.runner import evaluate_run
+
+    for task, r in evaluate_run(run, _split(tasks), corpus, n).items():
+        typer.echo(f"{task:<12} accuracy {r['accuracy']:.3f} +- {r['stderr']:.3f} "
+                   f"(n={r['n']}, chance {r['chance']:.2f})")
+
+
+@app.command()
+@reports_errors
+def report(
+    sweep_dir: Path = typer.Argument(..., help="Sweep directory."),
+    out: Optional[Path] = typer.Option(None, help="HTML file (default SWEEP/report.html)."),
+):
+    """Write one static HTML report with the comparison, evals and neuron results."""
+    from solulab.report import write_report
+
+    typer.echo(f"report: {write_report(sweep_dir, out)}")
+
+
 @app.command()
 @reports_errors
 def demo(
-    out: Path = typer.Option(Path("solulab-demo"), help="Where the demo writes its runs."),
-    steps: int = typer.Option(800, help="Optimizer steps per model."),
+    out: Path = typer.Option(Path("solulab-demo"), help="Where the demo writes everything."),
+    steps: int = typer.Option(400, help="Optimizer steps per model."),
 ):
-    """Build the built-in corpus (cached), train a tiny GELU and SoLU-LN model, compare them."""
-    from solulab.demo import run_demo
+    """The whole pipeline on the built-in corpus: sweep, compare, evals, report."""
+    from solulab.demo import DemoSettings, run_demo
 
-    run_demo(out, steps=steps)
+    run_demo(out, DemoSettings(steps=steps))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,18 +1,24 @@
-"""Process-group setup under ``torchrun`` and data-parallel wrapping applied from outside the model.
+"""Process-group setup under ``torchrun`` and parallelism applied from outside the model.
 
 One process (no ``torchrun``) is world size 1 and needs no process group. Under ``torchrun`` the
-backend is NCCL on CUDA and gloo on CPU. ``wrap_data_parallel`` applies DDP, or FSDP2
-(``fully_shard`` on every block, then the root) when ``fsdp`` is asked for.
+backend is NCCL on CUDA and gloo on CPU, and the processes form a ``(dp, tp)`` mesh: ranks that
+share a data-parallel index hold one model split by tensor parallelism (``solulab.parallel``) and
+see the same data. ``parallelize`` applies tensor parallelism, then data parallelism: DDP, or
+FSDP2 (``fully_shard`` on every block, then the root) when ``fsdp`` is asked for or tensor
+parallelism is on.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from solulab.errors import SolulabError
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,16 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    tp: int = 1  # tensor-parallel degree
+    mesh: Any = None  # DeviceMesh with dims ("dp", "tp") when distributed
+
+    @property
+    def dp_size(self) -> int:
+        return self.world_size // self.tp
+
+    @property
+    def dp_rank(self) -> int:
+        return self.rank // self.tp
 
     @property
     def is_main(self) -> bool:
@@ -31,8 +47,8 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: str | None = None) -> DistInfo:
-    """Join the ``torchrun`` process group if there is one; pick the device."""
+def init_distributed(device: str | None = None, tp: int = 1) -> DistInfo:
+    """Join the ``torchrun`` process group if there is one; pick the device; build the mesh."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -42,9 +58,16 @@ def init_distributed(device: str | None = None) -> DistInfo:
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(rank, world_size, local_rank, dev)
+    if tp < 1 or world_size % tp:
+        raise SolulabError(f"--tp {tp} does not divide the {world_size} processes")
+    mesh = None
+    if world_size > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(dev.type, (world_size // tp, tp), mesh_dim_names=("dp", "tp"))
+    return DistInfo(rank, world_size, local_rank, dev, tp, mesh)
 
 
 def shutdown_distributed() -> None:
@@ -52,16 +75,23 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def wrap_data_parallel(model: nn.Module, info: DistInfo, fsdp: bool = False) -> nn.Module:
-    """The model to call in the training step: DDP, FSDP2, or the model itself (1 process)."""
+def parallelize(model: nn.Module, info: DistInfo, fsdp: bool = False) -> nn.Module:
+    """The model to call in the training step: tensor parallelism (``info.tp > 1``), then DDP
+    or FSDP2 over the data-parallel ranks, or the model itself in one process."""
     if not info.distributed:
         return model
-    if fsdp:
+    if info.tp > 1:
+        from solulab.parallel import apply_tensor_parallel
+
+        apply_tensor_parallel(model, info.mesh["tp"])
+    if info.dp_size == 1:
+        return model
+    if fsdp or info.tp > 1:
         from torch.distributed.fsdp import fully_shard
 
         for block in model.blocks:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mesh=info.mesh["dp"])
+        fully_shard(model, mesh=info.mesh["dp"])
         return model
     from torch.nn.parallel import DistributedDataParallel
 

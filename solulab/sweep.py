@@ -23,7 +23,7 @@ from solulab.data import Corpus
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json
 from solulab.presets import PRESETS, get_preset
-from solulab.train import RUN_FILE, Trainer, TrainConfig
+from solulab.train import RUN_FILE, TrainConfig, Trainer
 from solulab.train_state import list_checkpoints
 
 SWEEP_FILE = "sweep.json"

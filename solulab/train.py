@@ -31,11 +31,12 @@ from solulab.distributed import (
     all_reduce_sum,
     barrier,
     init_distributed,
-    wrap_data_parallel,
+    parallelize,
 )
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json, atomic_write_text
 from solulab.model import Transformer, lm_loss
+from solulab.parallel import clip_grad_norm
 from solulab.train_state import (
     TrainState,
     check_identity,
@@ -83,11 +84,12 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False
     fsdp: bool = False
+    tp: int = 1  # tensor-parallel degree under torchrun
     device: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "eval_every", "eval_sequences", "log_every",
-                     "checkpoint_every", "keep_checkpoints"):
+                     "checkpoint_every", "keep_checkpoints", "tp"):
             if getattr(self, name) < 1:
                 raise TrainError(f"{name} must be >= 1, got {getattr(self, name)}")
         if (self.steps is None) == (self.tokens is None):
@@ -100,13 +102,14 @@ class TrainConfig:
             raise TrainError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         self.betas = tuple(self.betas)
 
-    def global_batch(self, world_size: int) -> int:
-        return self.batch_size * self.grad_accum * world_size
+    def global_batch(self, dp_size: int) -> int:
+        """Sequences per optimizer step over the ``dp_size`` data-parallel ranks."""
+        return self.batch_size * self.grad_accum * dp_size
 
-    def total_steps(self, world_size: int, n_ctx: int) -> int:
+    def total_steps(self, dp_size: int, n_ctx: int) -> int:
         if self.steps is not None:
             return self.steps
-        return max(1, math.ceil(self.tokens / (self.global_batch(world_size) * n_ctx)))
+        return max(1, math.ceil(self.tokens / (self.global_batch(dp_size) * n_ctx)))
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -190,10 +193,10 @@ class Trainer:
         self.info: DistInfo | None = None
 
     # -- identity and bookkeeping -----------------------------------------------------------
-    def identity(self, world_size: int) -> dict[str, Any]:
+    def identity(self, dp_size: int) -> dict[str, Any]:
         ident = {f"model.{k}": v for k, v in self.model_cfg.to_dict().items()}
         ident.update(tokenizer_sha256=self.corpus.tokenizer_sha256, seed=self.cfg.seed,
-                     global_batch=self.cfg.global_batch(world_size))
+                     global_batch=self.cfg.global_batch(dp_size))
         return ident
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -218,7 +221,7 @@ class Trainer:
         """Mean loss over the first ``eval_sequences`` windows of the validation split."""
         info, n_ctx = self.info, self.model_cfg.n_ctx
         n = min(self.cfg.eval_sequences, len(self.val_tokens) // n_ctx)
-        mine = list(range(info.rank, n, info.world_size))
+        mine = list(range(info.dp_rank, n, info.dp_size))
         model.eval()
         total = torch.zeros(2, dtype=torch.float64, device=info.device)
         for i in range(0, len(mine), self.cfg.batch_size):
@@ -237,11 +240,11 @@ class Trainer:
 
     def run(self) -> TrainResult:
         cfg = self.cfg
-        self.info = info = init_distributed(cfg.device)
+        self.info = info = init_distributed(cfg.device, cfg.tp)
         n_ctx = self.model_cfg.n_ctx
-        total_steps = cfg.total_steps(info.world_size, n_ctx)
-        global_batch = cfg.global_batch(info.world_size)
-        identity = self.identity(info.world_size)
+        total_steps = cfg.total_steps(info.dp_size, n_ctx)
+        global_batch = cfg.global_batch(info.dp_size)
+        identity = self.identity(info.dp_size)
 
         model = Transformer(self.model_cfg)
         start_step, optimizer_state = 0, None
@@ -254,13 +257,22 @@ class Trainer:
             start_step, optimizer_state = state.step, state.optimizer
             restore_rng_states(state.rng)
         model.to(info.device)
-        train_model = wrap_data_parallel(model, info, cfg.fsdp)
+        train_model = parallelize(model, info, cfg.fsdp)
         optimizer = torch.optim.AdamW(
             param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
-            fused=info.device.type == "cuda",
+            fused=info.device.type == "cuda" and not self._sharded,
         )
         if optimizer_state is not None:
-            optimizer.load_state_dict(optimizer_state)
+            if self._sharded:
+                from torch.distributed.checkpoint.state_dict import (
+                    StateDictOptions,
+                    set_optimizer_state_dict,
+                )
+
+                set_optimizer_state_dict(model, optimizer, optimizer_state,
+                                         options=StateDictOptions(full_state_dict=True))
+            else:
+                optimizer.load_state_dict(optimizer_state)
         step_model = torch.compile(train_model) if cfg.compile else train_model
 
         if info.is_main:
@@ -283,7 +295,7 @@ class Trainer:
             starts = batch_starts(cfg.seed, step, global_batch, len(self.train_tokens), n_ctx)
             step_loss_t = torch.zeros((), dtype=torch.float64, device=info.device)
             for micro in range(cfg.grad_accum):
-                offset = (micro * info.world_size + info.rank) * cfg.batch_size
+                offset = (micro * info.dp_size + info.dp_rank) * cfg.batch_size
                 tokens = gather_windows(self.train_tokens, starts[offset:offset + cfg.batch_size],
                                         n_ctx).to(info.device)
                 sync = micro == cfg.grad_accum - 1 or not hasattr(train_model, "no_sync")
@@ -292,7 +304,9 @@ class Trainer:
                         loss = lm_loss(step_model(tokens), tokens) / cfg.grad_accum
                     loss.backward()
                 step_loss_t += loss.detach().double()
-            if cfg.grad_clip > 0:
+            if cfg.grad_clip > 0 and info.tp > 1:
+                clip_grad_norm(model.parameters(), cfg.grad_clip)
+            elif cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -333,8 +347,13 @@ class Trainer:
                            step_loss, val_loss, history)
 
     # -- files ------------------------------------------------------------------------------
+    @property
+    def _sharded(self) -> bool:
+        """Parameters are DTensors (FSDP or tensor parallelism) and need collective saving."""
+        return self.info.distributed and (self.cfg.fsdp or self.info.tp > 1)
+
     def _full_state(self, model, optimizer) -> tuple[dict, dict]:
-        if self.cfg.fsdp and self.info.distributed:
+        if self._sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)

@@ -14,6 +14,7 @@ import torch
 
 from solulab.activations import Activation
 from solulab.kernels.fused import KINDS, fused_activation
+from solulab.parallel import local
 
 BACKENDS = ("auto", "reference", "fused", "triton")
 _backend = "auto"
@@ -56,7 +57,7 @@ def activation(act: Activation, x: torch.Tensor) -> torch.Tensor:
     backend = backend_for(act, x)
     if backend == "reference":
         return act(x)
-    w, b = (act.ln.w, act.ln.b) if act.ln is not None else (None, None)
+    w, b = (local(act.ln.w), local(act.ln.b)) if act.ln is not None else (None, None)
     eps = act.ln.eps if act.ln is not None else 0.0
     if backend == "triton":
         from solulab.kernels.triton_solu import triton_activation
