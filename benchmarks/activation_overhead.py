@@ -4,8 +4,8 @@ Measured side by side in one run, alternating between the contenders in rounds (
 drift in machine speed affects all alike:
 
 1. the activation alone, forward + backward on ``[batch * n_ctx, d_mlp]``: GELU, the SoLU-LN
-   reference (autograd through readable ops), the fused SoLU-LN (eager and compiled), and, where
-   a GPU and Triton are present, the Triton kernel with its bandwidth against a device copy;
+   reference (autograd through readable ops), the fused SoLU-LN in PyTorch ops (eager and
+   compiled), the C kernels on the CPU, and the Triton kernel where a GPU is present;
 2. a training step (forward, backward, AdamW) of ``gelu`` vs ``solu_ln`` models, both eager and
    both under ``torch.compile``; the target is a step-time ratio of at most 1.01;
 3. the activation memory autograd saves for the backward of one forward pass, per model.
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from solulab import ModelConfig, Transformer, kernels
 from solulab.activations import Activation
 from solulab.kernels.fused import fused_activation
+from solulab.kernels.native import native_activation, native_ready
 from solulab.model import lm_loss
 from solulab.train import param_groups
 
@@ -71,6 +72,8 @@ def activation_contenders(args, device) -> dict[str, Callable[[], None]]:
         "solu_ln fused": step(lambda: fused_activation(x, "solu_ln", w, b)),
         "solu_ln fused+compile": step(lambda: compiled(x, "solu_ln", w, b)),
     }
+    if device.type == "cpu" and native_ready(x):
+        contenders["solu_ln native (C)"] = step(lambda: native_activation(x, "solu_ln", w, b))
     if device.type == "cuda" and kernels.backend_for(act, x) == "triton":
         from solulab.kernels.triton_solu import triton_activation
 
@@ -155,9 +158,11 @@ def main() -> None:
 
     print("\n3. activation memory saved for backward (one forward)")
     gelu = saved_bytes("gelu", args, device, "auto")
+    probe = Activation("solu_ln", 4 * args.d_model)
+    auto = kernels.backend_for(probe, torch.zeros(1, device=device, dtype=torch.float32))
     for label, act, backend in (("gelu", "gelu", "auto"),
                                 ("solu_ln reference", "solu_ln", "reference"),
-                                ("solu_ln fused", "solu_ln", "auto")):
+                                (f"solu_ln {auto}", "solu_ln", "auto")):
         n = saved_bytes(act, args, device, backend)
         print(f"   {label:<20} {n / 2**20:8.2f} MiB   {n / gelu:5.3f}x gelu")
 

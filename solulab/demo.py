@@ -1,80 +1,87 @@
-"""``solulab demo``: the pipeline on the built-in corpus, small enough for a laptop CPU.
+"""``solulab demo``: the whole pipeline on the built-in corpus, small enough for a laptop CPU.
 
-The built-in corpus (this Python's standard library source) is built once and cached. Runs that
-already finished are kept; an interrupted one resumes.
+corpus (built once, cached) -> sweep of sizes x {gelu, solu_ln} -> compare (scaling fit,
+multipliers, plots) -> offline evals -> report. Finished runs are kept and interrupted ones
+resume, so running the demo again is cheap.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
-from solulab.config import ModelConfig
+from solulab.cache import cache_dir
+from solulab.compare import compare_sweep, format_table
 from solulab.data import build_corpus, is_corpus
-from solulab.train import RUN_FILE, TrainConfig, Trainer
-from solulab.train_state import list_checkpoints
+from solulab.evals.runner import evaluate_run
+from solulab.report import write_report
+from solulab.sweep import run_sweep
+from solulab.train import TrainConfig
 
-DEMO_ACTS = ("gelu", "solu_ln")
 DEMO_VOCAB = 4096
-DEMO_MAX_BYTES = None  # the whole standard library: about 3.5M tokens, seconds to build
-DEMO_MODEL = dict(n_layers=1, d_model=128, n_heads=4, d_mlp=512, n_ctx=128)
 
 
-def cache_dir() -> Path:
-    """``$SOLULAB_CACHE``, else ``$XDG_CACHE_HOME/solulab``, else ``~/.cache/solulab``."""
-    if "SOLULAB_CACHE" in os.environ:
-        return Path(os.environ["SOLULAB_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "solulab"
+@dataclass(frozen=True)
+class DemoSettings:
+    """How big the demo is; the defaults take about ten minutes on 2 CPU cores."""
+
+    sizes: tuple[str, ...] = ("1x32", "1x64", "1x128")
+    acts: tuple[str, ...] = ("gelu", "solu_ln")
+    steps: int = 400
+    batch_size: int = 16
+    n_ctx: int = 128
+    eval_items: int = 200
+    corpus_max_bytes: int | None = None  # None: the whole standard library, ~3.5M tokens
 
 
-def builtin_corpus(vocab_size: int = DEMO_VOCAB, max_bytes: int | None = DEMO_MAX_BYTES,
+def builtin_corpus(vocab_size: int = DEMO_VOCAB, max_bytes: int | None = None,
                    progress: bool = True) -> Path:
     """The cached built-in corpus directory, built on first use."""
     version = f"{sys.version_info.major}{sys.version_info.minor}"
     path = cache_dir() / "corpora" / f"stdlib-py{version}-v{vocab_size}-b{max_bytes or 'all'}"
     if not is_corpus(path):
-        typer.echo(f"building the built-in corpus (once) into {path}", err=True)
+        typer.echo(f"      building it once into {path}", err=True)
         build_corpus(path, sources=None, vocab_size=vocab_size, max_bytes=max_bytes,
                      progress=progress)
     return path
 
 
-def is_complete_run(run_dir: Path) -> bool:
-    record = run_dir / RUN_FILE
-    return record.is_file() and json.loads(record.read_text()).get("complete", False)
+def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool = True) -> Path:
+    """Run every stage into ``out``; returns the report's path."""
+    out = Path(out)
+    say = lambda message: typer.echo(message, err=True)  # noqa: E731
+    say("[1/5] corpus: the Python standard library source")
+    corpus = builtin_corpus(max_bytes=settings.corpus_max_bytes, progress=progress)
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    say(f"      {manifest['splits']['train']['tokens']:,} train tokens, "
+        f"{manifest['splits']['val']['tokens']:,} validation tokens")
 
+    say(f"[2/5] sweep: sizes {', '.join(settings.sizes)} x {', '.join(settings.acts)}, "
+        f"{settings.steps} steps each, identical settings")
+    cfg = TrainConfig(steps=settings.steps, batch_size=settings.batch_size, lr=2e-3,
+                      eval_every=max(1, settings.steps // 8),
+                      checkpoint_every=max(1, settings.steps // 4), log_every=10)
+    sweep_dir = out / "sweep"
+    runs = run_sweep(corpus, sweep_dir, list(settings.sizes), list(settings.acts),
+                     {"n_ctx": settings.n_ctx}, cfg, progress=progress, log=say)
 
-def train_or_resume(model_cfg: ModelConfig, cfg: TrainConfig, corpus: Path, run_dir: Path,
-                    progress: bool = True) -> float:
-    """Train ``run_dir`` unless it is complete; resume it when it has a checkpoint."""
-    if not is_complete_run(run_dir):
-        resume = bool(list_checkpoints(run_dir))
-        if run_dir.exists() and not resume:  # killed before its first checkpoint
-            shutil.rmtree(run_dir)
-        Trainer(model_cfg, cfg, corpus, run_dir, resume=resume, progress=progress).run()
-    return json.loads((run_dir / RUN_FILE).read_text())["val_loss"]
+    say("[3/5] compare: baseline scaling law and size-equivalent multipliers")
+    typer.echo(format_table(compare_sweep(sweep_dir)))
 
+    say(f"[4/5] evals: arithmetic and cloze, {settings.eval_items} items each")
+    for key in runs:
+        results = evaluate_run(sweep_dir / key, ["arithmetic", "cloze"], corpus,
+                               n=settings.eval_items)
+        summary = ", ".join(f"{t} {r['accuracy']:.3f}" for t, r in results.items())
+        say(f"      {key}: {summary}")
 
-def run_demo(out: Path, steps: int = 800, progress: bool = True) -> dict[str, float]:
-    """Train a tiny GELU and SoLU-LN model with identical settings; print their losses."""
-    typer.echo("[1/2] corpus: the Python standard library source", err=True)
-    corpus = builtin_corpus(progress=progress)
-    vocab = json.loads((corpus / "manifest.json").read_text())["vocab_size"]
-    cfg = TrainConfig(steps=steps, batch_size=16, lr=2e-3, eval_every=max(1, steps // 4),
-                      checkpoint_every=max(1, steps // 4), log_every=10)
-    losses = {}
-    for i, act in enumerate(DEMO_ACTS):
-        typer.echo(f"[2/2] training {act} ({i + 1}/{len(DEMO_ACTS)})", err=True)
-        model_cfg = ModelConfig(**DEMO_MODEL, d_vocab=vocab, act_fn=act)
-        losses[act] = train_or_resume(model_cfg, cfg, corpus, out / "runs" / act, progress)
-    typer.echo("\nvalidation loss (nats/token):")
-    for act, loss in losses.items():
-        typer.echo(f"  {act:<8} {loss:.4f}   {out / 'runs' / act}")
+    say("[5/5] report")
+    report = write_report(sweep_dir)
+    typer.echo(f"\nreport: {report}")
+    typer.echo(f"runs:   {sweep_dir}/<size>/<activation>")
     typer.echo(f"corpus: {corpus}")
-    return losses
+    return report

@@ -1,4 +1,5 @@
-"""Fast SoLU-family activations, chosen by device: Triton on CUDA, fused PyTorch ops elsewhere.
+"""Fast SoLU-family activations, chosen by device: Triton on CUDA, C kernels on the CPU, fused
+PyTorch ops where neither can run.
 
 ``activation(act, x)`` computes ``act(x)`` (an ``activations.Activation``) through a fused kernel
 with a memory-saving backward where one exists for its kind, and through the readable reference
@@ -14,9 +15,10 @@ import torch
 
 from solulab.activations import Activation
 from solulab.kernels.fused import KINDS, fused_activation
+from solulab.kernels.native import native_activation, native_ready
 from solulab.parallel import local
 
-BACKENDS = ("auto", "reference", "fused", "triton")
+BACKENDS = ("auto", "reference", "fused", "native", "triton")
 _backend = "auto"
 
 
@@ -49,7 +51,9 @@ def backend_for(act: Activation, x: torch.Tensor) -> str:
         return "reference"
     if _backend != "auto":
         return _backend
-    return "triton" if _triton_ready(x) else "fused"
+    if _triton_ready(x):
+        return "triton"
+    return "native" if native_ready(x) else "fused"
 
 
 def activation(act: Activation, x: torch.Tensor) -> torch.Tensor:
@@ -63,4 +67,6 @@ def activation(act: Activation, x: torch.Tensor) -> torch.Tensor:
         from solulab.kernels.triton_solu import triton_activation
 
         return triton_activation(x.contiguous(), act.name, w, b, act.blocks, eps)
+    if backend == "native":
+        return native_activation(x, act.name, w, b, act.blocks, eps)
     return fused_activation(x, act.name, w, b, act.blocks, eps)

@@ -1,0 +1,146 @@
+/* Fused SoLU-family activations on the CPU: one pass per row block forward, recomputing backward.
+ *
+ * Layout: x is [rows, d] float32, contiguous; each row has `blocks` blocks of width w = d / blocks.
+ * kind: 0 solu, 1 solu_ln, 2 gelu_ln, 3 exp_ln. stats is [rows, blocks, 4]:
+ * (max, sum of exp, LayerNorm mean, LayerNorm rstd); unused entries are left as they are.
+ * Gradients are derived in solulab/kernels/fused.py's docstring. Built with -Ofast so that the
+ * compiler vectorises expf (glibc's libmvec); inputs are finite, so fast-math changes nothing
+ * but the rounding, which the tests bound.
+ */
+#include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { SOLU = 0, SOLU_LN = 1, GELU_LN = 2, EXP_LN = 3 };
+
+static inline float gelu(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+
+static inline float gelu_grad(float v) {
+    return 0.5f * (1.0f + erff(v * 0.70710678118654752f))
+         + v * expf(-0.5f * v * v) * 0.39894228040143268f;
+}
+
+/* y[i] = nonlinearity(x[i]); returns it in y and the softmax statistics in st. */
+static void nonlinearity(int kind, const float *x, float *y, int w, float *st) {
+    if (kind == GELU_LN) {
+        for (int i = 0; i < w; i++) y[i] = gelu(x[i]);
+        return;
+    }
+    float m = x[0];
+    for (int i = 1; i < w; i++) m = x[i] > m ? x[i] : m;
+    float s = 0.0f;
+    for (int i = 0; i < w; i++) {
+        float e = expf(x[i] - m);
+        s += e;
+        y[i] = x[i] * e;
+    }
+    st[0] = m;
+    st[1] = s;
+    if (kind == EXP_LN) return;
+    float inv = 1.0f / s;
+    for (int i = 0; i < w; i++) y[i] *= inv;
+}
+
+void solu_forward(const float *x, const float *weight, const float *bias, float *out,
+                  float *stats, int64_t rows, int64_t d, int blocks, int kind, float eps,
+                  int threads) {
+    int w = (int)(d / blocks);
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        for (int blk = 0; blk < blocks; blk++) {
+            const float *xr = x + r * d + (int64_t)blk * w;
+            float *yr = out + r * d + (int64_t)blk * w;
+            float *st = stats + (r * blocks + blk) * 4;
+            nonlinearity(kind, xr, yr, w, st);
+            if (kind == SOLU) continue;
+            double sum = 0.0;
+            for (int i = 0; i < w; i++) sum += yr[i];
+            float mean = (float)(sum / w);
+            double var = 0.0;
+            for (int i = 0; i < w; i++) { float c = yr[i] - mean; var += (double)c * c; }
+            float rstd = (float)(1.0 / sqrt(var / w + eps));
+            const float *wr = weight + (int64_t)blk * w, *br = bias + (int64_t)blk * w;
+            for (int i = 0; i < w; i++) yr[i] = (yr[i] - mean) * rstd * wr[i] + br[i];
+            st[2] = mean;
+            st[3] = rstd;
+        }
+    }
+}
+
+/* grad_weight_parts and grad_bias_parts are [threads, d], zeroed by the caller. */
+void solu_backward(const float *grad, const float *x, const float *weight, const float *stats,
+                   float *grad_x, float *grad_weight_parts, float *grad_bias_parts,
+                   int64_t rows, int64_t d, int blocks, int kind, int threads) {
+    int w = (int)(d / blocks);
+    #pragma omp parallel num_threads(threads)
+    {
+        float *y = malloc(sizeof(float) * w), *gy = malloc(sizeof(float) * w);
+        int t = 0;
+        #ifdef _OPENMP
+        t = omp_get_thread_num();
+        #endif
+        float *gw = grad_weight_parts + (int64_t)t * d, *gb = grad_bias_parts + (int64_t)t * d;
+        #pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            for (int blk = 0; blk < blocks; blk++) {
+                int64_t off = r * d + (int64_t)blk * w;
+                const float *xr = x + off, *g = grad + off;
+                const float *st = stats + (r * blocks + blk) * 4;
+                float *gx = grad_x + off;
+                float m = st[0], s = st[1];
+                if (kind == SOLU) {
+                    memcpy(gy, g, sizeof(float) * w);
+                } else {
+                    float mean = st[2], rstd = st[3];
+                    float dummy[2];
+                    nonlinearity(kind, xr, y, w, dummy);
+                    const float *wr = weight + (int64_t)blk * w;
+                    double a = 0.0, c = 0.0;
+                    for (int i = 0; i < w; i++) {
+                        float yhat = (y[i] - mean) * rstd;
+                        gw[blk * w + i] += g[i] * yhat;
+                        gb[blk * w + i] += g[i];
+                        float gh = g[i] * wr[i];
+                        a += gh;
+                        c += gh * yhat;
+                        y[i] = yhat;
+                        gy[i] = gh;
+                    }
+                    float am = (float)(a / w), cm = (float)(c / w);
+                    for (int i = 0; i < w; i++) gy[i] = rstd * (gy[i] - am - y[i] * cm);
+                }
+                if (kind == GELU_LN) {
+                    for (int i = 0; i < w; i++) gx[i] = gy[i] * gelu_grad(xr[i]);
+                } else if (kind == EXP_LN) {
+                    double through_max = 0.0;
+                    int ties = 0;
+                    for (int i = 0; i < w; i++) {
+                        float e = expf(xr[i] - m);
+                        gx[i] = gy[i] * e * (1.0f + xr[i]);
+                        through_max -= gy[i] * xr[i] * e;
+                        ties += xr[i] == m;
+                    }
+                    for (int i = 0; i < w; i++)
+                        if (xr[i] == m) gx[i] += (float)(through_max / ties);
+                } else {
+                    float inv = 1.0f / s;
+                    double dot = 0.0;
+                    for (int i = 0; i < w; i++) {
+                        float sm = expf(xr[i] - m) * inv;
+                        float gys = gy[i] * sm;
+                        gx[i] = gys * (1.0f + xr[i]);
+                        dot += gys * xr[i];
+                        y[i] = sm;
+                    }
+                    for (int i = 0; i < w; i++) gx[i] -= y[i] * (float)dot;
+                }
+            }
+        }
+        free(y);
+        free(gy);
+    }
+}

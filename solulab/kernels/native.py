@@ -1,0 +1,130 @@
+"""The CPU path: the C kernels of ``csrc/solu_cpu.c``, compiled for this machine on first use.
+
+The source is compiled with the system C compiler (``$CC``, else ``cc``) at ``-Ofast
+-march=native`` with OpenMP, so ``expf`` is vectorised, into a library cached under the solulab
+cache directory by a hash of the source and flags (an atomic rename, so concurrent processes
+agree). Where no compiler or vector math library exists, ``load_library`` returns None and the
+PyTorch fused path is used instead. Float32 only; other dtypes take the PyTorch path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from solulab.cache import cache_dir
+from solulab.kernels.fused import KINDS
+
+SOURCE = Path(__file__).parent / "csrc" / "solu_cpu.c"
+KIND_IDS = {"solu": 0, "solu_ln": 1, "gelu_ln": 2, "exp_ln": 3}
+FLAG_SETS = (
+    ["-Ofast", "-march=native", "-fopenmp", "-fPIC", "-shared", "-lmvec", "-lm"],
+    ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-lm"],
+)
+_P, _I64, _INT, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+
+
+def _compile(flags: list[str]) -> Path | None:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *flags, platform.node(),
+                                                          platform.machine()]).encode())
+    target = cache_dir() / "kernels" / f"solu_cpu_{key.hexdigest()[:16]}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        subprocess.run([compiler, str(SOURCE), "-o", tmp, *flags], check=True,
+                       capture_output=True, timeout=120)
+        os.replace(tmp, target)
+    except (OSError, subprocess.SubprocessError):
+        Path(tmp).unlink(missing_ok=True)
+        return None
+    return target
+
+
+@functools.cache
+def load_library() -> ctypes.CDLL | None:
+    """The compiled kernels, or None where they cannot be built here."""
+    if os.environ.get("SOLULAB_NATIVE_KERNELS", "1") == "0":
+        return None
+    for flags in FLAG_SETS:
+        path = _compile(flags)
+        if path is None:
+            continue
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError:
+            continue
+        lib.solu_forward.argtypes = [_P, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _F, _INT]
+        lib.solu_backward.argtypes = [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _INT]
+        return lib
+    return None
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class NativeActivation(torch.autograd.Function):
+    """``x [rows, d]`` float32 -> activation, through the C kernels."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, kind: str, blocks: int, eps: float):
+        lib = load_library()
+        x = x.contiguous()
+        weight = None if weight is None else weight.contiguous()
+        bias = None if bias is None else bias.contiguous()
+        rows, d = x.shape
+        out = torch.empty_like(x)
+        stats = torch.empty(rows, blocks, 4, dtype=torch.float32)
+        lib.solu_forward(x.data_ptr(), _ptr(weight), _ptr(bias), out.data_ptr(),
+                         stats.data_ptr(), rows, d, blocks, KIND_IDS[kind], eps,
+                         torch.get_num_threads())
+        ctx.save_for_backward(x, weight, stats)
+        ctx.config = (kind, blocks)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, stats = ctx.saved_tensors
+        kind, blocks = ctx.config
+        rows, d = x.shape
+        threads = torch.get_num_threads()
+        grad_out = grad_out.contiguous()
+        grad_x = torch.empty_like(x)
+        parts_w = torch.zeros(threads, d)
+        parts_b = torch.zeros(threads, d)
+        load_library().solu_backward(grad_out.data_ptr(), x.data_ptr(), _ptr(weight),
+                                     stats.data_ptr(), grad_x.data_ptr(), parts_w.data_ptr(),
+                                     parts_b.data_ptr(), rows, d, blocks, KIND_IDS[kind],
+                                     threads)
+        has_ln = KINDS[kind][1]
+        grad_w = parts_w.sum(0) if has_ln else None
+        grad_b = parts_b.sum(0) if has_ln else None
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+@torch.compiler.disable  # an opaque C call: run it eagerly between compiled regions
+def native_activation(x: torch.Tensor, kind: str, weight, bias, blocks: int = 1,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """The activation of ``x [..., d]`` (float32, CPU) through the C kernels."""
+    shape = x.shape
+    out = NativeActivation.apply(x.reshape(-1, shape[-1]), weight, bias, kind, blocks, eps)
+    return out.view(shape)
+
+
+def native_ready(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32 and load_library() is not None
