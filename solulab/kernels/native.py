@@ -25,6 +25,7 @@ from solulab.cache import cache_dir
 from solulab.kernels.fused import KINDS
 
 SOURCE = Path(__file__).parent / "csrc" / "solu_cpu.c"
+GRAD_CHUNKS = 256  # partial sums of the LayerNorm gain and bias gradients
 KIND_IDS = {"solu": 0, "solu_ln": 1, "gelu_ln": 2, "exp_ln": 3}
 FLAG_SETS = (
     ["-Ofast", "-march=native", "-fopenmp", "-fPIC", "-shared", "-lmvec", "-lm"],
@@ -69,7 +70,8 @@ def load_library() -> ctypes.CDLL | None:
         except OSError:
             continue
         lib.solu_forward.argtypes = [_P, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _F, _INT]
-        lib.solu_backward.argtypes = [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _INT]
+        lib.solu_backward.argtypes = [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _I64,
+                                      _INT]
         return lib
     return None
 
@@ -102,15 +104,15 @@ class NativeActivation(torch.autograd.Function):
         x, weight, stats = ctx.saved_tensors
         kind, blocks = ctx.config
         rows, d = x.shape
-        threads = torch.get_num_threads()
+        chunks = min(rows, GRAD_CHUNKS)  # fixed by the shape: results independent of threads
         grad_out = grad_out.contiguous()
         grad_x = torch.empty_like(x)
-        parts_w = torch.zeros(threads, d)
-        parts_b = torch.zeros(threads, d)
+        parts_w = torch.zeros(chunks, d)
+        parts_b = torch.zeros(chunks, d)
         load_library().solu_backward(grad_out.data_ptr(), x.data_ptr(), _ptr(weight),
                                      stats.data_ptr(), grad_x.data_ptr(), parts_w.data_ptr(),
                                      parts_b.data_ptr(), rows, d, blocks, KIND_IDS[kind],
-                                     threads)
+                                     chunks, torch.get_num_threads())
         has_ln = KINDS[kind][1]
         grad_w = parts_w.sum(0) if has_ln else None
         grad_b = parts_b.sum(0) if has_ln else None

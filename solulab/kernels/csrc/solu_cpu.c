@@ -71,21 +71,21 @@ void solu_forward(const float *x, const float *weight, const float *bias, float 
     }
 }
 
-/* grad_weight_parts and grad_bias_parts are [threads, d], zeroed by the caller. */
+/* grad_weight_parts and grad_bias_parts are [chunks, d], zeroed by the caller: chunk c sums rows
+ * [c * per_chunk, (c + 1) * per_chunk), so the result does not depend on the thread count. */
 void solu_backward(const float *grad, const float *x, const float *weight, const float *stats,
                    float *grad_x, float *grad_weight_parts, float *grad_bias_parts,
-                   int64_t rows, int64_t d, int blocks, int kind, int threads) {
+                   int64_t rows, int64_t d, int blocks, int kind, int64_t chunks, int threads) {
     int w = (int)(d / blocks);
+    int64_t per_chunk = (rows + chunks - 1) / chunks;
     #pragma omp parallel num_threads(threads)
     {
         float *y = malloc(sizeof(float) * w), *gy = malloc(sizeof(float) * w);
-        int t = 0;
-        #ifdef _OPENMP
-        t = omp_get_thread_num();
-        #endif
-        float *gw = grad_weight_parts + (int64_t)t * d, *gb = grad_bias_parts + (int64_t)t * d;
         #pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; r++) {
+        for (int64_t chunk = 0; chunk < chunks; chunk++) {
+          float *gw = grad_weight_parts + chunk * d, *gb = grad_bias_parts + chunk * d;
+          int64_t end = (chunk + 1) * per_chunk < rows ? (chunk + 1) * per_chunk : rows;
+          for (int64_t r = chunk * per_chunk; r < end; r++) {
             for (int blk = 0; blk < blocks; blk++) {
                 int64_t off = r * d + (int64_t)blk * w;
                 const float *xr = x + off, *g = grad + off;
@@ -139,6 +139,7 @@ void solu_backward(const float *grad, const float *x, const float *weight, const
                     for (int i = 0; i < w; i++) gx[i] -= y[i] * (float)dot;
                 }
             }
+          }
         }
         free(y);
         free(gy);
