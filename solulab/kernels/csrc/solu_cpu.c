@@ -24,7 +24,7 @@ static inline float gelu_grad(float v) {
          + v * expf(-0.5f * v * v) * 0.39894228040143268f;
 }
 
-/* y[i] = nonlinearity(x[i]); returns it in y and the softmax statistics in st. */
+/* y[i] = nonlinearity(x[i]) and the softmax statistics (max, sum) in st. */
 static void nonlinearity(int kind, const float *x, float *y, int w, float *st) {
     if (kind == GELU_LN) {
         for (int i = 0; i < w; i++) y[i] = gelu(x[i]);
@@ -45,6 +45,19 @@ static void nonlinearity(int kind, const float *x, float *y, int w, float *st) {
     for (int i = 0; i < w; i++) y[i] *= inv;
 }
 
+/* The same from saved statistics, keeping exp(x - max) (times 1 / sum for SoLU) in e. */
+static void recompute(int kind, const float *x, float *y, float *e, int w, const float *st) {
+    if (kind == GELU_LN) {
+        for (int i = 0; i < w; i++) y[i] = gelu(x[i]);
+        return;
+    }
+    float m = st[0], scale = kind == EXP_LN ? 1.0f : 1.0f / st[1];
+    for (int i = 0; i < w; i++) {
+        e[i] = expf(x[i] - m) * scale;
+        y[i] = x[i] * e[i];
+    }
+}
+
 void solu_forward(const float *x, const float *weight, const float *bias, float *out,
                   float *stats, int64_t rows, int64_t d, int blocks, int kind, float eps,
                   int threads) {
@@ -57,12 +70,12 @@ void solu_forward(const float *x, const float *weight, const float *bias, float 
             float *st = stats + (r * blocks + blk) * 4;
             nonlinearity(kind, xr, yr, w, st);
             if (kind == SOLU) continue;
-            double sum = 0.0;
+            float sum = 0.0f;  /* -Ofast sums in vector lanes: pairwise-like accuracy */
             for (int i = 0; i < w; i++) sum += yr[i];
-            float mean = (float)(sum / w);
-            double var = 0.0;
-            for (int i = 0; i < w; i++) { float c = yr[i] - mean; var += (double)c * c; }
-            float rstd = (float)(1.0 / sqrt(var / w + eps));
+            float mean = sum / w;
+            float var = 0.0f;
+            for (int i = 0; i < w; i++) { float c = yr[i] - mean; var += c * c; }
+            float rstd = 1.0f / sqrtf(var / w + eps);
             const float *wr = weight + (int64_t)blk * w, *br = bias + (int64_t)blk * w;
             for (int i = 0; i < w; i++) yr[i] = (yr[i] - mean) * rstd * wr[i] + br[i];
             st[2] = mean;
@@ -81,6 +94,7 @@ void solu_backward(const float *grad, const float *x, const float *weight, const
     #pragma omp parallel num_threads(threads)
     {
         float *y = malloc(sizeof(float) * w), *gy = malloc(sizeof(float) * w);
+        float *e = malloc(sizeof(float) * w);
         #pragma omp for schedule(static)
         for (int64_t chunk = 0; chunk < chunks; chunk++) {
           float *gw = grad_weight_parts + chunk * d, *gb = grad_bias_parts + chunk * d;
@@ -91,15 +105,14 @@ void solu_backward(const float *grad, const float *x, const float *weight, const
                 const float *xr = x + off, *g = grad + off;
                 const float *st = stats + (r * blocks + blk) * 4;
                 float *gx = grad_x + off;
-                float m = st[0], s = st[1];
+                if (kind != GELU_LN) recompute(kind, xr, y, e, w, st);
                 if (kind == SOLU) {
                     memcpy(gy, g, sizeof(float) * w);
                 } else {
                     float mean = st[2], rstd = st[3];
-                    float dummy[2];
-                    nonlinearity(kind, xr, y, w, dummy);
+                    if (kind == GELU_LN) recompute(kind, xr, y, e, w, st);
                     const float *wr = weight + (int64_t)blk * w;
-                    double a = 0.0, c = 0.0;
+                    float a = 0.0f, c = 0.0f;
                     for (int i = 0; i < w; i++) {
                         float yhat = (y[i] - mean) * rstd;
                         gw[blk * w + i] += g[i] * yhat;
@@ -110,38 +123,35 @@ void solu_backward(const float *grad, const float *x, const float *weight, const
                         y[i] = yhat;
                         gy[i] = gh;
                     }
-                    float am = (float)(a / w), cm = (float)(c / w);
+                    float am = a / w, cm = c / w;
                     for (int i = 0; i < w; i++) gy[i] = rstd * (gy[i] - am - y[i] * cm);
                 }
                 if (kind == GELU_LN) {
                     for (int i = 0; i < w; i++) gx[i] = gy[i] * gelu_grad(xr[i]);
                 } else if (kind == EXP_LN) {
-                    double through_max = 0.0;
+                    float m = st[0], through_max = 0.0f;
                     int ties = 0;
                     for (int i = 0; i < w; i++) {
-                        float e = expf(xr[i] - m);
-                        gx[i] = gy[i] * e * (1.0f + xr[i]);
-                        through_max -= gy[i] * xr[i] * e;
+                        gx[i] = gy[i] * e[i] * (1.0f + xr[i]);
+                        through_max -= gy[i] * xr[i] * e[i];
                         ties += xr[i] == m;
                     }
                     for (int i = 0; i < w; i++)
-                        if (xr[i] == m) gx[i] += (float)(through_max / ties);
+                        if (xr[i] == m) gx[i] += through_max / ties;
                 } else {
-                    float inv = 1.0f / s;
-                    double dot = 0.0;
+                    float dot = 0.0f;  /* e holds softmax(x) here */
                     for (int i = 0; i < w; i++) {
-                        float sm = expf(xr[i] - m) * inv;
-                        float gys = gy[i] * sm;
+                        float gys = gy[i] * e[i];
                         gx[i] = gys * (1.0f + xr[i]);
                         dot += gys * xr[i];
-                        y[i] = sm;
                     }
-                    for (int i = 0; i < w; i++) gx[i] -= y[i] * (float)dot;
+                    for (int i = 0; i < w; i++) gx[i] -= e[i] * dot;
                 }
             }
           }
         }
         free(y);
         free(gy);
+        free(e);
     }
 }
