@@ -25,7 +25,7 @@ from solulab.cache import cache_dir
 from solulab.kernels.fused import KINDS
 
 SOURCE = Path(__file__).parent / "csrc" / "solu_cpu.c"
-GRAD_CHUNKS = 256  # partial sums of the LayerNorm gain and bias gradients
+GRAD_CHUNKS = 64  # partial sums of the LayerNorm gain and bias gradients
 KIND_IDS = {"solu": 0, "solu_ln": 1, "gelu_ln": 2, "exp_ln": 3}
 FLAG_SETS = (
     ["-Ofast", "-march=native", "-fopenmp", "-fPIC", "-shared", "-lmvec", "-lm"],
@@ -107,13 +107,13 @@ class NativeActivation(torch.autograd.Function):
         chunks = min(rows, GRAD_CHUNKS)  # fixed by the shape: results independent of threads
         grad_out = grad_out.contiguous()
         grad_x = torch.empty_like(x)
-        parts_w = torch.zeros(chunks, d)
-        parts_b = torch.zeros(chunks, d)
+        has_ln = KINDS[kind][1]
+        parts_w = torch.empty(chunks if has_ln else 0, d)  # zeroed by the kernel
+        parts_b = torch.empty(chunks if has_ln else 0, d)
         load_library().solu_backward(grad_out.data_ptr(), x.data_ptr(), _ptr(weight),
                                      stats.data_ptr(), grad_x.data_ptr(), parts_w.data_ptr(),
                                      parts_b.data_ptr(), rows, d, blocks, KIND_IDS[kind],
                                      chunks, torch.get_num_threads())
-        has_ln = KINDS[kind][1]
         grad_w = parts_w.sum(0) if has_ln else None
         grad_b = parts_b.sum(0) if has_ln else None
         return grad_x, grad_w, grad_b, None, None, None

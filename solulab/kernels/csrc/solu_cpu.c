@@ -84,7 +84,7 @@ void solu_forward(const float *x, const float *weight, const float *bias, float 
     }
 }
 
-/* grad_weight_parts and grad_bias_parts are [chunks, d], zeroed by the caller: chunk c sums rows
+/* grad_weight_parts and grad_bias_parts are [chunks, d]: chunk c sums rows
  * [c * per_chunk, (c + 1) * per_chunk), so the result does not depend on the thread count. */
 void solu_backward(const float *grad, const float *x, const float *weight, const float *stats,
                    float *grad_x, float *grad_weight_parts, float *grad_bias_parts,
@@ -98,6 +98,10 @@ void solu_backward(const float *grad, const float *x, const float *weight, const
         #pragma omp for schedule(static)
         for (int64_t chunk = 0; chunk < chunks; chunk++) {
           float *gw = grad_weight_parts + chunk * d, *gb = grad_bias_parts + chunk * d;
+          if (kind != SOLU) {
+              memset(gw, 0, sizeof(float) * d);
+              memset(gb, 0, sizeof(float) * d);
+          }
           int64_t end = (chunk + 1) * per_chunk < rows ? (chunk + 1) * per_chunk : rows;
           for (int64_t r = chunk * per_chunk; r < end; r++) {
             for (int blk = 0; blk < blocks; blk++) {
