@@ -1,0 +1,111 @@
+"""``solulab report``: one static HTML file with the comparison of a sweep, plots embedded.
+
+It reads only what earlier stages wrote: ``compare.json`` (recomputed when missing), each run's
+``evals.json``, and each run's neuron store summary where one exists, so it opens anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from solulab.compare import COMPARE_FILE, compare_sweep, plot_comparison
+from solulab.evals.runner import EVALS_FILE
+from solulab.io import atomic_write_text
+
+REPORT_FILE = "report.html"
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 14px; }
+th, td { border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }
+th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
+img { max-width: 100%; }
+.note { color: #666; font-size: 13px; }
+"""
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def loss_section(result: dict[str, Any], plots: list[Path]) -> str:
+    rows = [[r["size"], r["act"], f"{r['n_params']:,}", f"{r['val_loss']:.4f}",
+             _fmt(r["loss_vs_baseline"], "+.4f"), _fmt(r["multiplier"], ".3f"),
+             "" if r["multiplier_low"] is None
+             else f"{r['multiplier_low']:.2f} to {r['multiplier_high']:.2f}"]
+            for r in result["runs"]]
+    header = ["size", "activation", "non-embedding params", "val loss",
+              f"vs {result['baseline']} (nats)", "size-equivalent multiplier", "95% interval"]
+    parts = ["<h2>Loss and model-size equivalent</h2>", _table(header, rows)]
+    if result.get("fit"):
+        fit = result["fit"]
+        parts.append(f"<p class=note>Baseline fit: L(N) = {fit['E']:.3f} + {fit['A']:.4g} "
+                     f"N<sup>-{fit['alpha']:.3f}</sup> on non-embedding parameters. The paper "
+                     "finds SoLU-LN between 0.95x and 1.05x at every size.</p>")
+    if result.get("note"):
+        parts.append(f"<p class=note>{html.escape(result['note'])}</p>")
+    parts.extend(_img(p) for p in plots)
+    return "\n".join(parts)
+
+
+def eval_section(root: Path, result: dict[str, Any]) -> str:
+    rows = []
+    for r in result["runs"]:
+        path = root / r["size"] / r["act"] / EVALS_FILE
+        if path.is_file():
+            for task, t in sorted(json.loads(path.read_text()).items()):
+                rows.append([r["size"], r["act"], task, f"{t['accuracy']:.3f}",
+                             f"{t['stderr']:.3f}", t["n"], f"{t['chance']:.2f}"])
+    if not rows:
+        return "<h2>Downstream evaluations</h2><p class=note>No evaluations yet: run " \
+               "<code>solulab eval RUN</code>.</p>"
+    header = ["size", "activation", "task", "accuracy", "std. error", "items", "chance"]
+    return "<h2>Downstream evaluations</h2>" + _table(header, rows)
+
+
+def neuron_section(root: Path, result: dict[str, Any]) -> str:
+    rows = []
+    for r in result["runs"]:
+        summary = root / r["size"] / r["act"] / "neurons" / "summary.json"
+        if summary.is_file():
+            data = json.loads(summary.read_text())
+            rows.append([r["size"], r["act"], data.get("tokens", ""), data.get("layers", ""),
+                         data.get("d_mlp", "")])
+    if not rows:
+        return ""
+    return "<h2>Neuron collections</h2>" + _table(
+        ["size", "activation", "tokens", "layers", "neurons per layer"], rows)
+
+
+def write_report(root: Path, out: Path | None = None) -> Path:
+    """Write ``report.html`` for a sweep directory; returns its path."""
+    root = Path(root)
+    result = (json.loads((root / COMPARE_FILE).read_text()) if (root / COMPARE_FILE).is_file()
+              else compare_sweep(root))
+    plots = plot_comparison(result, root / "plots")
+    body = "\n".join([
+        f"<h1>solulab report: {html.escape(root.name)}</h1>",
+        loss_section(result, plots),
+        eval_section(root, result),
+        neuron_section(root, result),
+    ])
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>solulab report</title>"
+            f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
+    path = Path(out) if out else root / REPORT_FILE
+    atomic_write_text(path, page)
+    return path

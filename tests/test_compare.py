@@ -1,0 +1,83 @@
+import json
+
+import pytest
+
+from solulab.compare import compare_sweep, format_table, plot_comparison
+from solulab.errors import SolulabError
+from solulab.report import write_report
+
+E, A, ALPHA = 1.7, 400.0, 0.3
+SIZES = {"s1": 1e5, "s2": 4e5, "s3": 1.6e6, "s4": 6.4e6, "s5": 2.56e7}
+
+
+def law(n):
+    return E + A * n ** -ALPHA
+
+
+def make_sweep(root, solu_factor=2.0, sizes=SIZES):
+    """A sweep directory whose baseline follows the law and whose solu_ln runs reach the
+    baseline's loss at ``solu_factor`` times their size."""
+    runs = []
+    for size, n in sizes.items():
+        for act, factor in (("gelu", 1.0), ("solu_ln", solu_factor)):
+            run = root / size / act
+            run.mkdir(parents=True)
+            final = law(n * factor)
+            curve = [(1000, final + 0.4), (2000, final + 0.1), (4000, final)]
+            (run / "metrics.jsonl").write_text("".join(
+                json.dumps({"step": i, "tokens": t, "loss": v, "val_loss": v}) + "\n"
+                for i, (t, v) in enumerate(curve)))
+            (run / "run.json").write_text(json.dumps(
+                {"complete": True, "n_params": int(n), "val_loss": final}))
+            runs.append(f"{size}/{act}")
+    (root / "sweep.json").write_text(json.dumps(
+        {"sizes": list(sizes), "acts": ["gelu", "solu_ln"], "model": {}, "train": {},
+         "corpus_tokenizer_sha256": "x", "runs": runs}))
+    return root
+
+
+def test_multiplier_of_a_run_at_the_baselines_2n_loss_is_2(tmp_path):
+    result = compare_sweep(make_sweep(tmp_path), n_bootstrap=50)
+    fit = result["fit"]
+    assert fit["E"] == pytest.approx(E, rel=1e-3) and fit["alpha"] == pytest.approx(ALPHA, rel=1e-2)
+    for run in result["runs"]:
+        expected = 2.0 if run["act"] == "solu_ln" else 1.0
+        assert run["multiplier"] == pytest.approx(expected, rel=1e-2)
+        assert run["multiplier_low"] <= run["multiplier"] <= run["multiplier_high"]
+        if run["act"] == "solu_ln":
+            assert run["loss_vs_baseline"] == pytest.approx(
+                law(SIZES[run["size"]] * 2) - law(SIZES[run["size"]]))
+    for points in result["curves"].values():  # refitted at every shared evaluation point
+        assert [t for t, _ in points] == [1000, 2000, 4000]
+        assert all(m == pytest.approx(2.0, rel=0.05) for _, m in points)
+    assert json.loads((tmp_path / "compare.json").read_text())["baseline"] == "gelu"
+    table = format_table(result)
+    assert "2.000x" in table and "s5" in table
+
+
+def test_too_few_sizes_compares_losses_without_a_multiplier(tmp_path):
+    result = compare_sweep(make_sweep(tmp_path, sizes={"s1": 1e5, "s2": 4e5}))
+    assert result["fit"] is None and "no scaling-law fit" in result["note"]
+    assert all(r["multiplier"] is None for r in result["runs"])
+    assert {r["act"]: r["loss_vs_baseline"] for r in result["runs"] if r["size"] == "s1"}[
+        "gelu"] == 0.0
+
+
+def test_missing_baseline_is_refused(tmp_path):
+    make_sweep(tmp_path)
+    with pytest.raises(SolulabError, match="no finished 'relu' runs"):
+        compare_sweep(tmp_path, baseline="relu")
+
+
+def test_plots_and_report(tmp_path):
+    root = make_sweep(tmp_path / "sweep")
+    result = compare_sweep(root, n_bootstrap=20)
+    paths = plot_comparison(result, tmp_path / "plots")
+    assert [p.name for p in paths] == ["learning_curves.png", "multiplier.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+    (root / "s1" / "gelu" / "evals.json").write_text(json.dumps({"arithmetic": {
+        "task": "arithmetic", "accuracy": 0.31, "stderr": 0.02, "n": 300, "chance": 0.25,
+        "details": {}}}))
+    page = write_report(root).read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert "size-equivalent multiplier" in page and "0.310" in page and "<script" not in page

@@ -1,0 +1,24 @@
+import json
+
+from solulab.demo import DemoSettings, run_demo
+
+
+def test_the_demo_pipeline_at_a_small_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOLULAB_CACHE", str(tmp_path / "cache"))
+    settings = DemoSettings(sizes=("1x32", "1x64", "1x96"), steps=24, batch_size=4, n_ctx=64,
+                            eval_items=12, corpus_max_bytes=400_000)
+    report = run_demo(tmp_path / "demo", settings, progress=False)
+    page = report.read_text()
+    assert "size-equivalent multiplier" in page and page.count("data:image/png") >= 1
+    sweep = tmp_path / "demo" / "sweep"
+    compare = json.loads((sweep / "compare.json").read_text())
+    assert {(r["size"], r["act"]) for r in compare["runs"]} == {
+        (s, a) for s in settings.sizes for a in settings.acts}
+    for size in settings.sizes:
+        for act in settings.acts:
+            evals = json.loads((sweep / size / act / "evals.json").read_text())
+            assert set(evals) == {"arithmetic", "cloze"}
+    # A second run reuses everything: no retraining.
+    before = (sweep / "1x32" / "gelu" / "model.safetensors").stat().st_mtime_ns
+    run_demo(tmp_path / "demo", settings, progress=False)
+    assert (sweep / "1x32" / "gelu" / "model.safetensors").stat().st_mtime_ns == before
