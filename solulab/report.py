@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from solulab.compare import COMPARE_FILE, compare_sweep, plot_comparison
-from solulab.evals.runner import EVALS_FILE
+from solulab.evals.compare import collect_evals, plot_evals, side_by_side
 from solulab.io import atomic_write_text
 
 REPORT_FILE = "report.html"
@@ -63,19 +63,16 @@ def loss_section(result: dict[str, Any], plots: list[Path]) -> str:
     return "\n".join(parts)
 
 
-def eval_section(root: Path, result: dict[str, Any]) -> str:
-    rows = []
-    for r in result["runs"]:
-        path = root / r["size"] / r["act"] / EVALS_FILE
-        if path.is_file():
-            for task, t in sorted(json.loads(path.read_text()).items()):
-                rows.append([r["size"], r["act"], task, f"{t['accuracy']:.3f}",
-                             f"{t['stderr']:.3f}", t["n"], f"{t['chance']:.2f}"])
-    if not rows:
+def eval_section(root: Path, result: dict[str, Any], plot_dir: Path) -> str:
+    points = collect_evals(root, result["runs"])
+    if not points:
         return "<h2>Downstream evaluations</h2><p class=note>No evaluations yet: run " \
                "<code>solulab eval RUN</code>.</p>"
-    header = ["size", "activation", "task", "accuracy", "std. error", "items", "chance"]
-    return "<h2>Downstream evaluations</h2>" + _table(header, rows)
+    header, rows = side_by_side(points, result["baseline"])
+    plot = plot_evals(points, result["baseline"], plot_dir / "evals.png")
+    return "\n".join(["<h2>Downstream evaluations</h2>", _table(header, rows),
+                      "<p class=note>Accuracy ± standard error; the last columns are the "
+                      "difference from the baseline at the same size.</p>", _img(plot)])
 
 
 def neuron_section(root: Path, result: dict[str, Any]) -> str:
@@ -101,7 +98,7 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     body = "\n".join([
         f"<h1>solulab report: {html.escape(root.name)}</h1>",
         loss_section(result, plots),
-        eval_section(root, result),
+        eval_section(root, result, root / "plots"),
         neuron_section(root, result),
     ])
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>solulab report</title>"

@@ -4,6 +4,7 @@ import pytest
 
 from solulab.compare import compare_sweep, format_table, plot_comparison
 from solulab.errors import SolulabError
+from solulab.evals.compare import collect_evals, plot_evals, side_by_side
 from solulab.report import write_report
 
 E, A, ALPHA = 1.7, 400.0, 0.3
@@ -79,5 +80,21 @@ def test_plots_and_report(tmp_path):
         "task": "arithmetic", "accuracy": 0.31, "stderr": 0.02, "n": 300, "chance": 0.25,
         "details": {}}}))
     page = write_report(root).read_text()
-    assert page.count("data:image/png;base64,") == 2
-    assert "size-equivalent multiplier" in page and "0.310" in page and "<script" not in page
+    assert page.count("data:image/png;base64,") == 3  # learning curves, multiplier, evals
+    assert "size-equivalent multiplier" in page and "0.310 ± 0.020" in page
+    assert "<script" not in page
+
+
+def test_evals_side_by_side_with_the_difference_from_the_baseline(tmp_path):
+    root = make_sweep(tmp_path / "sweep")
+    result = compare_sweep(root, n_bootstrap=0)
+    for size, act, acc in (("s1", "gelu", 0.30), ("s1", "solu_ln", 0.34), ("s2", "gelu", 0.40)):
+        (root / size / act / "evals.json").write_text(json.dumps({"cloze": {
+            "task": "cloze", "accuracy": acc, "stderr": 0.01, "n": 100, "chance": 0.0,
+            "details": {}}}))
+    points = collect_evals(root, result["runs"])
+    header, rows = side_by_side(points, "gelu")
+    assert header == ["task", "size", "gelu", "solu_ln", "solu_ln - gelu"]
+    assert rows == [["cloze", "s1", "0.300 ± 0.010", "0.340 ± 0.010", "+0.040"],
+                    ["cloze", "s2", "0.400 ± 0.010", "", ""]]
+    assert plot_evals(points, "gelu", tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
