@@ -1,0 +1,1 @@
+"""Neuron collection, the neuron store and direct logit effects."""

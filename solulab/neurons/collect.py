@@ -1,0 +1,166 @@
+"""``solulab neurons collect``: stream a model over a corpus split and write the neuron store.
+
+The split is cut into sequences of ``n_ctx`` tokens at multiples of ``n_ctx``, the model runs on
+batches of them up to the last layer collected, and every layer's neurons go through a
+``PointStream`` per activation point (``hook_mid`` and ``hook_post`` for activations with an extra
+LayerNorm, ``hook_post`` otherwise). Under ``torchrun`` rank ``r`` takes sequences ``r, r + W,
+...``; rank 0 merges the streams (exactly: see ``stream``) and writes the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from solulab.data import Corpus
+from solulab.data.tokenizer import sha256_file
+from solulab.distributed import DistInfo, init_distributed
+from solulab.errors import SolulabError
+from solulab.model import Transformer
+from solulab.neurons.logit_effects import top_logit_effects
+from solulab.neurons.store import write_store
+from solulab.neurons.stream import PointStream, finalize
+from solulab.pretrained import WEIGHTS_FILE
+from solulab.train import RUN_FILE
+
+STORE_DIR = "neurons"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_corpus_for(run_dir: Path, corpus_dir: Path | None) -> Corpus:
+    """The corpus to collect on (default: the run's own), refused if its tokenizer differs."""
+    if corpus_dir is None:
+        record = run_dir / RUN_FILE
+        if not record.is_file():
+            raise SolulabError(f"{run_dir} records no corpus: pass --corpus")
+        corpus_dir = Path(json.loads(record.read_text())["corpus"])
+    corpus = Corpus(corpus_dir)
+    if corpus.tokenizer_sha256 != sha256_file(run_dir / "tokenizer.json"):
+        raise SolulabError(f"{corpus_dir} was tokenized with another tokenizer than {run_dir}: "
+                           "collect on the run's own corpus or re-tokenize")
+    return corpus
+
+
+def check_layers(model: Transformer, layers: list[int] | None) -> list[int]:
+    n = model.cfg.n_layers
+    if layers is None:
+        return list(range(n))
+    bad = [layer for layer in layers if not 0 <= layer < n]
+    if bad or not layers:
+        raise SolulabError(f"layers {bad or layers} out of range: this model has layers 0..{n - 1}")
+    return sorted(set(layers))
+
+
+class Collector:
+    """The streams of every collected layer and point, fed batch by batch."""
+
+    def __init__(self, model: Transformer, layers: list[int], k: int, before: int, after: int,
+                 samples: int, threshold: float, seed: int):
+        self.model, self.layers = model, layers
+        has_ln = model.blocks[0].mlp.hook_mid is not None
+        self.points = ("mid", "post") if has_ln else ("post",)
+        device = next(model.parameters()).device
+        self.streams = {
+            (layer, point): PointStream(model.cfg.d_mlp, k, before, after, samples, threshold,
+                                        with_other=has_ln, seed=seed, device=device)
+            for layer in layers for point in self.points}
+        self.hooks = {(layer, point): f"blocks.{layer}.mlp.hook_{point}"
+                      for layer in layers for point in self.points}
+
+    @torch.no_grad()
+    def update(self, tokens: torch.Tensor, positions: torch.Tensor) -> None:
+        _, cache = self.model.run_with_cache(tokens, self.hooks.values(),
+                                             stop_at_layer=self.layers[-1] + 1)
+        for (layer, point), stream in self.streams.items():
+            other = None
+            if len(self.points) == 2:
+                other = cache[self.hooks[(layer, "post" if point == "mid" else "mid")]]
+            stream.update(cache[self.hooks[(layer, point)]], tokens, positions, other)
+
+
+def _gather_to_main(collector: Collector, info: DistInfo) -> None:
+    """Merge every rank's streams into rank 0's."""
+    states = [None] * info.world_size if info.is_main else None
+    for stream in collector.streams.values():
+        stream.to("cpu")
+    dist.gather_object(collector.streams, states, dst=0)
+    if info.is_main:
+        for other in states[1:]:
+            for key, stream in collector.streams.items():
+                stream.merge(other[key])
+
+
+def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
+            out: str | Path | None = None, split: str = "val", n_tokens: int = 200_000,
+            layers: list[int] | None = None, k: int = 40, window_before: int = 20,
+            window_after: int = 4, samples: int = 5, n_intervals: int = 8,
+            threshold: float = 0.5, batch_size: int = 16, seed: int = 0,
+            device: str | None = None, progress: bool = True) -> Path:
+    """Collect the neuron store of a run; returns its path (default ``RUN/neurons``)."""
+    if k < 1 or samples < 1 or n_intervals < 1 or batch_size < 1:
+        raise SolulabError("k, samples, n_intervals and batch_size must be at least 1")
+    if window_before < 0 or window_after < 0:
+        raise SolulabError("window sizes must be >= 0")
+    run_dir = Path(run_dir)
+    info = init_distributed(device)
+    model = Transformer.from_pretrained(run_dir, device=info.device).eval()
+    layers = check_layers(model, layers)
+    corpus = open_corpus_for(run_dir, Path(corpus_dir) if corpus_dir else None)
+    split_tokens = corpus.tokens(split)
+    n_ctx = model.cfg.n_ctx
+    n_seq = min(n_tokens, len(split_tokens)) // n_ctx
+    if n_seq < 1:
+        raise SolulabError(f"{n_tokens:,} tokens (split {split!r} has {len(split_tokens):,}) make "
+                           f"no sequence of n_ctx={n_ctx}: collect more tokens")
+    collector = Collector(model, layers, k, window_before, window_after, samples, threshold, seed)
+    mine = list(range(info.rank, n_seq, info.world_size))
+    offsets = torch.arange(n_ctx)
+    bar = tqdm(total=len(mine) * n_ctx, unit="tok", disable=not progress or not info.is_main,
+               desc="collecting")
+    for start in range(0, len(mine), batch_size):
+        seqs = torch.tensor(mine[start:start + batch_size])
+        rows = [np.asarray(split_tokens[int(s) * n_ctx:(int(s) + 1) * n_ctx]) for s in seqs]
+        tokens = torch.from_numpy(np.stack(rows).astype(np.int64)).to(info.device)
+        positions = (seqs[:, None] * n_ctx + offsets).to(info.device)
+        collector.update(tokens, positions)
+        bar.update(tokens.numel())
+    bar.close()
+    if info.distributed:
+        _gather_to_main(collector, info)
+    path = Path(out) if out else run_dir / STORE_DIR
+    if info.is_main:
+        arrays: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
+        for (layer, point), stream in collector.streams.items():
+            for name, array in finalize(stream, n_intervals).items():
+                arrays[layer][f"{point}.{name}"] = array
+        for layer in layers:
+            for name, tensor in top_logit_effects(model, layer).items():
+                arrays[layer][f"logits.{name}"] = tensor.cpu().numpy()
+        meta = {
+            "model_sha256": file_sha256(run_dir / WEIGHTS_FILE),
+            "tokenizer_sha256": corpus.tokenizer_sha256, "act_fn": model.cfg.act_fn,
+            "n_layers": model.cfg.n_layers, "layers": layers, "d_mlp": model.cfg.d_mlp,
+            "k": k, "window_before": window_before, "window_after": window_after,
+            "samples": samples, "n_intervals": n_intervals, "threshold": threshold,
+            "n_tokens": n_seq * n_ctx, "n_ctx": n_ctx, "split": split, "seed": seed,
+            "corpus": str(corpus.path), "points": list(collector.points),
+            "main_point": collector.points[0],
+            "logit_effects_complete": model.cfg.n_layers == 1,
+        }
+        write_store(path, meta, arrays, run_dir / "tokenizer.json")
+    if info.distributed:
+        dist.barrier()
+    return path

@@ -1,0 +1,318 @@
+"""Streaming per-neuron summaries of one activation point, in memory independent of the tokens.
+
+``PointStream.update`` takes a batch of activations ``[batch, pos, d_mlp]`` and keeps, for every
+neuron:
+
+* the top-k activations with their context windows, ties broken by the lower global position;
+* moments (sum of ``v``, ``v^2``, ``v^3``, ``v^4`` in float64), extremes, counts above zero and
+  above a threshold;
+* a histogram on a symmetric grid of ``2 * HALF_BINS`` bins of width ``h = H0 * 2**e``, where
+  ``e`` is the smallest integer with ``max |v| < HALF_BINS * h``: the grid depends only on the
+  largest magnitude seen, so it doubles as values grow and merging two streams is exact;
+* per grid bin, a uniform sample of ``samples`` activations with their windows: the entries with
+  the smallest pseudo-random keys, a hash of (global position, neuron). The smallest keys of a
+  union are the smallest keys of the parts, so bins merge exactly when the grid doubles and when
+  ranks merge, and any union of bins (a final activation interval) has a uniform sample.
+
+Memory is ``d_mlp x (k + 2 * HALF_BINS * samples) x window``, whatever the number of tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+HALF_BINS = 16
+H0_EXP = -24  # the finest bin width is 2**-24
+INT64_MAX = torch.iinfo(torch.int64).max
+GOLDEN = 0x9E3779B97F4A7C15
+
+
+def position_keys(positions: torch.Tensor, seed: int) -> torch.Tensor:
+    """A splitmix64 hash of each global position: pseudo-random int64 keys, the same on every
+    rank and in every run with the same seed."""
+    with np.errstate(over="ignore"):
+        x = positions.cpu().numpy().astype(np.uint64) + np.uint64(seed) * np.uint64(GOLDEN)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return torch.from_numpy(x.view(np.int64)).to(positions.device)
+
+
+def select(groups: torch.Tensor, primary: torch.Tensor, secondary: torch.Tensor,
+           capacity: int) -> torch.Tensor:
+    """Indices of the entries kept: per group, the ``capacity`` smallest by (primary, secondary),
+    returned in (group, primary, secondary) order."""
+    order = torch.argsort(secondary, stable=True)
+    order = order[torch.argsort(primary[order], stable=True)]
+    order = order[torch.argsort(groups[order], stable=True)]
+    return order[_rank_in_group(groups[order]) < capacity]
+
+
+@dataclass
+class Entries:
+    """A flat set of kept examples: neuron, value, global position, key, window ids and acts."""
+
+    neuron: torch.Tensor  # [n] int64
+    value: torch.Tensor  # [n] float32
+    position: torch.Tensor  # [n] int64
+    key: torch.Tensor  # [n] int64
+    ids: torch.Tensor  # [n, window] int32, -1 outside the sequence
+    acts: torch.Tensor  # [n, window] float32, nan outside the sequence
+    other: torch.Tensor | None  # [n, window] activations at the other point
+
+    def take(self, index: torch.Tensor) -> Entries:
+        other = None if self.other is None else self.other[index]
+        return Entries(self.neuron[index], self.value[index], self.position[index],
+                       self.key[index], self.ids[index], self.acts[index], other)
+
+    def to(self, device) -> Entries:
+        return Entries(*(None if v is None else v.to(device) for v in vars(self).values()))
+
+    @staticmethod
+    def cat(parts: list[Entries]) -> Entries:
+        other = None if parts[0].other is None else torch.cat([p.other for p in parts])
+        return Entries(*(torch.cat([getattr(p, f) for p in parts])
+                         for f in ("neuron", "value", "position", "key", "ids", "acts")), other)
+
+    @staticmethod
+    def empty(window: int, with_other: bool, device) -> Entries:
+        z = torch.zeros(0, dtype=torch.int64, device=device)
+        acts = torch.zeros(0, window, device=device)
+        ids = torch.zeros(0, window, dtype=torch.int32, device=device)
+        return Entries(z, acts[:, 0], z, z, ids, acts, acts.clone() if with_other else None)
+
+
+class PointStream:
+    """Streaming summaries of every neuron at one activation point; see the module docstring."""
+
+    def __init__(self, d_mlp: int, k: int, before: int, after: int, samples: int,
+                 threshold: float, with_other: bool, seed: int = 0, device="cpu"):
+        self.d, self.k, self.before, self.after = d_mlp, k, before, after
+        self.window = before + after + 1
+        self.samples, self.threshold, self.seed = samples, threshold, seed
+        self.device = torch.device(device)
+        self.top = Entries.empty(self.window, with_other, self.device)
+        self.pool = Entries.empty(self.window, False, self.device)
+        self.exp = torch.zeros(d_mlp, dtype=torch.int64, device=self.device)  # h = 2**(H0+exp)
+        self.counts = torch.zeros(d_mlp, 2 * HALF_BINS, dtype=torch.int64, device=self.device)
+        self.moments = torch.zeros(d_mlp, 4, dtype=torch.float64, device=self.device)
+        self.n_positive = torch.zeros(d_mlp, dtype=torch.int64, device=self.device)
+        self.n_above = torch.zeros(d_mlp, dtype=torch.int64, device=self.device)
+        self.vmax = torch.full((d_mlp,), -math.inf, device=self.device)
+        self.vmin = torch.full((d_mlp,), math.inf, device=self.device)
+        self.n_tokens = 0
+        gen = torch.Generator().manual_seed(seed)
+        self.neuron_mask = torch.randint(-2**62, 2**62, (d_mlp,), generator=gen).to(self.device)
+
+    # -- grid ---------------------------------------------------------------------------------
+    def width(self) -> torch.Tensor:
+        """Bin width per neuron, ``[d_mlp]`` float32."""
+        return torch.ldexp(torch.ones(self.d, device=self.device), self.exp + H0_EXP)
+
+    def bins(self, values: torch.Tensor, neurons: torch.Tensor | None = None) -> torch.Tensor:
+        """Grid bin of each value (``values [..., d_mlp]``, or flat with ``neurons``)."""
+        h = self.width() if neurons is None else self.width()[neurons]
+        return torch.floor(values / h).clamp_(-HALF_BINS, HALF_BINS - 1).long() + HALF_BINS
+
+    def _grow(self, max_abs: torch.Tensor) -> None:
+        """Coarsen the grid of neurons whose largest magnitude no longer fits."""
+        mantissa, exponent = torch.frexp(max_abs.float() / HALF_BINS * 2.0**-H0_EXP)
+        need = torch.where(max_abs > 0, exponent.long(), 0).clamp_(min=0)
+        grow = need > self.exp
+        if not grow.any():
+            return
+        old_width, factor = self.width(), torch.ldexp(torch.ones_like(self.vmax), need - self.exp)
+        self.exp = torch.maximum(self.exp, need)
+        grid = torch.arange(-HALF_BINS, HALF_BINS, device=self.device)
+        centres = (grid + 0.5) * old_width[:, None]
+        new_bins = torch.floor(centres / (old_width * factor)[:, None]).long() + HALF_BINS
+        counts = torch.zeros_like(self.counts)
+        self.counts = counts.scatter_add_(1, new_bins, self.counts)
+        self.pool = self._reselect(self.pool)
+
+    def _reselect(self, pool: Entries) -> Entries:
+        group = pool.neuron * (2 * HALF_BINS) + self.bins(pool.value, pool.neuron)
+        return pool.take(select(group, pool.key, pool.position, self.samples))
+
+    # -- streaming ----------------------------------------------------------------------------
+    def _windows(self, acts: torch.Tensor, other: torch.Tensor | None, tokens: torch.Tensor,
+                 flat: torch.Tensor, neuron: torch.Tensor):
+        """Context windows of the flat positions ``flat`` (into ``[batch * pos]``)."""
+        n_pos = acts.shape[1]
+        b, o = flat // n_pos, flat % n_pos
+        idx = o[:, None] + torch.arange(-self.before, self.after + 1, device=acts.device)
+        inside = (idx >= 0) & (idx < n_pos)
+        idx = idx.clamp(0, n_pos - 1)
+        ids = torch.where(inside, tokens[b[:, None], idx], -1).to(torch.int32)
+        window_acts = torch.where(inside, acts[b[:, None], idx, neuron[:, None]], math.nan)
+        window_other = (None if other is None else
+                        torch.where(inside, other[b[:, None], idx, neuron[:, None]], math.nan))
+        return ids, window_acts.float(), None if window_other is None else window_other.float()
+
+    def _entries(self, acts, other, tokens, positions, keys, flat, neuron, with_other) -> Entries:
+        ids, window_acts, window_other = self._windows(acts, other if with_other else None,
+                                                       tokens, flat, neuron)
+        v = acts.reshape(-1, self.d)
+        return Entries(neuron, v[flat, neuron].float(), positions.reshape(-1)[flat],
+                       keys[flat] ^ self.neuron_mask[neuron], ids, window_acts, window_other)
+
+    @torch.no_grad()
+    def update(self, acts: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
+               other: torch.Tensor | None = None) -> None:
+        """Add ``acts [batch, pos, d_mlp]`` of ``tokens [batch, pos]`` at global ``positions
+        [batch, pos]``; ``other`` is the other point's activations on the same tokens."""
+        v = acts.reshape(-1, self.d).float()  # [tokens, d_mlp]
+        self.n_tokens += v.shape[0]
+        self.vmax = torch.maximum(self.vmax, v.amax(0))
+        self.vmin = torch.minimum(self.vmin, v.amin(0))
+        v2 = v * v
+        sums = torch.stack([v.sum(0), v2.sum(0), (v2 * v).sum(0), (v2 * v2).sum(0)], 1)
+        self.moments += sums.double()
+        self.n_positive += (v > 0).sum(0)
+        self.n_above += (v > self.threshold).sum(0)
+        self._grow(torch.maximum(self.vmax.abs(), self.vmin.abs()))
+        bins = self.bins(v)
+        group = bins + torch.arange(self.d, device=v.device) * (2 * HALF_BINS)
+        self.counts += torch.bincount(group.reshape(-1), minlength=self.counts.numel()
+                                      ).view_as(self.counts)
+        keys = position_keys(positions.reshape(-1), self.seed)  # [tokens]
+
+        # Top-k: only values at least the batch's k-th and the kept k-th can enter.
+        kth_batch = torch.topk(v, min(self.k, v.shape[0]), dim=0).values[-1]
+        kth_kept = self._kth_kept()
+        flat, neuron = torch.nonzero(v >= torch.maximum(kth_batch, kth_kept), as_tuple=True)
+        fresh = self._entries(acts, other, tokens, positions, keys, flat, neuron,
+                              self.top.other is not None)
+        top = Entries.cat([self.top, fresh])
+        self.top = top.take(select(top.neuron, -top.value, top.position, self.k))
+
+        # Samples: only keys below their bin's current s-th smallest can enter.
+        bound = self._sample_bounds().view(-1)[group]
+        flat, neuron = torch.nonzero((keys[:, None] ^ self.neuron_mask) < bound, as_tuple=True)
+        fresh = self._entries(acts, None, tokens, positions, keys, flat, neuron, False)
+        self.pool = self._reselect(Entries.cat([self.pool, fresh]))
+
+    def _kth_kept(self) -> torch.Tensor:
+        counts = torch.bincount(self.top.neuron, minlength=self.d)
+        kth = torch.full((self.d,), -math.inf, device=self.device)
+        full = counts >= self.k
+        if full.any():  # entries are in (neuron, value desc) order
+            ends = torch.cumsum(counts, 0) - 1
+            kth[full] = self.top.value[ends[full]]
+        return kth
+
+    def _sample_bounds(self) -> torch.Tensor:
+        """``[d_mlp, bins]``: the key an entry must beat to enter its bin's sample."""
+        group = self.pool.neuron * (2 * HALF_BINS) + self.bins(self.pool.value, self.pool.neuron)
+        counts = torch.bincount(group, minlength=self.counts.numel())
+        bound = torch.full((self.counts.numel(),), INT64_MAX, device=self.device)
+        full = counts >= self.samples
+        if full.any():  # entries are in (group, key) order
+            ends = torch.cumsum(counts, 0) - 1
+            bound[full] = self.pool.key[ends[full]]
+        return bound.view_as(self.counts)
+
+    def to(self, device) -> None:
+        """Move every tensor to ``device`` (streams travel between ranks on the CPU)."""
+        self.device = torch.device(device)
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+            elif isinstance(value, Entries):
+                setattr(self, name, value.to(device))
+
+    # -- merging ------------------------------------------------------------------------------
+    def merge(self, other: PointStream) -> None:
+        """Fold another stream over disjoint tokens into this one, exactly."""
+        self.n_tokens += other.n_tokens
+        self.moments += other.moments
+        self.n_positive += other.n_positive
+        self.n_above += other.n_above
+        self.vmax = torch.maximum(self.vmax, other.vmax)
+        self.vmin = torch.minimum(self.vmin, other.vmin)
+        max_abs = torch.maximum(self.vmax.abs(), self.vmin.abs())
+        other._grow(max_abs)
+        self._grow(max_abs)
+        self.counts += other.counts
+        top = Entries.cat([self.top, other.top])
+        self.top = top.take(select(top.neuron, -top.value, top.position, self.k))
+        self.pool = self._reselect(Entries.cat([self.pool, other.pool]))
+
+
+def _rank_in_group(groups: torch.Tensor) -> torch.Tensor:
+    """Position of each entry within its run of equal, sorted ``groups``."""
+    first = torch.ones_like(groups, dtype=torch.bool)
+    first[1:] = groups[1:] != groups[:-1]
+    index = torch.arange(len(groups), device=groups.device)
+    return index - torch.cummax(torch.where(first, index, 0), 0).values
+
+
+def _dense(entries: Entries, slot: torch.Tensor, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Entries scattered into ``[*shape]`` (and ``[*shape, window]``) arrays, padded with -1
+    positions and nan values."""
+    rows = shape[0] * shape[1]
+    window = entries.ids.shape[1]
+
+    def scatter(values: torch.Tensor, fill, width: int | None = None) -> np.ndarray:
+        out = torch.full((rows,) if width is None else (rows, width), fill, dtype=values.dtype)
+        out[slot] = values.cpu()
+        return out.view(*shape, *(() if width is None else (width,))).numpy()
+
+    arrays = {"values": scatter(entries.value, math.nan),
+              "positions": scatter(entries.position, -1),
+              "ids": scatter(entries.ids, -1, window),
+              "acts": scatter(entries.acts, math.nan, window)}
+    if entries.other is not None:
+        arrays["other"] = scatter(entries.other, math.nan, window)
+    return arrays
+
+
+def finalize(stream: PointStream, n_intervals: int) -> dict[str, np.ndarray]:
+    """The stream as NumPy arrays for the store: ``top.*`` ``[d_mlp, k(, window)]``,
+    ``samples.*`` ``[d_mlp, n_intervals, samples(, window)]`` with ``interval_edges``
+    ``[d_mlp, n_intervals + 1]`` (nan past a neuron's last interval), and statistics."""
+    d = stream.d
+    top = stream.top
+    slot = top.neuron * stream.k + _rank_in_group(top.neuron)
+    out = {f"top.{name}": a for name, a in _dense(top, slot, (d, stream.k)).items()}
+
+    # Final intervals: the grid bins from min to max split into at most n_intervals runs.
+    width = stream.width()
+    low, high = stream.bins(stream.vmin), stream.bins(stream.vmax)  # [d_mlp]
+    occupied = (high - low + 1).clamp(min=1)
+    n_groups = occupied.clamp(max=n_intervals)
+    i = torch.arange(n_intervals + 1)
+    bin_edges = low[:, None] + torch.div(i * occupied[:, None], n_groups[:, None],
+                                         rounding_mode="floor")
+    valid = i[None] <= n_groups[:, None]
+    bin_edges = torch.where(valid, bin_edges, torch.iinfo(torch.int64).max)
+    edges = (bin_edges - HALF_BINS).double() * width.double()[:, None]
+    out["interval_edges"] = torch.where(valid, edges, math.nan).numpy()
+
+    pool = stream.pool
+    entry_bins = stream.bins(pool.value, pool.neuron)
+    interval = (entry_bins[:, None] >= bin_edges[pool.neuron]).sum(1) - 1  # [entries]
+    group = pool.neuron * n_intervals + interval
+    kept = pool.take(select(group, pool.key, pool.position, stream.samples))
+    kept_group = kept.neuron * n_intervals + (
+        (stream.bins(kept.value, kept.neuron)[:, None] >= bin_edges[kept.neuron]).sum(1) - 1)
+    slot = kept_group * stream.samples + _rank_in_group(kept_group)
+    dense = _dense(kept, slot, (d * n_intervals, stream.samples))
+    for name, a in dense.items():
+        out[f"samples.{name}"] = a.reshape(d, n_intervals, *a.shape[1:])
+
+    n = max(stream.n_tokens, 1)
+    m1, m2, m3, m4 = (stream.moments[:, j] / n for j in range(4))
+    var = (m2 - m1 * m1).clamp(min=0)
+    central4 = m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1**4
+    kurtosis = torch.where(var > 0, central4 / var.clamp(min=1e-300) ** 2 - 3, math.nan)
+    out["stats"] = torch.stack([
+        stream.vmax.double(), stream.vmin.double(), m1, var.sqrt(), kurtosis,
+        stream.n_positive.double() / n, stream.n_above.double() / n]).T.numpy()
+    out["hist_counts"] = stream.counts.cpu().numpy()
+    out["hist_width"] = width.double().cpu().numpy()
+    return out
