@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from solulab.errors import SolulabError
+from solulab.cli_errors import reports_errors
+from solulab.neurons.cli import app as neurons_app
 
 app = typer.Typer(
     help="Train SoLU and baseline language models and read their neurons.",
@@ -19,20 +19,7 @@ app = typer.Typer(
 )
 corpus_app = typer.Typer(help="Build and inspect token corpora.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
-
-
-def reports_errors(command):
-    """Turn a ``SolulabError`` into one line on stderr and exit status 2."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except SolulabError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
+app.add_typer(neurons_app, name="neurons")
 
 
 @corpus_app.command("build")

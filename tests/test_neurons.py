@@ -228,3 +228,36 @@ def test_memory_does_not_grow_with_the_number_of_tokens(small_corpus, tmp_path):
 
     grown = peak_kib(large) - peak_kib(small)
     assert grown < 40_000, f"peak memory grew by {grown / 1024:.0f} MiB from N to 10 N"
+
+
+def test_show_and_trace_print_the_examples_and_activations(collected):
+    from typer.testing import CliRunner
+
+    from solulab.cli import app
+    from solulab.neurons.trace import trace
+
+    run, store = collected
+    runner = CliRunner()
+    result = runner.invoke(app, ["neurons", "show", str(run), "--layer", "1", "--neuron", "4",
+                                 "--limit", "3"], env={"NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    examples = store.examples(1, 4, limit=3)
+    for e in examples:  # the value, then the window with the firing token marked
+        assert f"{e.value:+9.3f}" in result.output
+        marked = f"[[{e.tokens[e.fire_index]}]]".replace("\n", "⏎")
+        assert marked in result.output
+    assert "logit effects" in result.output
+
+    text = "def f(x): return 1,000"
+    tokens, acts, other = trace(run, text, layer=1, neuron=4)
+    model = Transformer.from_pretrained(run)
+    ids = torch.tensor([Corpus(store.meta["corpus"]).encode(text)])
+    _, cache = model.run_with_cache(ids, [model.neuron_hook(1)])
+    np.testing.assert_allclose(acts, cache[model.neuron_hook(1)][0, :, 4].detach().numpy())
+    assert "".join(tokens) == text
+    result = runner.invoke(app, ["neurons", "trace", str(run), text, "--layer", "1",
+                                 "--neuron", "4"], env={"NO_COLOR": "1"})
+    assert result.exit_code == 0 and f"{acts[-1]:+10.4f}" in result.output
+
+    result = runner.invoke(app, ["neurons", "show", str(run), "--layer", "9", "--neuron", "0"])
+    assert result.exit_code == 2 and "layer 9 is not in this store" in result.output

@@ -24,7 +24,7 @@ from solulab.distributed import DistInfo, init_distributed
 from solulab.errors import SolulabError
 from solulab.model import Transformer
 from solulab.neurons.logit_effects import top_logit_effects
-from solulab.neurons.store import write_store
+from solulab.neurons.store import NeuronStore, write_store
 from solulab.neurons.stream import PointStream, finalize
 from solulab.pretrained import WEIGHTS_FILE
 from solulab.train import RUN_FILE
@@ -52,6 +52,14 @@ def open_corpus_for(run_dir: Path, corpus_dir: Path | None) -> Corpus:
         raise SolulabError(f"{corpus_dir} was tokenized with another tokenizer than {run_dir}: "
                            "collect on the run's own corpus or re-tokenize")
     return corpus
+
+
+def open_store(path: str | Path) -> NeuronStore:
+    """The store of a run directory (checked against its model) or a store directory."""
+    path = Path(path)
+    if (path / WEIGHTS_FILE).is_file():
+        return NeuronStore.open(path / STORE_DIR, model_sha256=file_sha256(path / WEIGHTS_FILE))
+    return NeuronStore.open(path)
 
 
 def check_layers(model: Transformer, layers: list[int] | None) -> list[int]:
