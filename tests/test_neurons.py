@@ -261,3 +261,15 @@ def test_show_and_trace_print_the_examples_and_activations(collected):
 
     result = runner.invoke(app, ["neurons", "show", str(run), "--layer", "9", "--neuron", "0"])
     assert result.exit_code == 2 and "layer 9 is not in this store" in result.output
+
+
+def test_admitting_samples_in_chunks_changes_nothing(small_corpus, tmp_path, monkeypatch):
+    from solulab.neurons import stream
+
+    run = make_run(tmp_path / "run", small_corpus, "solu_ln", n_layers=1)
+    kwargs = dict(n_tokens=12 * N_CTX, k=K, samples=SAMPLES, batch_size=BATCH, progress=False)
+    whole = NeuronStore.open(collect(run, out=tmp_path / "whole", **kwargs))
+    monkeypatch.setattr(stream, "ADMIT_AT_ONCE", 16)
+    monkeypatch.setattr(stream, "SAMPLE_CHUNK", 8)
+    chunked = NeuronStore.open(collect(run, out=tmp_path / "chunked", **kwargs))
+    _stores_equal(whole, chunked)

@@ -29,6 +29,8 @@ HALF_BINS = 16
 H0_EXP = -24  # the finest bin width is 2**-24
 INT64_MAX = torch.iinfo(torch.int64).max
 GOLDEN = 0x9E3779B97F4A7C15
+SAMPLE_CHUNK = 512  # rows offered to the interval samples at a time while bins fill
+ADMIT_AT_ONCE = 65536  # candidates admitted in one step once bins are full
 
 
 def position_keys(positions: torch.Tensor, seed: int) -> torch.Tensor:
@@ -153,12 +155,33 @@ class PointStream:
                         torch.where(inside, other[b[:, None], idx, neuron[:, None]], math.nan))
         return ids, window_acts.float(), None if window_other is None else window_other.float()
 
-    def _entries(self, acts, other, tokens, positions, keys, flat, neuron, with_other) -> Entries:
-        ids, window_acts, window_other = self._windows(acts, other if with_other else None,
-                                                       tokens, flat, neuron)
+    def _admit(self, kept: Entries, acts, other, tokens, positions, keys, flat, neuron,
+               top: bool) -> Entries:
+        """``kept`` plus the batch's candidates at ``(flat, neuron)``, reduced to the top-k (or
+        the per-bin samples); windows are cut only for the candidates that stay."""
         v = acts.reshape(-1, self.d)
-        return Entries(neuron, v[flat, neuron].float(), positions.reshape(-1)[flat],
-                       keys[flat] ^ self.neuron_mask[neuron], ids, window_acts, window_other)
+        fresh_value = v[flat, neuron].float()
+        fresh_position = positions.reshape(-1)[flat]
+        fresh_key = keys[flat] ^ self.neuron_mask[neuron]
+        all_neuron = torch.cat([kept.neuron, neuron])
+        all_value = torch.cat([kept.value, fresh_value])
+        all_position = torch.cat([kept.position, fresh_position])
+        if top:
+            index = select(all_neuron, -all_value, all_position, self.k)
+        else:
+            group = all_neuron * (2 * HALF_BINS) + self.bins(all_value, all_neuron)
+            index = select(group, torch.cat([kept.key, fresh_key]), all_position, self.samples)
+        is_new = index >= len(kept.neuron)
+        new = index[is_new] - len(kept.neuron)
+        ids, window_acts, window_other = self._windows(
+            acts, other if kept.other is not None else None, tokens, flat[new], neuron[new])
+        fresh = Entries(neuron[new], fresh_value[new], fresh_position[new], fresh_key[new], ids,
+                        window_acts, window_other)
+        merged = Entries.cat([kept.take(index[~is_new]), fresh])
+        order = torch.empty_like(index)  # back to the selection's order
+        order[torch.nonzero(~is_new).squeeze(1)] = torch.arange(int((~is_new).sum()))
+        order[torch.nonzero(is_new).squeeze(1)] = torch.arange(len(new)) + int((~is_new).sum())
+        return merged.take(order)
 
     @torch.no_grad()
     def update(self, acts: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
@@ -180,21 +203,30 @@ class PointStream:
         self.counts += torch.bincount(group.reshape(-1), minlength=self.counts.numel()
                                       ).view_as(self.counts)
         keys = position_keys(positions.reshape(-1), self.seed)  # [tokens]
+        batch = (acts, other, tokens, positions, keys)
 
-        # Top-k: only values at least the batch's k-th and the kept k-th can enter.
-        kth_batch = torch.topk(v, min(self.k, v.shape[0]), dim=0).values[-1]
-        kth_kept = self._kth_kept()
-        flat, neuron = torch.nonzero(v >= torch.maximum(kth_batch, kth_kept), as_tuple=True)
-        fresh = self._entries(acts, other, tokens, positions, keys, flat, neuron,
-                              self.top.other is not None)
-        top = Entries.cat([self.top, fresh])
-        self.top = top.take(select(top.neuron, -top.value, top.position, self.k))
+        # Top-k: only values at least the kept k-th (and, while filling, the batch's k-th).
+        kth = self._kth_kept()
+        if bool(torch.isinf(kth).any()):
+            kth = torch.maximum(kth, torch.topk(v, min(self.k, len(v)), dim=0).values[-1])
+        flat, neuron = torch.nonzero(v >= kth, as_tuple=True)
+        if len(flat):
+            self.top = self._admit(self.top, *batch, flat, neuron, top=True)
 
-        # Samples: only keys below their bin's current s-th smallest can enter.
-        bound = self._sample_bounds().view(-1)[group]
-        flat, neuron = torch.nonzero((keys[:, None] ^ self.neuron_mask) < bound, as_tuple=True)
-        fresh = self._entries(acts, None, tokens, positions, keys, flat, neuron, False)
-        self.pool = self._reselect(Entries.cat([self.pool, fresh]))
+        # Samples: only keys below their bin's s-th smallest can enter. While bins are filling,
+        # rows go a chunk at a time so that most rows meet bounds that have already dropped.
+        start = 0
+        while start < len(v):
+            bound = self._sample_bounds().view(-1)[group[start:]]
+            flat, neuron = torch.nonzero((keys[start:, None] ^ self.neuron_mask) < bound,
+                                         as_tuple=True)
+            chunked = len(flat) > ADMIT_AT_ONCE and len(v) - start > SAMPLE_CHUNK
+            if chunked:
+                first = flat < SAMPLE_CHUNK
+                flat, neuron = flat[first], neuron[first]
+            if len(flat):
+                self.pool = self._admit(self.pool, *batch, flat + start, neuron, top=False)
+            start = start + SAMPLE_CHUNK if chunked else len(v)
 
     def _kth_kept(self) -> torch.Tensor:
         counts = torch.bincount(self.top.neuron, minlength=self.d)

@@ -1,0 +1,106 @@
+"""Neuron collection throughput against a bare forward pass, and against the naive way.
+
+Measured side by side on the same model and batches:
+
+1. bare forward: ``model(tokens)`` (logits), no gradients;
+2. collection: ``Collector.update`` (forward up to the last collected layer, then streaming top-k,
+   interval samples, statistics and histograms for every neuron at every point);
+3. naive: keep every neuron activation of every batch, then one top-k at the end: its time, and
+   the memory it holds against the collector's, which does not grow with the tokens.
+
+    python benchmarks/collect_throughput.py [--n-layers 2 --d-model 256 --batches 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from solulab import ModelConfig, Transformer
+from solulab.neurons.collect import Collector
+
+
+def stream_bytes(collector: Collector) -> int:
+    total = 0
+    for stream in collector.streams.values():
+        for value in vars(stream).values():
+            if isinstance(value, torch.Tensor):
+                total += value.numel() * value.element_size()
+            elif hasattr(value, "ids"):
+                total += sum(t.numel() * t.element_size() for t in vars(value).values()
+                             if isinstance(t, torch.Tensor))
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-layers", type=int, default=2)
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--n-ctx", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--act", default="solu_ln")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64,
+                      n_ctx=args.n_ctx, d_vocab=4096, act_fn=args.act)
+    model = Transformer(cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, 4096, (args.batch, args.n_ctx), generator=gen)
+               for _ in range(args.batches)]
+    positions = [torch.arange(args.batch * args.n_ctx).view(args.batch, -1) + i * batches[0].numel()
+                 for i in range(args.batches)]
+    layers = list(range(cfg.n_layers))
+    n_tokens = args.batches * batches[0].numel()
+
+    def bare() -> None:
+        with torch.no_grad():
+            for tokens in batches:
+                model(tokens)
+
+    def collect() -> Collector:
+        collector = Collector(model, layers, k=40, before=20, after=4, samples=5,
+                              threshold=0.5, seed=0)
+        for tokens, pos in zip(batches, positions):
+            collector.update(tokens, pos)
+        return collector
+
+    kept: list[torch.Tensor] = []
+
+    def naive() -> None:
+        kept.clear()
+        hooks = [f"blocks.{layer}.mlp.hook_{p}" for layer in layers for p in ("mid", "post")
+                 if cfg.act_fn.endswith("_ln") or p == "post"]
+        with torch.no_grad():
+            for tokens in batches:
+                _, cache = model.run_with_cache(tokens, hooks)
+                kept.append(torch.stack([cache[h].reshape(-1, cfg.d_mlp) for h in hooks]))
+            everything = torch.cat(kept, dim=1)  # [points, tokens, d_mlp]
+            torch.topk(everything, 40, dim=1)
+
+    times = {"bare forward": [], "collection": [], "naive (cache all, then top-k)": []}
+    for _ in range(args.rounds):  # alternate so drift hits every variant alike
+        for name, fn in zip(times, (bare, collect, naive)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print(f"{cfg.n_layers} layers, d_model {cfg.d_model}, d_mlp {cfg.d_mlp}, {cfg.act_fn}, "
+          f"{n_tokens:,} tokens per round, median of {args.rounds} rounds, "
+          f"torch threads {torch.get_num_threads()}")
+    base = medians["bare forward"]
+    for name, seconds in medians.items():
+        print(f"  {name:<32} {n_tokens / seconds:>10,.0f} tokens/s   "
+              f"x bare forward {base / seconds:.3f}")
+    collector = collect()
+    naive_bytes = sum(t.numel() * t.element_size() for t in kept)
+    print(f"  memory held: collector {stream_bytes(collector) / 2**20:.1f} MiB (fixed), naive "
+          f"{naive_bytes / 2**20:.1f} MiB (grows with tokens)")
+
+
+if __name__ == "__main__":
+    main()
