@@ -1,8 +1,8 @@
 """``solulab demo``: the whole pipeline on the built-in corpus, small enough for a laptop CPU.
 
 corpus (built once, cached) -> sweep of sizes x {gelu, solu_ln} -> compare (scaling fit,
-multipliers, plots) -> offline evals -> report. Finished runs are kept and interrupted ones
-resume, so running the demo again is cheap.
+multipliers, plots) -> offline evals -> neuron collection -> report. Finished runs and neuron
+stores are kept and interrupted runs resume, so running the demo again is cheap.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import typer
 from solulab.cache import cache_dir
 from solulab.compare import compare_sweep, format_table
 from solulab.data import build_corpus, is_corpus
+from solulab.errors import SolulabError
 from solulab.evals.runner import evaluate_run
+from solulab.neurons.collect import collect, open_store
 from solulab.report import write_report
 from solulab.sweep import run_sweep
 from solulab.train import TrainConfig
@@ -35,6 +37,7 @@ class DemoSettings:
     batch_size: int = 16
     n_ctx: int = 128
     eval_items: int = 200
+    neuron_tokens: int = 65_536  # validation tokens streamed for each run's neuron store
     corpus_max_bytes: int | None = None  # None: the whole standard library, ~3.5M tokens
 
 
@@ -50,17 +53,28 @@ def builtin_corpus(vocab_size: int = DEMO_VOCAB, max_bytes: int | None = None,
     return path
 
 
+def neuron_store(run: Path, corpus: Path, settings: DemoSettings, progress: bool) -> Path:
+    """The run's neuron store, collected unless one of this size exists for this model."""
+    try:
+        store = open_store(run)
+        if store.meta["n_tokens"] == settings.neuron_tokens:
+            return store.path
+    except SolulabError:
+        pass
+    return collect(run, corpus, n_tokens=settings.neuron_tokens, progress=progress)
+
+
 def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool = True) -> Path:
     """Run every stage into ``out``; returns the report's path."""
     out = Path(out)
     say = lambda message: typer.echo(message, err=True)  # noqa: E731
-    say("[1/5] corpus: the Python standard library source")
+    say("[1/6] corpus: the Python standard library source")
     corpus = builtin_corpus(max_bytes=settings.corpus_max_bytes, progress=progress)
     manifest = json.loads((corpus / "manifest.json").read_text())
     say(f"      {manifest['splits']['train']['tokens']:,} train tokens, "
         f"{manifest['splits']['val']['tokens']:,} validation tokens")
 
-    say(f"[2/5] sweep: sizes {', '.join(settings.sizes)} x {', '.join(settings.acts)}, "
+    say(f"[2/6] sweep: sizes {', '.join(settings.sizes)} x {', '.join(settings.acts)}, "
         f"{settings.steps} steps each, identical settings")
     cfg = TrainConfig(steps=settings.steps, batch_size=settings.batch_size, lr=2e-3,
                       eval_every=max(1, settings.steps // 8),
@@ -69,19 +83,28 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
     runs = run_sweep(corpus, sweep_dir, list(settings.sizes), list(settings.acts),
                      {"n_ctx": settings.n_ctx}, cfg, progress=progress, log=say)
 
-    say("[3/5] compare: baseline scaling law and size-equivalent multipliers")
+    say("[3/6] compare: baseline scaling law and size-equivalent multipliers")
     typer.echo(format_table(compare_sweep(sweep_dir)))
 
-    say(f"[4/5] evals: arithmetic and cloze, {settings.eval_items} items each")
+    say(f"[4/6] evals: arithmetic and cloze, {settings.eval_items} items each")
     for key in runs:
         results = evaluate_run(sweep_dir / key, ["arithmetic", "cloze"], corpus,
                                n=settings.eval_items)
         summary = ", ".join(f"{t} {r['accuracy']:.3f}" for t, r in results.items())
         say(f"      {key}: {summary}")
 
-    say("[5/5] report")
+    say(f"[5/6] neurons: top examples, interval samples and logit effects over "
+        f"{settings.neuron_tokens:,} validation tokens per run")
+    for key in runs:
+        say(f"      {key}: {neuron_store(sweep_dir / key, corpus, settings, progress)}")
+
+    say("[6/6] report")
     report = write_report(sweep_dir)
+    largest = f"{sweep_dir}/{settings.sizes[-1]}/solu_ln"
     typer.echo(f"\nreport: {report}")
     typer.echo(f"runs:   {sweep_dir}/<size>/<activation>")
     typer.echo(f"corpus: {corpus}")
+    typer.echo(f"read a neuron: solulab neurons show {largest} --layer 0 --neuron 0")
+    typer.echo(f"test a guess:  solulab neurons trace {largest} 'for i in range(10):' "
+               "--layer 0 --neuron 0")
     return report

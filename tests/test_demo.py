@@ -1,12 +1,13 @@
 import json
 
 from solulab.demo import DemoSettings, run_demo
+from solulab.neurons.store import NeuronStore
 
 
 def test_the_demo_pipeline_at_a_small_size(tmp_path, monkeypatch):
     monkeypatch.setenv("SOLULAB_CACHE", str(tmp_path / "cache"))
     settings = DemoSettings(sizes=("1x32", "1x64", "1x96"), steps=24, batch_size=4, n_ctx=64,
-                            eval_items=12, corpus_max_bytes=400_000)
+                            eval_items=12, corpus_max_bytes=400_000, neuron_tokens=2048)
     report = run_demo(tmp_path / "demo", settings, progress=False)
     page = report.read_text()
     assert "size-equivalent multiplier" in page and page.count("data:image/png") >= 1
@@ -18,7 +19,11 @@ def test_the_demo_pipeline_at_a_small_size(tmp_path, monkeypatch):
         for act in settings.acts:
             evals = json.loads((sweep / size / act / "evals.json").read_text())
             assert set(evals) == {"arithmetic", "cloze"}
-    # A second run reuses everything: no retraining.
-    before = (sweep / "1x32" / "gelu" / "model.safetensors").stat().st_mtime_ns
+            store = NeuronStore.open(sweep / size / act / "neurons")
+            assert store.meta["n_tokens"] == 2048 and len(store.examples(0, 0)) == 40
+    assert "Neuron collections" in page
+    # A second run reuses everything: no retraining, no recollection.
+    kept = [sweep / "1x32" / "gelu" / name for name in ("model.safetensors", "neurons/meta.json")]
+    before = [path.stat().st_mtime_ns for path in kept]
     run_demo(tmp_path / "demo", settings, progress=False)
-    assert (sweep / "1x32" / "gelu" / "model.safetensors").stat().st_mtime_ns == before
+    assert [path.stat().st_mtime_ns for path in kept] == before
