@@ -9,7 +9,9 @@ from typing import Optional
 import typer
 
 from solulab.cli_errors import reports_errors
+from solulab.errors import SolulabError
 from solulab.neurons.cli import app as neurons_app
+from solulab.study.cli import app as study_app
 
 app = typer.Typer(
     help="Train SoLU and baseline language models and read their neurons.",
@@ -20,6 +22,7 @@ app = typer.Typer(
 corpus_app = typer.Typer(help="Build and inspect token corpora.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(neurons_app, name="neurons")
+app.add_typer(study_app, name="study")
 
 
 @corpus_app.command("build")
@@ -213,6 +216,28 @@ def demo(
     from solulab.demo import DemoSettings, run_demo
 
     run_demo(out, DemoSettings(steps=steps))
+
+
+@app.command()
+@reports_errors
+def serve(
+    runs: Optional[Path] = typer.Option(None, help="Directory of runs with neuron stores."),
+    study: Optional[Path] = typer.Option(None, help="Study database to serve to annotators."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine)."),
+    port: int = typer.Option(8000, help="Port."),
+):
+    """The neuron viewer and the study pages in the browser."""
+    import uvicorn
+
+    from solulab.study.db import connect
+    from solulab.web.app import create_app
+
+    if runs is not None and not runs.is_dir():
+        raise SolulabError(f"--runs {runs} is not a directory")
+    if study is not None:
+        connect(study).close()  # refuses a missing or foreign file now, not per request
+    typer.echo(f"viewer: http://{host}:{port}/")
+    uvicorn.run(create_app(runs, study), host=host, port=port, log_level="warning")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -30,3 +30,27 @@ def small_corpus(tmp_path_factory) -> Path:
     out = base / "corpus"
     build_corpus(out, sources=[source], vocab_size=300, val_fraction=0.2, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def collected_runs(small_corpus, tmp_path_factory) -> Path:
+    """A directory with two runs, ``gelu`` and ``solu_ln`` (1 layer, 64 neurons, random
+    weights), each with a neuron store over 1,024 validation tokens."""
+    import json
+    import shutil
+
+    from solulab import ModelConfig, Transformer
+    from solulab.neurons.collect import collect
+
+    root = tmp_path_factory.mktemp("runs")
+    for act, d_model in (("gelu", 16), ("solu_ln", 32)):
+        run = root / act
+        cfg = ModelConfig(n_layers=1, d_model=d_model, n_heads=2, d_mlp=64, n_ctx=32,
+                          d_vocab=300, act_fn=act, init_std=0.3)
+        model = Transformer(cfg)
+        model.save_pretrained(run)
+        shutil.copy(small_corpus / "tokenizer.json", run / "tokenizer.json")
+        (run / "run.json").write_text(json.dumps({"corpus": str(small_corpus),
+                                                  "n_params": model.n_params()}))
+        collect(run, n_tokens=1024, k=24, progress=False)
+    return root

@@ -1,0 +1,59 @@
+"""``solulab study``: create a blinded study database and unblind it into a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from solulab.cli_errors import reports_errors
+
+app = typer.Typer(help="The randomized, blinded human study.", no_args_is_help=True)
+
+
+def parse_models(specs: list[str]) -> dict[str, Path]:
+    models = {}
+    for spec in specs:
+        name, sep, run = spec.partition("=")
+        if not sep or not name or not run:
+            raise typer.BadParameter(f"--model takes NAME=RUN, got {spec!r}")
+        if name in models:
+            raise typer.BadParameter(f"model name {name!r} given twice")
+        models[name] = Path(run)
+    return models
+
+
+@app.command()
+@reports_errors
+def create(
+    model: list[str] = typer.Option(..., help="NAME=RUN, once per model (RUN has a store)."),
+    out: Path = typer.Option(..., help="The new study database (SQLite)."),
+    neurons_per_model: int = typer.Option(60, help="Neurons sampled per model."),
+    seed: int = typer.Option(0, help="Sampling and ordering seed."),
+    annotators: str = typer.Option("annotator", help="Comma-separated annotator names."),
+    base_url: str = typer.Option("http://127.0.0.1:8000", help="Where `solulab serve` runs."),
+):
+    """Sample neurons uniformly from each model and print one secret link per annotator."""
+    from solulab.study.create import create_study
+
+    names = [a.strip() for a in annotators.split(",")]
+    links = create_study(parse_models(model), out, neurons_per_model, seed, names)
+    typer.echo(f"study: {links.path}")
+    typer.echo(f"serve it: solulab serve --study {links.path} --runs RUNS_DIR")
+    for name, link in links.links(base_url).items():
+        typer.echo(f"  {name}: {link}")
+
+
+@app.command()
+@reports_errors
+def report(
+    study: Path = typer.Argument(..., help="Study database."),
+    out: Optional[Path] = typer.Option(None, help="Report directory (default STUDY-report/)."),
+):
+    """Unblind: fractions interpretable, Fisher tests, kappas, Figures 4 and 9, CSVs."""
+    from solulab.study.report import format_summary, summarise, write_report
+
+    path = write_report(study, out)
+    typer.echo(format_summary(summarise(study)))
+    typer.echo(f"report: {path}")

@@ -1,0 +1,195 @@
+"""``solulab study report``: unblind a study and give the paper's statistics and figures.
+
+Per model: the fraction of ratings INTERPRETABLE with a Wilson 95% interval; each pair of models
+compared with Fisher's exact test; per-annotator fractions; agreement on neurons that every
+annotator rated (Cohen's kappa for two annotators, Fleiss' for more); a Figure-4-style plot
+(fraction interpretable against model size, one line per activation); for the section 6.4
+labels, the fraction of examples inconsistent with the annotator's hypothesis by activation
+interval, before and after the LayerNorm (Figure 9); CSVs of every rating and label.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from solulab.io import atomic_write_json, atomic_write_text
+from solulab.stats import cohens_kappa, fisher_exact_2x2, fleiss_kappa, proportion
+from solulab.study.db import connect
+
+INTERPRETABLE = "interpretable"
+
+
+def _ratings(conn) -> list[dict[str, Any]]:
+    return [dict(row) for row in conn.execute(
+        "SELECT r.annotator, s.model, m.act_fn, m.n_params, s.layer, s.neuron, r.label, "
+        "r.hypothesis, r.seconds, r.revision, r.updated_at, r.item_id FROM ratings r "
+        "JOIN secrets s ON s.item_id = r.item_id JOIN models m ON m.name = s.model "
+        "ORDER BY s.model, s.layer, s.neuron, r.annotator")]
+
+
+def _checks(conn) -> list[dict[str, Any]]:
+    return [dict(row) for row in conn.execute(
+        "SELECT l.annotator, s.model, m.act_fn, s.layer, s.neuron, c.point, c.interval_index, "
+        "c.interval_count, l.consistent FROM check_labels l "
+        "JOIN check_secrets c ON c.check_id = l.check_id JOIN secrets s ON s.item_id = c.item_id "
+        "JOIN models m ON m.name = s.model "
+        "ORDER BY s.model, s.layer, s.neuron, c.point, c.interval_index")]
+
+
+def _share(rows: list[dict]) -> dict[str, Any]:
+    p = proportion(sum(r["label"] == INTERPRETABLE for r in rows), len(rows))
+    return {"interpretable": p.successes, "rated": p.n, "fraction": p.fraction,
+            "wilson_low": p.low, "wilson_high": p.high}
+
+
+def agreement(ratings: list[dict]) -> dict[str, Any] | None:
+    """Kappa over the neurons every annotator rated; None with fewer than two annotators."""
+    annotators = sorted({r["annotator"] for r in ratings})
+    if len(annotators) < 2:
+        return None
+    by_item: dict[str, dict[str, str]] = defaultdict(dict)
+    for r in ratings:
+        by_item[r["item_id"]][r["annotator"]] = r["label"]
+    shared = [labels for labels in by_item.values() if len(labels) == len(annotators)]
+    if not shared:
+        return {"annotators": annotators, "shared_neurons": 0, "kappa": None}
+    if len(annotators) == 2:
+        a, b = annotators
+        kappa, kind = cohens_kappa([s[a] for s in shared], [s[b] for s in shared]), "cohen"
+    else:
+        kappa, kind = fleiss_kappa([list(s.values()) for s in shared]), "fleiss"
+    return {"annotators": annotators, "shared_neurons": len(shared), "kappa": kappa,
+            "kind": kind}
+
+
+def summarise(path: str | Path) -> dict[str, Any]:
+    """Every statistic of the study as a dict (also written to ``summary.json``)."""
+    conn = connect(path)
+    ratings, checks = _ratings(conn), _checks(conn)
+    models = [dict(row) for row in conn.execute("SELECT * FROM models ORDER BY n_params, name")]
+    conn.close()
+    per_model = {m["name"]: {**m, **_share([r for r in ratings if r["model"] == m["name"]])}
+                 for m in models}
+    pairs = []
+    for a, b in itertools.combinations(per_model, 2):
+        x, y = per_model[a], per_model[b]
+        if x["rated"] and y["rated"]:
+            test = fisher_exact_2x2(x["interpretable"], x["rated"], y["interpretable"],
+                                    y["rated"])
+            pairs.append({"a": a, "b": b, "odds_ratio": test.odds_ratio,
+                          "p_value": test.p_value})
+    per_annotator = {f"{name}/{model}": _share(rows) for (name, model), rows in itertools.groupby(
+        sorted(ratings, key=lambda r: (r["annotator"], r["model"])),
+        key=lambda r: (r["annotator"], r["model"])) for rows in [list(rows)]}
+    consistency = defaultdict(lambda: [0, 0])  # (model, point, interval bucket) -> [bad, n]
+    for c in checks:
+        key = (c["model"], c["point"], c["interval_index"], c["interval_count"])
+        consistency[key][0] += 1 - c["consistent"]
+        consistency[key][1] += 1
+    return {"models": per_model, "fisher": pairs, "per_annotator": per_annotator,
+            "agreement": agreement(ratings),
+            "consistency": [{"model": k[0], "point": k[1], "interval": k[2], "intervals": k[3],
+                             "inconsistent": v[0], "labelled": v[1]}
+                            for k, v in sorted(consistency.items())],
+            "ratings": ratings, "checks": checks}
+
+
+def _csv(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def plot_figures(summary: dict[str, Any], out: Path) -> list[Path]:
+    """``fig4.png`` (fraction interpretable against size per activation) and, with 6.4 labels,
+    ``fig9.png`` (fraction inconsistent by activation interval, pre- vs post-LN)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    by_act: dict[str, list[dict]] = defaultdict(list)
+    for m in summary["models"].values():
+        if m["rated"]:
+            by_act[m["act_fn"]].append(m)
+    for act, points in sorted(by_act.items()):
+        points.sort(key=lambda m: m["n_params"])
+        ax.errorbar([m["n_params"] for m in points], [m["fraction"] for m in points],
+                    yerr=[[m["fraction"] - m["wilson_low"] for m in points],
+                          [m["wilson_high"] - m["fraction"] for m in points]],
+                    marker="o", capsize=3, label=act)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("non-embedding parameters")
+    ax.set_ylabel("fraction of neurons interpretable")
+    ax.set_title("Blinded study (Wilson 95% intervals)")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out / "fig4.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    if summary["consistency"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        label = {"mid": "pre-LayerNorm", "post": "post-LayerNorm"}
+        for point in ("mid", "post"):
+            rows = [c for c in summary["consistency"] if c["point"] == point]
+            buckets: dict[float, list[int]] = defaultdict(lambda: [0, 0])
+            for c in rows:
+                centre = (c["interval"] + 0.5) / c["intervals"]
+                buckets[round(centre, 2)][0] += c["inconsistent"]
+                buckets[round(centre, 2)][1] += c["labelled"]
+            xs = sorted(buckets)
+            ax.plot(xs, [buckets[x][0] / buckets[x][1] for x in xs], marker="o",
+                    label=label[point])
+        ax.set_xlabel("activation interval (0 = lowest, 1 = highest)")
+        ax.set_ylabel("fraction inconsistent with the hypothesis")
+        ax.set_ylim(0, 1)
+        ax.set_title("Examples across the activation range (section 6.4)")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(out / "fig9.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"{'model':<16} {'activation':<10} {'interpretable':>14} {'fraction':>9} "
+             f"{'95% Wilson':>15}"]
+    for name, m in summary["models"].items():
+        lines.append(f"{name:<16} {m['act_fn']:<10} {m['interpretable']:>6} of {m['rated']:<5} "
+                     f"{m['fraction']:>9.3f} {m['wilson_low']:>7.3f}-{m['wilson_high']:.3f}")
+    for p in summary["fisher"]:
+        lines.append(f"Fisher {p['a']} vs {p['b']}: odds ratio {p['odds_ratio']:.3g}, "
+                     f"p = {p['p_value']:.3g}")
+    a = summary["agreement"]
+    if a and a["kappa"] is not None:
+        lines.append(f"{a['kind']} kappa {a['kappa']:.3f} over {a['shared_neurons']} neurons "
+                     f"rated by {', '.join(a['annotators'])}")
+    return "\n".join(lines)
+
+
+def write_report(path: str | Path, out: str | Path | None = None) -> Path:
+    """Write summary.json, ratings.csv, checks.csv and the figures into ``out``."""
+    path = Path(path)
+    out = Path(out) if out else path.parent / f"{path.stem}-report"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(path)
+    atomic_write_text(out / "ratings.csv", _csv(summary["ratings"]))
+    atomic_write_text(out / "checks.csv", _csv(summary["checks"]))
+    atomic_write_json(out / "summary.json", {k: v for k, v in summary.items()
+                                             if k not in ("ratings", "checks")})
+    plot_figures(summary, out)
+    return out

@@ -1,0 +1,1 @@
+"""The browser side: neuron viewer and study pages, one FastAPI app."""

@@ -1,0 +1,133 @@
+"""HTML of the neuron viewer, rendered on the server; every value is escaped."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from urllib.parse import urlencode
+
+import numpy as np
+
+from solulab.neurons.store import Example, NeuronStats, NeuronStore
+
+POINT_LABEL = {"mid": "pre-LayerNorm (hook_mid)", "post": "post-LayerNorm (hook_post)"}
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            "<link rel=stylesheet href=/static/style.css></head>"
+            f"<body>{body}</body></html>")
+
+
+def neuron_url(run: str, layer: int, neuron: int, point: str | None = None) -> str:
+    query = {"run": run, "layer": layer, "neuron": neuron}
+    if point:
+        query["point"] = point
+    return "/neuron?" + urlencode(query)
+
+
+def shade_tokens(tokens: Sequence[str], acts: np.ndarray, scale: float,
+                 fire_index: int | None) -> str:
+    """Tokens as spans shaded red by ``act / scale``; the value on hover."""
+    spans = []
+    for i, (token, act) in enumerate(zip(tokens, acts)):
+        level = 0.0 if scale <= 0 or not np.isfinite(act) else float(np.clip(act / scale, 0, 1))
+        text = html.escape(token).replace("\n", "⏎").replace("\t", "→") or "&nbsp;"
+        fire = " fire" if i == fire_index else ""
+        spans.append(f'<span class="tok{fire}" data-act="{act:.4f}" title="{act:.4f}" '
+                     f'style="background: rgba(255,0,0,{level:.3f})">{text}</span>')
+    return "".join(spans)
+
+
+def examples_block(examples: Sequence[Example], scale: float) -> str:
+    rows = [f'<div class=example><span class=value>{e.value:+.3f}</span> '
+            f'<span class=text>{shade_tokens(e.tokens, e.acts, scale, e.fire_index)}</span></div>'
+            for e in examples]
+    return "".join(rows) or "<p class=note>none</p>"
+
+
+def histogram_svg(stats: NeuronStats, width: int = 420, height: int = 120) -> str:
+    counts = stats.hist_counts.astype(float)
+    if not len(counts):
+        return ""
+    top = np.log1p(counts).max() or 1.0
+    bar = width / len(counts)
+    bars = "".join(
+        f'<rect x="{i * bar:.1f}" y="{height - h:.1f}" width="{max(bar - 1, 1):.1f}" '
+        f'height="{h:.1f}"><title>[{stats.hist_edges[i]:.3g}, {stats.hist_edges[i + 1]:.3g}): '
+        f'{int(c)}</title></rect>'
+        for i, c in enumerate(counts) for h in [np.log1p(c) / top * (height - 14)])
+    return (f'<svg class=hist width="{width}" height="{height + 16}" role=img>'
+            f'{bars}<text x="0" y="{height + 14}">{stats.hist_edges[0]:.3g}</text>'
+            f'<text x="{width}" y="{height + 14}" text-anchor=end>{stats.hist_edges[-1]:.3g}'
+            '</text></svg><p class=note>Histogram of activations over the collection '
+            '(log counts).</p>')
+
+
+def logit_table(store: NeuronStore, layer: int, neuron: int) -> str:
+    effects = store.logit_effects(layer, neuron)
+    rows = "".join(
+        f"<tr><td>{html.escape(repr(up))}</td><td>{uv:+.3f}</td>"
+        f"<td>{html.escape(repr(down))}</td><td>{dv:+.3f}</td></tr>"
+        for up, uv, down, dv in zip(effects.top_tokens, effects.top_values,
+                                    effects.bottom_tokens, effects.bottom_values))
+    note = ("In a 1-layer model this is the neuron's whole effect on the logits."
+            if effects.complete else "Direct path only: later layers also read this neuron.")
+    return (f"<table class=logits><tr><th>increases</th><th></th><th>decreases</th><th></th>"
+            f"</tr>{rows}</table><p class=note>{note}</p>")
+
+
+def neuron_page(run: str, store: NeuronStore, layer: int, neuron: int, point: str,
+                random_neuron: int) -> str:
+    stats = store.stats(layer, neuron, point)
+    top = store.examples(layer, neuron, point)
+    nav = ['<a href="/">runs</a>', f'<a href="/run?{urlencode({"run": run})}">'
+           f'{html.escape(run)}</a>']
+    if neuron > 0:
+        nav.append(f'<a id=prev href="{neuron_url(run, layer, neuron - 1, point)}">previous</a>')
+    if neuron + 1 < store.d_mlp:
+        nav.append(f'<a id=next href="{neuron_url(run, layer, neuron + 1, point)}">next</a>')
+    nav.append(f'<a id=random href="{neuron_url(run, layer, random_neuron, point)}">random</a>')
+    switch = " ".join(
+        f'<a class="point{" on" if p == point else ""}" href="{neuron_url(run, layer, neuron, p)}">'
+        f'{POINT_LABEL[p]}</a>' for p in store.points) if len(store.points) > 1 else ""
+    intervals = "".join(
+        f"<h3>[{low:+.3f}, {high:+.3f})</h3>{examples_block(examples, stats.max)}"
+        for (low, high), examples in store.interval_examples(layer, neuron, point))
+    body = f"""
+<nav>{" · ".join(nav)}</nav>
+<h1>{html.escape(run)} · layer {layer} · neuron {neuron}</h1>
+<p class=switch>{switch}</p>
+<p class=stats>max {stats.max:.3f} · mean {stats.mean:.4f} · std {stats.std:.4f} ·
+kurtosis {stats.kurtosis:.1f} · above 0: {stats.frac_positive:.1%} ·
+above {stats.threshold:g}: {stats.frac_above:.2%} · {stats.n_tokens:,} tokens</p>
+{histogram_svg(stats)}
+<h2>Top activations</h2>
+<div id=top>{examples_block(top, stats.max)}</div>
+<h2>Logit effects</h2>{logit_table(store, layer, neuron)}
+<h2>Across the activation range</h2>
+<p class=note>Uniform samples from each interval between the smallest and largest activation.</p>
+{intervals}"""
+    return page(f"{run} L{layer} N{neuron}", body)
+
+
+def run_page(run: str, store: NeuronStore) -> str:
+    layers = "".join(
+        f"<h2>layer {layer}</h2><p class=neurons>" + " ".join(
+            f'<a href="{neuron_url(run, layer, n)}" title="max {store.stats(layer, n).max:.2f}">'
+            f"{n}</a>" for n in range(store.d_mlp)) + "</p>"
+        for layer in store.layers)
+    meta = store.meta
+    body = (f'<nav><a href="/">runs</a></nav><h1>{html.escape(run)}</h1>'
+            f"<p>{html.escape(meta['act_fn'])}, {meta['n_layers']} layers, {store.d_mlp} neurons "
+            f"per layer, collected over {meta['n_tokens']:,} {html.escape(meta['split'])} "
+            f"tokens.</p>{layers}")
+    return page(run, body)
+
+
+def runs_page(runs: list[str]) -> str:
+    items = "".join(f'<li><a href="/run?{urlencode({"run": r})}">{html.escape(r)}</a></li>'
+                    for r in runs)
+    return page("solulab runs", f"<h1>Runs with neuron stores</h1><ul>{items}</ul>" if runs else
+                "<h1>No neuron stores yet</h1><p>Collect one with "
+                "<code>solulab neurons collect RUN</code>.</p>")

@@ -1,0 +1,166 @@
+"""The blinded study: sampling, what annotators can see, and the unblinded statistics."""
+
+import json
+import math
+import sqlite3
+
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn.metrics import cohen_kappa_score
+
+from solulab.errors import SolulabError
+from solulab.neurons.store import NeuronStore
+from solulab.study.create import SNIPPETS, create_study
+from solulab.study.db import Transaction, connect
+from solulab.study.report import summarise, write_report
+
+PER_MODEL = 12
+
+
+@pytest.fixture
+def study(collected_runs, tmp_path):
+    models = {"small-gelu": collected_runs / "gelu", "solu": collected_runs / "solu_ln"}
+    return create_study(models, tmp_path / "study.sqlite", PER_MODEL, seed=3,
+                        annotators=["ann", "bob"])
+
+
+def test_sampling_is_uniform_without_replacement_and_orders_differ(study):
+    conn = sqlite3.connect(study.path)
+    rows = conn.execute("SELECT model, layer, neuron FROM secrets").fetchall()
+    assert len(rows) == 2 * PER_MODEL and len(set(rows)) == len(rows)
+    assert {m for m, _, _ in rows} == {"small-gelu", "solu"}
+    orders = {a: [r[0] for r in conn.execute(
+        "SELECT item_id FROM orders WHERE annotator = ? ORDER BY position", (a,))]
+        for a in ("ann", "bob")}
+    assert sorted(orders["ann"]) == sorted(orders["bob"]) and orders["ann"] != orders["bob"]
+
+
+def test_sampling_covers_neurons_uniformly_over_many_seeds(collected_runs, tmp_path):
+    counts = np.zeros(64)
+    for seed in range(30):
+        links = create_study({"m": collected_runs / "gelu"}, tmp_path / f"s{seed}.sqlite", 16,
+                             seed=seed)
+        for (neuron,) in sqlite3.connect(links.path).execute("SELECT neuron FROM secrets"):
+            counts[neuron] += 1
+    # 480 draws over 64 neurons: a chi-square test of uniformity should not reject.
+    assert scipy.stats.chisquare(counts).pvalue > 0.001
+
+
+def test_what_an_annotator_sees_does_not_depend_on_the_model(study, collected_runs):
+    conn = sqlite3.connect(study.path)
+    payloads = {model: json.loads(payload) for model, payload in conn.execute(
+        "SELECT s.model, i.payload FROM items i JOIN secrets s ON s.item_id = i.id")}
+    shapes = set()
+    for payload in payloads.values():
+        assert len(payload["snippets"]) == SNIPPETS
+        for snip in payload["snippets"]:
+            assert set(snip) == {"tokens", "acts", "fire"}
+            assert all(0.0 <= a <= 1.0 and round(a, 2) == a for a in snip["acts"])
+        shapes.add(tuple(sorted(payload)))
+    assert len(shapes) == 1
+    text = " ".join(p for (p,) in conn.execute("SELECT payload FROM items UNION ALL "
+                                                "SELECT payload FROM checks"))
+    for secret in ("small-gelu", "solu", "gelu", str(collected_runs), "layer", "neuron"):
+        assert secret not in text
+    ids = [i for (i,) in conn.execute("SELECT id FROM items")]
+    assert all(len(i) == 16 for i in ids)  # opaque ids of one length
+
+
+def test_checks_mix_both_points_from_every_interval(study, collected_runs):
+    conn = sqlite3.connect(study.path)
+    store = NeuronStore.open(collected_runs / "solu_ln" / "neurons")
+    rows = conn.execute("SELECT c.item_id, c.point, c.interval_index, c.interval_count, x.layer, "
+                        "x.neuron FROM check_secrets c JOIN secrets x ON x.item_id = c.item_id"
+                        ).fetchall()
+    assert {r[1] for r in rows} == {"mid", "post"}
+    by_neuron = {}
+    for _, point, index, count, layer, neuron in rows:
+        by_neuron.setdefault((layer, neuron, point), set()).add(index)
+    for (layer, neuron, point), indices in by_neuron.items():
+        nonempty = [i for i, (_, ex) in enumerate(store.interval_examples(layer, neuron, point))
+                    if ex]
+        assert sorted(indices) == nonempty
+    gelu = conn.execute("SELECT COUNT(*) FROM check_secrets c JOIN secrets s ON "
+                        "s.item_id = c.item_id WHERE s.model = 'small-gelu'").fetchone()[0]
+    assert gelu == 0  # no extra LayerNorm, nothing to compare
+
+
+def test_bad_creation_requests_are_refused(collected_runs, tmp_path, study):
+    with pytest.raises(SolulabError, match="exists"):
+        create_study({"m": collected_runs / "gelu"}, study.path)
+    with pytest.raises(SolulabError, match="fewer than --neurons-per-model"):
+        create_study({"m": collected_runs / "gelu"}, tmp_path / "x.sqlite", 65)
+    with pytest.raises(SolulabError, match="distinct"):
+        create_study({"m": collected_runs / "gelu"}, tmp_path / "y.sqlite", 2,
+                     annotators=["a", "a"])
+
+
+def rate_all(path, rng_seed=0, p_interpretable=None):
+    """Rate every item for every annotator with seeded labels; returns the labels."""
+    rng = np.random.default_rng(rng_seed)
+    conn = connect(path)
+    rows = conn.execute("SELECT o.annotator, o.item_id, s.model FROM orders o JOIN secrets s "
+                        "ON s.item_id = o.item_id").fetchall()
+    labels = {}
+    with Transaction(conn):
+        for annotator, item, model in rows:
+            p = (p_interpretable or {}).get(model, 0.5)
+            label = "interpretable" if rng.random() < p else "not_interpretable"
+            labels[(annotator, item)] = label
+            conn.execute("INSERT INTO ratings (annotator, item_id, label, hypothesis) VALUES "
+                         "(?, ?, ?, 'digits')", (annotator, item, label))
+    conn.close()
+    return labels, rows
+
+
+def test_report_statistics_match_scipy_and_sklearn(study, tmp_path):
+    labels, rows = rate_all(study.path, p_interpretable={"small-gelu": 0.2, "solu": 0.8})
+    summary = summarise(study.path)
+    counts = {}
+    for (annotator, item), label in labels.items():
+        model = next(m for a, i, m in rows if i == item)
+        c = counts.setdefault(model, [0, 0])
+        c[0] += label == "interpretable"
+        c[1] += 1
+    for model, (k, n) in counts.items():
+        m = summary["models"][model]
+        assert (m["interpretable"], m["rated"]) == (k, n)
+        low, high = scipy.stats.binomtest(k, n).proportion_ci(method="wilson")
+        assert (m["wilson_low"], m["wilson_high"]) == pytest.approx((low, high))
+    (pair,) = summary["fisher"]
+    a, b = counts[pair["a"]], counts[pair["b"]]
+    expected = scipy.stats.fisher_exact([[a[0], a[1] - a[0]], [b[0], b[1] - b[0]]])
+    assert pair["p_value"] == pytest.approx(expected.pvalue)
+    items = sorted({i for _, i in labels})
+    kappa = cohen_kappa_score([labels[("ann", i)] for i in items],
+                              [labels[("bob", i)] for i in items])
+    assert summary["agreement"]["kind"] == "cohen"
+    assert summary["agreement"]["kappa"] == pytest.approx(kappa)
+    assert summary["agreement"]["shared_neurons"] == len(items)
+
+    out = write_report(study.path, tmp_path / "report")
+    csv_lines = (out / "ratings.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + len(labels) and csv_lines[0].startswith("annotator,model")
+    assert (out / "fig4.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["models"]["solu"]["rated"] == counts["solu"][1]
+
+
+def test_figure_9_counts_inconsistent_labels_per_point_and_interval(study, tmp_path):
+    rate_all(study.path, p_interpretable={"small-gelu": 1.0, "solu": 1.0})
+    conn = connect(study.path)
+    checks = conn.execute("SELECT c.check_id, c.point, c.interval_index FROM check_secrets c"
+                          ).fetchall()
+    with Transaction(conn):
+        for check_id, point, index in checks:  # post-LN examples inconsistent, pre-LN not
+            conn.execute("INSERT INTO check_labels (annotator, check_id, consistent) VALUES "
+                         "('ann', ?, ?)", (check_id, int(point == "mid")))
+    conn.close()
+    summary = summarise(study.path)
+    for row in summary["consistency"]:
+        assert row["inconsistent"] == (row["labelled"] if row["point"] == "post" else 0)
+    assert sum(r["labelled"] for r in summary["consistency"]) == len(checks)
+    out = write_report(study.path, tmp_path / "r")
+    assert (out / "fig9.png").is_file()
+    assert not math.isnan(summary["models"]["solu"]["fraction"])
