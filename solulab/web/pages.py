@@ -26,6 +26,11 @@ def neuron_url(run: str, layer: int, neuron: int, point: str | None = None) -> s
     return "/neuron?" + urlencode(query)
 
 
+def neuron_href(run: str, layer: int, neuron: int, point: str | None = None) -> str:
+    """``neuron_url`` escaped for an HTML attribute."""
+    return html.escape(neuron_url(run, layer, neuron, point))
+
+
 def shade_tokens(tokens: Sequence[str], acts: np.ndarray, scale: float,
                  fire_index: int | None) -> str:
     """Tokens as spans shaded red by ``act / scale``; the value on hover."""
@@ -84,13 +89,14 @@ def neuron_page(run: str, store: NeuronStore, layer: int, neuron: int, point: st
     nav = ['<a href="/">runs</a>', f'<a href="/run?{urlencode({"run": run})}">'
            f'{html.escape(run)}</a>']
     if neuron > 0:
-        nav.append(f'<a id=prev href="{neuron_url(run, layer, neuron - 1, point)}">previous</a>')
+        nav.append(f'<a id=prev href="{neuron_href(run, layer, neuron - 1, point)}">previous</a>')
     if neuron + 1 < store.d_mlp:
-        nav.append(f'<a id=next href="{neuron_url(run, layer, neuron + 1, point)}">next</a>')
-    nav.append(f'<a id=random href="{neuron_url(run, layer, random_neuron, point)}">random</a>')
+        nav.append(f'<a id=next href="{neuron_href(run, layer, neuron + 1, point)}">next</a>')
+    nav.append(f'<a id=random href="{neuron_href(run, layer, random_neuron, point)}">random</a>')
     switch = " ".join(
-        f'<a class="point{" on" if p == point else ""}" href="{neuron_url(run, layer, neuron, p)}">'
-        f'{POINT_LABEL[p]}</a>' for p in store.points) if len(store.points) > 1 else ""
+        f'<a class="point{" on" if p == point else ""}" '
+        f'href="{neuron_href(run, layer, neuron, p)}">{POINT_LABEL[p]}</a>'
+        for p in store.points) if len(store.points) > 1 else ""
     intervals = "".join(
         f"<h3>[{low:+.3f}, {high:+.3f})</h3>{examples_block(examples, stats.max)}"
         for (low, high), examples in store.interval_examples(layer, neuron, point))
@@ -114,7 +120,7 @@ above {stats.threshold:g}: {stats.frac_above:.2%} · {stats.n_tokens:,} tokens</
 def run_page(run: str, store: NeuronStore) -> str:
     layers = "".join(
         f"<h2>layer {layer}</h2><p class=neurons>" + " ".join(
-            f'<a href="{neuron_url(run, layer, n)}" title="max {store.stats(layer, n).max:.2f}">'
+            f'<a href="{neuron_href(run, layer, n)}" title="max {store.stats(layer, n).max:.2f}">'
             f"{n}</a>" for n in range(store.d_mlp)) + "</p>"
         for layer in store.layers)
     meta = store.meta
