@@ -1,0 +1,96 @@
+"""End to end in headless Chromium: an annotator rates with the keyboard, and a neuron page
+shades its tokens in the order of their activations. ``.ci/run`` installs Debian's Chromium."""
+
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from test_web import start_server
+
+from solulab.study.create import create_study
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Chromium "
+                                "(apt-get install chromium; .ci/run installs it)")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+# SOLULAB_SCREENSHOTS=1 refreshes the README's screenshots in docs/.
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+SCREENSHOTS = os.environ.get("SOLULAB_SCREENSHOTS") == "1"
+
+
+@pytest.fixture
+def server(collected_runs, tmp_path):
+    study = create_study({"a": collected_runs / "gelu", "b": collected_runs / "solu_ln"},
+                         tmp_path / "study.sqlite", 3, seed=0, annotators=["ann"])
+    process, url = start_server(collected_runs, study.path)
+    yield url, study
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture
+def browser():
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+def test_annotator_rates_every_neuron_with_the_keyboard(server, browser):
+    url, study = server
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(f"{url}/study/{study.tokens['ann']}")
+    page.wait_for_selector(".snippet .tok")
+    keys = ["i", "n", "i", "n", "i", "i"]
+    for n, key in enumerate(keys):
+        page.wait_for_function(f"document.getElementById('progress').textContent"
+                               f".includes('{n} rated')")
+        if key == "i":
+            page.fill("#hypothesis", f"hypothesis {n}")
+            page.locator("body").click(position={"x": 5, "y": 5})  # leave the text box
+        page.keyboard.press(key)
+    page.wait_for_selector("#checks:not([hidden])")  # every neuron rated: 6.4 labelling opens
+    if SCREENSHOTS:
+        page.screenshot(path=str(DOCS / "annotator.png"), full_page=False)
+    rows = sqlite3.connect(study.path).execute(
+        "SELECT o.position, r.label, r.hypothesis, r.seconds FROM ratings r JOIN orders o ON "
+        "o.item_id = r.item_id AND o.annotator = r.annotator ORDER BY o.position").fetchall()
+    labels = ["interpretable" if k == "i" else "not_interpretable" for k in keys]
+    assert [r[1] for r in rows] == labels
+    assert [r[2] for r in rows] == [f"hypothesis {i}" if k == "i" else "" for i, k in
+                                    enumerate(keys)]
+    assert all(r[3] > 0 for r in rows)  # time spent on each neuron was recorded
+
+    page.keyboard.press("ArrowLeft")  # go back and revise the last one
+    page.wait_for_function("document.getElementById('progress').textContent"
+                           ".startsWith('Neuron 5')")
+    page.keyboard.press("n")
+    page.wait_for_function("document.getElementById('status').textContent.includes('saved')")
+    revised = sqlite3.connect(study.path).execute(
+        "SELECT r.label, r.revision FROM ratings r JOIN orders o ON o.item_id = r.item_id "
+        "WHERE o.position = 4").fetchone()
+    assert revised == ("not_interpretable", 2)
+
+
+def test_neuron_page_shades_tokens_in_the_order_of_their_activations(server, browser):
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(f"{url}/neuron?run=solu_ln&layer=0&neuron=7")
+    pairs = page.eval_on_selector_all(
+        "#top .tok", "els => els.map(e => [parseFloat(e.dataset.act), "
+        "getComputedStyle(e).backgroundColor])")
+    alphas = []
+    for act, colour in pairs:
+        parts = colour.replace("rgba(", "").replace("rgb(", "").rstrip(")").split(",")
+        alphas.append((act, float(parts[3]) if len(parts) == 4 else 1.0))
+    positive = sorted((a for a in alphas if a[0] > 0), key=lambda a: a[0])
+    assert len(positive) > 10
+    shades = [alpha for _, alpha in positive]
+    assert shades == sorted(shades)  # more activation, deeper red
+    assert shades[-1] == pytest.approx(1.0, abs=0.01)
+    if SCREENSHOTS:
+        page.screenshot(path=str(DOCS / "viewer.png"), full_page=False)
