@@ -100,11 +100,13 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
 
     say("[6/6] report")
     report = write_report(sweep_dir)
-    largest = f"{sweep_dir}/{settings.sizes[-1]}/solu_ln"
+    largest = f"{sweep_dir}/{settings.sizes[-1]}"
     typer.echo(f"\nreport: {report}")
     typer.echo(f"runs:   {sweep_dir}/<size>/<activation>")
     typer.echo(f"corpus: {corpus}")
-    typer.echo(f"read a neuron: solulab neurons show {largest} --layer 0 --neuron 0")
-    typer.echo(f"test a guess:  solulab neurons trace {largest} 'for i in range(10):' "
-               "--layer 0 --neuron 0")
+    typer.echo(f"read a neuron:   solulab neurons show {largest}/solu_ln --layer 0 --neuron 0")
+    typer.echo(f"open the viewer: solulab serve --runs {sweep_dir}")
+    typer.echo(f"blinded study:   solulab study create --model solu_ln={largest}/solu_ln "
+               f"--model gelu={largest}/gelu --annotators you --out {out}/study.sqlite")
+    typer.echo(f"                 solulab serve --runs {sweep_dir} --study {out}/study.sqlite")
     return report

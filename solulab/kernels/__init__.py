@@ -1,5 +1,5 @@
-"""Fast SoLU-family activations, chosen by device: Triton on CUDA, C kernels on the CPU, fused
-PyTorch ops where neither can run.
+"""Fast SoLU-family activations, chosen by device: C kernels on the CPU, fused PyTorch ops
+elsewhere (CUDA included, until its Triton kernels exist).
 
 ``activation(act, x)`` computes ``act(x)`` (an ``activations.Activation``) through a fused kernel
 with a memory-saving backward where one exists for its kind, and through the readable reference
@@ -18,7 +18,7 @@ from solulab.kernels.fused import KINDS, fused_activation
 from solulab.kernels.native import native_activation, native_ready
 from solulab.parallel import local
 
-BACKENDS = ("auto", "reference", "fused", "native", "triton")
+BACKENDS = ("auto", "reference", "fused", "native")
 _backend = "auto"
 
 
@@ -35,24 +35,12 @@ def use_backend(name: str) -> Iterator[None]:
         _backend = previous
 
 
-def _triton_ready(x: torch.Tensor) -> bool:
-    if not x.is_cuda:
-        return False
-    try:
-        from solulab.kernels.triton_solu import triton_available
-    except ImportError:
-        return False
-    return triton_available()
-
-
 def backend_for(act: Activation, x: torch.Tensor) -> str:
     """The backend that ``activation`` will use for this activation and input."""
     if act.name not in KINDS or _backend == "reference":
         return "reference"
     if _backend != "auto":
         return _backend
-    if _triton_ready(x):
-        return "triton"
     return "native" if native_ready(x) else "fused"
 
 
@@ -63,10 +51,6 @@ def activation(act: Activation, x: torch.Tensor) -> torch.Tensor:
         return act(x)
     w, b = (local(act.ln.w), local(act.ln.b)) if act.ln is not None else (None, None)
     eps = act.ln.eps if act.ln is not None else 0.0
-    if backend == "triton":
-        from solulab.kernels.triton_solu import triton_activation
-
-        return triton_activation(x.contiguous(), act.name, w, b, act.blocks, eps)
     if backend == "native":
         return native_activation(x, act.name, w, b, act.blocks, eps)
     return fused_activation(x, act.name, w, b, act.blocks, eps)
