@@ -8,7 +8,8 @@ from a grid of starting points, keeping the best. ``N`` is the non-embedding par
 The size equivalent of a loss is the ``N`` at which the fitted baseline reaches it; a model's
 multiplier is ``N_eq / N`` (the paper's Figure 1 bottom: 0.95-1.05 means "no cost"). Uncertainty
 comes from a bootstrap over runs: the law is refitted on runs resampled with replacement, and
-intervals are percentiles of the refitted quantities.
+intervals are percentiles of the refitted quantities. With only three sizes every resample
+that still pins down the three parameters is the original ladder, so there is no interval.
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ def fit(n_params: Sequence[float], losses: Sequence[float], n_bootstrap: int = 2
     near = [(math.log(A), math.log(E), alpha), *_grid(log_l)[::4]]  # refits start near the fit
     rng = np.random.default_rng(seed)
     samples = []
+    if len(np.unique(n)) == MIN_SIZES:
+        n_bootstrap = 0  # every usable resample of three sizes is the same three: no spread
     while len(samples) < n_bootstrap:
         idx = rng.integers(0, len(n), len(n))
         if len(np.unique(n[idx])) < MIN_SIZES:

@@ -55,6 +55,13 @@ def test_losses_at_or_below_the_irreducible_loss_have_infinite_size():
     assert math.isnan(fitted.multiplier_interval(1e6, 2.0)[0])  # no bootstrap, no interval
 
 
+def test_three_sizes_fit_exactly_and_claim_no_interval():
+    fitted = scaling.fit(SIZES[:3], law(SIZES[:3]), n_bootstrap=50)
+    assert fitted.bootstrap == [] and fitted.parameter_intervals() == {}
+    assert all(math.isnan(v) for v in fitted.multiplier_interval(2e5, law(4e5)))
+    assert fitted.multiplier(2e5, law(4e5)) == pytest.approx(2.0, rel=1e-3)
+
+
 def test_objective_gradient_matches_finite_differences():
     log_n, log_l = np.log(SIZES), np.log(law(SIZES) * 1.01)
     theta = np.array([5.0, 0.4, 0.3])

@@ -122,12 +122,13 @@ class PointStream:
 
     def _grow(self, max_abs: torch.Tensor) -> None:
         """Coarsen the grid of neurons whose largest magnitude no longer fits."""
-        mantissa, exponent = torch.frexp(max_abs.float() / HALF_BINS * 2.0**-H0_EXP)
+        _, exponent = torch.frexp(max_abs.float() / HALF_BINS * 2.0**-H0_EXP)
         need = torch.where(max_abs > 0, exponent.long(), 0).clamp_(min=0)
         grow = need > self.exp
         if not grow.any():
             return
-        old_width, factor = self.width(), torch.ldexp(torch.ones_like(self.vmax), need - self.exp)
+        steps = (need - self.exp).clamp(min=0)
+        old_width, factor = self.width(), torch.ldexp(torch.ones_like(self.vmax), steps)
         self.exp = torch.maximum(self.exp, need)
         grid = torch.arange(-HALF_BINS, HALF_BINS, device=self.device)
         centres = (grid + 0.5) * old_width[:, None]
