@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from solulab.errors import SolulabError
@@ -58,9 +58,8 @@ def create_app(runs: Path | None = None, study: Path | None = None) -> FastAPI:
         return stores[run]
 
     @app.exception_handler(SolulabError)
-    def bad_request(_, error: SolulabError):
-        from fastapi.responses import JSONResponse
-
+    def not_found(_, error: SolulabError):
+        """Bad layers, neurons or points reach the store as SolulabErrors: no such page."""
         return JSONResponse({"detail": str(error)}, status_code=404)
 
     @app.get("/static/{name}")
