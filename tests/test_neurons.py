@@ -273,3 +273,16 @@ def test_admitting_samples_in_chunks_changes_nothing(small_corpus, tmp_path, mon
     monkeypatch.setattr(stream, "SAMPLE_CHUNK", 8)
     chunked = NeuronStore.open(collect(run, out=tmp_path / "chunked", **kwargs))
     _stores_equal(whole, chunked)
+
+
+def test_the_c_bookkeeping_pass_equals_the_pytorch_ops(small_corpus, tmp_path, monkeypatch):
+    from solulab.neurons import native_stats
+
+    if not native_stats.ready(torch.zeros(1)):
+        pytest.skip("no C compiler here: only the PyTorch path runs")
+    run = make_run(tmp_path / "run", small_corpus, "solu_ln", n_layers=1)
+    kwargs = dict(n_tokens=12 * N_CTX, k=K, samples=SAMPLES, batch_size=BATCH, progress=False)
+    native = NeuronStore.open(collect(run, out=tmp_path / "native", **kwargs))
+    monkeypatch.setattr(native_stats, "ready", lambda v: False)
+    plain = NeuronStore.open(collect(run, out=tmp_path / "plain", **kwargs))
+    _stores_equal(native, plain)

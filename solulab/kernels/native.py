@@ -34,20 +34,22 @@ FLAG_SETS = (
 _P, _I64, _INT, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 
 
-def _compile(flags: list[str]) -> Path | None:
+def compile_source(source: Path, flags: list[str]) -> Path | None:
+    """``source`` built into a shared library in the cache (once per source and flags), or
+    None where no compiler can build it."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *flags, platform.node(),
+    key = hashlib.sha256(source.read_bytes() + " ".join([compiler, *flags, platform.node(),
                                                           platform.machine()]).encode())
-    target = cache_dir() / "kernels" / f"solu_cpu_{key.hexdigest()[:16]}.so"
+    target = cache_dir() / "kernels" / f"{source.stem}_{key.hexdigest()[:16]}.so"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        subprocess.run([compiler, str(SOURCE), "-o", tmp, *flags], check=True,
+        subprocess.run([compiler, str(source), "-o", tmp, *flags], check=True,
                        capture_output=True, timeout=120)
         os.replace(tmp, target)
     except (OSError, subprocess.SubprocessError):
@@ -62,7 +64,7 @@ def load_library() -> ctypes.CDLL | None:
     if os.environ.get("SOLULAB_NATIVE_KERNELS", "1") == "0":
         return None
     for flags in FLAG_SETS:
-        path = _compile(flags)
+        path = compile_source(SOURCE, flags)
         if path is None:
             continue
         try:

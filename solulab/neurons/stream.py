@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from solulab.neurons import native_stats
+
 HALF_BINS = 16
 H0_EXP = -24  # the finest bin width is 2**-24
 INT64_MAX = torch.iinfo(torch.int64).max
@@ -191,24 +193,54 @@ class PointStream:
         [batch, pos]``; ``other`` is the other point's activations on the same tokens."""
         v = acts.reshape(-1, self.d).float()  # [tokens, d_mlp]
         self.n_tokens += v.shape[0]
-        self.vmax = torch.maximum(self.vmax, v.amax(0))
-        self.vmin = torch.minimum(self.vmin, v.amin(0))
+        keys = position_keys(positions.reshape(-1), self.seed)  # [tokens]
+        batch = (acts, other, tokens, positions, keys)
+        kth = self._kth_kept()
+        filling = bool(torch.isinf(kth).any())
+        if native_stats.ready(v) and not filling:  # one C pass; candidates only
+            bmax, bmin = native_stats.extremes(v)
+            self._extend(bmax, bmin)
+            found = native_stats.bookkeeping(
+                v, self.width(), HALF_BINS, self.moments, self.n_positive, self.n_above,
+                self.threshold, self.counts, kth, keys, self.neuron_mask,
+                self._sample_bounds().view(-1))
+            if found is not None:
+                for flat_index, top in zip(found, (True, False)):
+                    flat, neuron = flat_index // self.d, flat_index % self.d
+                    if top:
+                        self.top = self._admit(self.top, *batch, flat, neuron, top=True)
+                    else:
+                        self.pool = self._admit(self.pool, *batch, flat, neuron, top=False)
+                return
+        else:
+            self._extend(v.amax(0), v.amin(0))
+            self._statistics(v)
+        self._admit_candidates(v, batch, kth, filling)
+
+    def _extend(self, batch_max: torch.Tensor, batch_min: torch.Tensor) -> None:
+        self.vmax = torch.maximum(self.vmax, batch_max)
+        self.vmin = torch.minimum(self.vmin, batch_min)
+        self._grow(torch.maximum(self.vmax.abs(), self.vmin.abs()))
+
+    def _statistics(self, v: torch.Tensor) -> None:
+        """Moments, counts and the histogram of ``v [tokens, d_mlp]`` in PyTorch ops."""
         v2 = v * v
         sums = torch.stack([v.sum(0), v2.sum(0), (v2 * v).sum(0), (v2 * v2).sum(0)], 1)
         self.moments += sums.double()
         self.n_positive += (v > 0).sum(0)
         self.n_above += (v > self.threshold).sum(0)
-        self._grow(torch.maximum(self.vmax.abs(), self.vmin.abs()))
-        bins = self.bins(v)
-        group = bins + torch.arange(self.d, device=v.device) * (2 * HALF_BINS)
-        self.counts += torch.bincount(group.reshape(-1), minlength=self.counts.numel()
-                                      ).view_as(self.counts)
-        keys = position_keys(positions.reshape(-1), self.seed)  # [tokens]
-        batch = (acts, other, tokens, positions, keys)
+        self.counts += torch.bincount(self._groups(v).reshape(-1),
+                                      minlength=self.counts.numel()).view_as(self.counts)
 
+    def _groups(self, v: torch.Tensor) -> torch.Tensor:
+        """``[tokens, d_mlp]`` index of each value's (neuron, bin) in ``counts.view(-1)``."""
+        return self.bins(v) + torch.arange(self.d, device=v.device) * (2 * HALF_BINS)
+
+    def _admit_candidates(self, v: torch.Tensor, batch: tuple, kth: torch.Tensor,
+                          filling: bool) -> None:
+        """Find and admit the batch's top-k and sample candidates in PyTorch ops."""
         # Top-k: only values at least the kept k-th (and, while filling, the batch's k-th).
-        kth = self._kth_kept()
-        if bool(torch.isinf(kth).any()):
+        if filling:
             kth = torch.maximum(kth, torch.topk(v, min(self.k, len(v)), dim=0).values[-1])
         flat, neuron = torch.nonzero(v >= kth, as_tuple=True)
         if len(flat):
@@ -216,6 +248,7 @@ class PointStream:
 
         # Samples: only keys below their bin's s-th smallest can enter. While bins are filling,
         # rows go a chunk at a time so that most rows meet bounds that have already dropped.
+        keys, group = batch[-1], self._groups(v)
         start = 0
         while start < len(v):
             bound = self._sample_bounds().view(-1)[group[start:]]
