@@ -218,6 +218,53 @@ def demo(
     run_demo(out, DemoSettings(steps=steps))
 
 
+@app.command("autointerp")
+@reports_errors
+def autointerp_command(
+    run: Path = typer.Argument(..., help="Run directory with a neuron store."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: all)."),
+    tokens: int = typer.Option(16_384, help="Held-out tokens for the whole-range check."),
+    fire_fraction: float = typer.Option(0.5, help="Fires above this fraction of its max."),
+    pattern: list[str] = typer.Option([], help="Extra regex rules (repeatable)."),
+):
+    """Explain every neuron by a rule and check the rule over the whole activation range."""
+    from solulab.autointerp.run import autointerp
+    from solulab.neurons.cli import parse_layers
+    from solulab.stats import proportion
+
+    results = autointerp(run, parse_layers(layers), tokens, fire_fraction, pattern)
+    by_layer: dict[int, list] = {}
+    for key, e in results.items():
+        by_layer.setdefault(int(key.split(":")[0]), []).append(e)
+    typer.echo(f"{'layer':>5} {'neurons':>8} {'auto-interpretable':>19} {'95% Wilson':>13} "
+               f"{'median AUROC':>13}")
+    for layer, explanations in sorted(by_layer.items()):
+        p = proportion(sum(e.interpretable for e in explanations), len(explanations))
+        aurocs = [e.auroc for e in explanations if e.auroc == e.auroc]
+        median = f"{sorted(aurocs)[len(aurocs) // 2]:.3f}" if aurocs else "-"
+        typer.echo(f"{layer:>5} {p.n:>8} {p.fraction:>19.1%} {p.low:>6.2f}-{p.high:<6.2f} "
+                   f"{median:>13}")
+    typer.echo("random rule of the same frequency: AUROC 0.5")
+
+
+@app.command("regex")
+@reports_errors
+def regex_command(
+    run: Path = typer.Argument(..., help="Run directory with a neuron store."),
+    pattern: str = typer.Option(..., help="Regular expression over each token's text."),
+    top: int = typer.Option(20, help="Neurons to list."),
+    tokens: int = typer.Option(16_384, help="Held-out tokens."),
+    fire_fraction: float = typer.Option(0.5, help="Fires above this fraction of its max."),
+):
+    """Rank neurons by how well PATTERN predicts where they fire (AUROC)."""
+    from solulab.autointerp.run import rank_by_pattern
+
+    typer.echo(f"{'layer':>5} {'neuron':>7} {'AUROC':>7} {'precision':>10} {'recall':>7}")
+    for r in rank_by_pattern(run, pattern, None, tokens, fire_fraction, top):
+        typer.echo(f"{r['layer']:>5} {r['neuron']:>7} {r['auroc']:>7.3f} "
+                   f"{r['precision']:>10.3f} {r['recall']:>7.3f}")
+
+
 @app.command()
 @reports_errors
 def serve(

@@ -1,0 +1,1 @@
+"""Scores that need no human: rules, the explainer and whole-range checks."""

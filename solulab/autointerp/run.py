@@ -1,0 +1,112 @@
+"""``solulab autointerp`` and ``solulab regex``: explain every neuron of a run, or rank neurons by
+how well a pattern predicts their firing, on held-out text.
+
+Held-out text is the start of the corpus's train split, which the neuron store (collected on the
+validation split) never saw, cut into ``n_ctx`` sequences. Explanations are written to
+``STORE/autointerp.json``: ``{"meta": {...}, "neurons": {"LAYER:NEURON": Explanation}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from solulab.autointerp.explain import TOP, Explanation, HeldOut, explain
+from solulab.autointerp.rules import Rule, regex
+from solulab.errors import SolulabError
+from solulab.io import atomic_write_json
+from solulab.model import Transformer
+from solulab.neurons.collect import check_layers, open_corpus_for, open_store
+from solulab.stats import auroc, precision_recall
+
+RESULTS_FILE = "autointerp.json"
+
+
+def held_out_activations(run_dir: Path, layers: list[int], n_tokens: int,
+                         batch_size: int = 16) -> tuple[HeldOut, dict[int, np.ndarray]]:
+    """Held-out token strings and each layer's interpreted activations ``[tokens, d_mlp]``."""
+    store = open_store(run_dir)
+    model = Transformer.from_pretrained(run_dir).eval()
+    corpus = open_corpus_for(Path(run_dir), Path(store.meta["corpus"]))
+    split = "train" if store.meta["split"] != "train" else "val"
+    n_ctx = model.cfg.n_ctx
+    ids = np.asarray(corpus.tokens(split)[:n_tokens // n_ctx * n_ctx]).astype(np.int64)
+    if len(ids) == 0:
+        raise SolulabError(f"the {split} split has fewer than n_ctx={n_ctx} tokens to hold out")
+    seqs = torch.from_numpy(ids).view(-1, n_ctx)
+    acts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for start in range(0, len(seqs), batch_size):
+        for layer, a in model.neuron_activations(seqs[start:start + batch_size], layers).items():
+            acts[layer].append(a.reshape(-1, a.shape[-1]).float())
+    vocab = {int(i): corpus.decode([int(i)]) for i in np.unique(ids)}
+    held = HeldOut([vocab[int(i)] for i in ids], n_ctx)
+    return held, {layer: torch.cat(a).numpy() for layer, a in acts.items()}
+
+
+def autointerp(run_dir: str | Path, layers: list[int] | None = None, n_tokens: int = 16_384,
+               fire_fraction: float = 0.5, patterns: list[str] = (),
+               progress: bool = True) -> dict[str, Explanation]:
+    """Explain every neuron of the collected layers; results also go to the store."""
+    if not 0 < fire_fraction < 1:
+        raise SolulabError(f"fire_fraction must be between 0 and 1, got {fire_fraction}")
+    run_dir = Path(run_dir)
+    store = open_store(run_dir)
+    layers = store.layers if layers is None else check_layers(
+        Transformer.from_pretrained(run_dir), layers)
+    missing = [layer for layer in layers if layer not in store.layers]
+    if missing:
+        raise SolulabError(f"layers {missing} are not in the neuron store: collect them first")
+    extra: list[Rule] = [regex(p) for p in patterns]
+    held, acts = held_out_activations(run_dir, layers, n_tokens)
+    results = {}
+    bar = tqdm(total=len(layers) * store.d_mlp, disable=not progress, desc="explaining",
+               unit="neuron")
+    for layer in layers:
+        for neuron in range(store.d_mlp):
+            examples = [(e.tokens, e.fire_index) for e in store.examples(layer, neuron,
+                                                                          limit=TOP)]
+            fire_at = fire_fraction * store.stats(layer, neuron).max
+            results[f"{layer}:{neuron}"] = explain(examples, held, acts[layer][:, neuron],
+                                                   fire_at, extra)
+            bar.update()
+    bar.close()
+    atomic_write_json(store.path / RESULTS_FILE, {
+        "meta": {"held_out_tokens": len(held.tokens), "fire_fraction": fire_fraction,
+                 "patterns": list(patterns), "model_sha256": store.meta["model_sha256"]},
+        "neurons": {key: e.to_dict() for key, e in results.items()}})
+    return results
+
+
+def load_explanations(store_path: str | Path) -> dict[tuple[int, int], dict]:
+    """``{(layer, neuron): explanation}`` from a store's ``autointerp.json`` (empty if none)."""
+    path = Path(store_path) / RESULTS_FILE
+    if not path.is_file():
+        return {}
+    neurons = json.loads(path.read_text())["neurons"]
+    return {tuple(int(x) for x in key.split(":")): value for key, value in neurons.items()}
+
+
+def rank_by_pattern(run_dir: str | Path, pattern: str, layers: list[int] | None = None,
+                    n_tokens: int = 16_384, fire_fraction: float = 0.5,
+                    top: int = 20) -> list[dict]:
+    """Neurons ranked by the AUROC of ``pattern`` (on each token's text) predicting where they
+    fire above ``fire_fraction`` of their max on held-out text."""
+    rule = regex(pattern)
+    store = open_store(run_dir)
+    layers = store.layers if layers is None else layers
+    held, acts = held_out_activations(Path(run_dir), layers, n_tokens)
+    predicted = held.predict(rule)
+    ranked = []
+    for layer in layers:
+        for neuron in range(store.d_mlp):
+            fires = acts[layer][:, neuron] > fire_fraction * store.stats(layer, neuron).max
+            precision, recall = precision_recall(predicted, fires)
+            ranked.append({"layer": layer, "neuron": neuron,
+                           "auroc": auroc(predicted.astype(float), fires),
+                           "precision": precision, "recall": recall})
+    ranked.sort(key=lambda r: -np.nan_to_num(r["auroc"], nan=-1.0))
+    return ranked[:top]
