@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from solulab.autointerp.run import load_explanations
 from solulab.compare import COMPARE_FILE, compare_sweep, plot_comparison
 from solulab.evals.compare import collect_evals, plot_evals, side_by_side
 from solulab.io import atomic_write_text
+from solulab.stats import proportion
 
 REPORT_FILE = "report.html"
 STYLE = """
@@ -78,15 +80,23 @@ def eval_section(root: Path, result: dict[str, Any], plot_dir: Path) -> str:
 def neuron_section(root: Path, result: dict[str, Any]) -> str:
     rows = []
     for r in result["runs"]:
-        summary = root / r["size"] / r["act"] / "neurons" / "summary.json"
-        if summary.is_file():
-            data = json.loads(summary.read_text())
+        store = root / r["size"] / r["act"] / "neurons"
+        if (store / "summary.json").is_file():
+            data = json.loads((store / "summary.json").read_text())
+            explanations = load_explanations(store).values()
+            auto = ""
+            if explanations:
+                p = proportion(sum(e["interpretable"] for e in explanations), len(explanations))
+                auto = f"{p.fraction:.1%} ({p.low:.2f} to {p.high:.2f})"
             rows.append([r["size"], r["act"], data.get("tokens", ""), data.get("layers", ""),
-                         data.get("d_mlp", "")])
+                         data.get("d_mlp", ""), auto])
     if not rows:
         return ""
     return "<h2>Neuron collections</h2>" + _table(
-        ["size", "activation", "tokens", "layers", "neurons per layer"], rows)
+        ["size", "activation", "tokens", "layers", "neurons per layer",
+         "auto-interpretable (95% Wilson)"], rows) + (
+        "<p class=note>Auto-interpretable: one rule explains at least 80% of a neuron's top 20 "
+        "examples (<code>solulab autointerp RUN</code>).</p>")
 
 
 def write_report(root: Path, out: Path | None = None) -> Path:

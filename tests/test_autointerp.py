@@ -1,6 +1,7 @@
 """Automated interpretability: each rule kind on hand-made tokens, and planted neurons in a model
 built by hand recovered by the explainer and separated from noise by the whole-range scores."""
 
+import html
 import json
 import shutil
 from collections import Counter
@@ -8,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from sklearn.metrics import roc_auc_score
 
 from solulab import ModelConfig, Transformer
@@ -16,6 +18,7 @@ from solulab.autointerp.explain import HeldOut, explain
 from solulab.autointerp.run import autointerp, load_explanations, rank_by_pattern
 from solulab.data import Corpus
 from solulab.neurons.collect import collect
+from solulab.web.app import create_app
 
 
 def test_token_and_context_rules():
@@ -121,6 +124,10 @@ def test_explainer_recovers_planted_rules_and_rejects_noise(planted):
     assert max(e.auroc for e in noise if e.auroc == e.auroc) < token.auroc
     saved = load_explanations(run / "neurons")
     assert saved[(0, 0)]["description"] == token.description and len(saved) == 8
+
+    page = TestClient(create_app(run.parent)).get(
+        "/neuron", params={"run": "run", "layer": 0, "neuron": 0}).text
+    assert f"<b>{html.escape(token.description)}</b> (auto-INTERPRETABLE" in page
 
 
 def test_regex_ranks_the_planted_neuron_first(planted):

@@ -17,6 +17,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
+from solulab.autointerp.run import load_explanations
 from solulab.errors import SolulabError
 from solulab.neurons.collect import STORE_DIR
 from solulab.neurons.store import META_FILE, NeuronStore
@@ -84,7 +85,8 @@ def create_app(runs: Path | None = None, study: Path | None = None) -> FastAPI:
         point = point or store.main_point
         store.stats(layer, neuron, point)  # validates layer, neuron and point
         other = random.Random(f"{run}:{layer}:{neuron}").randrange(store.d_mlp)
-        return pages.neuron_page(run, store, layer, neuron, point, other)
+        explanation = load_explanations(store.path).get((layer, neuron))
+        return pages.neuron_page(run, store, layer, neuron, point, other, explanation)
 
     # -- study ----------------------------------------------------------------------------
     def db():

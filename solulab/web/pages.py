@@ -82,8 +82,26 @@ def logit_table(store: NeuronStore, layer: int, neuron: int) -> str:
             f"</tr>{rows}</table><p class=note>{note}</p>")
 
 
+def explanation_block(explanation: dict | None) -> str:
+    """The automated explanation and its scores, when ``solulab autointerp`` has run."""
+    if explanation is None:
+        return ""
+
+    def fmt(key: str) -> str:
+        value = explanation.get(key)
+        return "n/a" if value is None else f"{value:.3f}"
+
+    verdict = "auto-INTERPRETABLE" if explanation["interpretable"] else "not auto-interpretable"
+    return (f"<h2>Automated explanation</h2><p id=explanation><b>"
+            f"{html.escape(explanation['description'])}</b> ({verdict}: covers "
+            f"{explanation['coverage']:.0%} of the top 20)</p><p class=note>On held-out text: "
+            f"precision {fmt('precision')} (random rule: {fmt('firing_rate')}), recall "
+            f"{fmt('recall')} (random rule: {fmt('frequency')}), AUROC {fmt('auroc')} "
+            f"(random rule: 0.5), simulation correlation {fmt('simulation')}.</p>")
+
+
 def neuron_page(run: str, store: NeuronStore, layer: int, neuron: int, point: str,
-                random_neuron: int) -> str:
+                random_neuron: int, explanation: dict | None = None) -> str:
     stats = store.stats(layer, neuron, point)
     top = store.examples(layer, neuron, point)
     nav = ['<a href="/">runs</a>', f'<a href="/run?{urlencode({"run": run})}">'
@@ -108,6 +126,7 @@ def neuron_page(run: str, store: NeuronStore, layer: int, neuron: int, point: st
 kurtosis {stats.kurtosis:.1f} · above 0: {stats.frac_positive:.1%} ·
 above {stats.threshold:g}: {stats.frac_above:.2%} · {stats.n_tokens:,} tokens</p>
 {histogram_svg(stats)}
+{explanation_block(explanation)}
 <h2>Top activations</h2>
 <div id=top>{examples_block(top, stats.max)}</div>
 <h2>Logit effects</h2>{logit_table(store, layer, neuron)}
