@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from solulab.autointerp.cli import app as autointerp_app
 from solulab.cli_errors import reports_errors
 from solulab.errors import SolulabError
 from solulab.neurons.cli import app as neurons_app
@@ -23,6 +24,7 @@ corpus_app = typer.Typer(help="Build and inspect token corpora.", no_args_is_hel
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(neurons_app, name="neurons")
 app.add_typer(study_app, name="study")
+app.add_typer(autointerp_app, name="autointerp")
 
 
 @corpus_app.command("build")
@@ -216,35 +218,6 @@ def demo(
     from solulab.demo import DemoSettings, run_demo
 
     run_demo(out, DemoSettings(steps=steps))
-
-
-@app.command("autointerp")
-@reports_errors
-def autointerp_command(
-    run: Path = typer.Argument(..., help="Run directory with a neuron store."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: all)."),
-    tokens: int = typer.Option(16_384, help="Held-out tokens for the whole-range check."),
-    fire_fraction: float = typer.Option(0.5, help="Fires above this fraction of its max."),
-    pattern: list[str] = typer.Option([], help="Extra regex rules (repeatable)."),
-):
-    """Explain every neuron by a rule and check the rule over the whole activation range."""
-    from solulab.autointerp.run import autointerp
-    from solulab.neurons.cli import parse_layers
-    from solulab.stats import proportion
-
-    results = autointerp(run, parse_layers(layers), tokens, fire_fraction, pattern)
-    by_layer: dict[int, list] = {}
-    for key, e in results.items():
-        by_layer.setdefault(int(key.split(":")[0]), []).append(e)
-    typer.echo(f"{'layer':>5} {'neurons':>8} {'auto-interpretable':>19} {'95% Wilson':>13} "
-               f"{'median AUROC':>13}")
-    for layer, explanations in sorted(by_layer.items()):
-        p = proportion(sum(e.interpretable for e in explanations), len(explanations))
-        aurocs = [e.auroc for e in explanations if e.auroc == e.auroc]
-        median = f"{sorted(aurocs)[len(aurocs) // 2]:.3f}" if aurocs else "-"
-        typer.echo(f"{layer:>5} {p.n:>8} {p.fraction:>19.1%} {p.low:>6.2f}-{p.high:<6.2f} "
-                   f"{median:>13}")
-    typer.echo("random rule of the same frequency: AUROC 0.5")
 
 
 @app.command("regex")

@@ -5,19 +5,27 @@ import html
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from sklearn.metrics import roc_auc_score
+from scipy.stats import binomtest, fisher_exact
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+from typer.testing import CliRunner
 
 from solulab import ModelConfig, Transformer
 from solulab.autointerp import rules
+from solulab.autointerp.compare import compare_runs
 from solulab.autointerp.explain import HeldOut, explain
 from solulab.autointerp.run import autointerp, load_explanations, rank_by_pattern
+from solulab.cli import app as cli_app
 from solulab.data import Corpus
+from solulab.errors import SolulabError
 from solulab.neurons.collect import collect
+from solulab.study.create import create_study
+from solulab.study.db import connect
 from solulab.web.app import create_app
 
 
@@ -135,3 +143,65 @@ def test_regex_ranks_the_planted_neuron_first(planted):
     ranked = rank_by_pattern(run, rf"^\s*{word}$", n_tokens=4096, top=3)
     assert (ranked[0]["layer"], ranked[0]["neuron"]) == (0, 0)
     assert ranked[0]["auroc"] > 0.99
+
+
+def test_compare_gives_the_study_statistics_and_agreement_with_humans(planted, tmp_path):
+    run, _ = planted
+    autointerp(run, n_tokens=4096, progress=False)
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    (tmp_path / "unexplained").mkdir()
+    shutil.copytree(run, tmp_path / "unexplained" / "run")
+    (tmp_path / "unexplained" / "run" / "neurons" / "autointerp.json").unlink()
+    with pytest.raises(SolulabError, match="solulab autointerp"):
+        compare_runs([tmp_path / "unexplained" / "run"])
+    saved = json.loads((other / "neurons" / "autointerp.json").read_text())
+    for n in range(2, 6):  # four more neurons interpretable in the second run
+        saved["neurons"][f"0:{n}"]["interpretable"] = True
+    (other / "neurons" / "autointerp.json").write_text(json.dumps(saved))
+    auto = {run.resolve(): {k: v["interpretable"] for k, v in load_explanations(run / "neurons")
+                            .items()},
+            other.resolve(): {k: v["interpretable"] for k, v in load_explanations(
+                other / "neurons").items()}}
+    assert sum(auto[run.resolve()].values()) == 2 and sum(auto[other.resolve()].values()) == 6
+
+    db = tmp_path / "study.sqlite"
+    create_study({"a": run, "b": other}, db, neurons_per_model=8, annotators=["x", "y"])
+    conn = connect(db)
+    items = conn.execute("SELECT item_id, run, layer, neuron FROM secrets ORDER BY item_id")
+    humans, autos, by_annotator = [], [], {"x": ([], []), "y": ([], [])}
+    for i, row in enumerate(items.fetchall()):
+        truth = auto[Path(row["run"]).resolve()][(row["layer"], row["neuron"])]
+        for annotator, label in (("x", truth if i % 5 else not truth), ("y", i % 3 == 0)):
+            conn.execute("INSERT INTO ratings (annotator, item_id, label) VALUES (?, ?, ?)",
+                         (annotator, row["item_id"],
+                          "interpretable" if label else "not_interpretable"))
+            humans.append(label)
+            autos.append(truth)
+            by_annotator[annotator][0].append(label)
+            by_annotator[annotator][1].append(truth)
+    conn.close()
+
+    result = compare_runs([run, other], db)
+    a, b = result["models"][str(run)], result["models"][str(other)]
+    assert (a["interpretable"], a["neurons"], b["interpretable"], b["neurons"]) == (2, 8, 6, 8)
+    assert (a["wilson_low"], a["wilson_high"]) == pytest.approx(
+        binomtest(2, 8).proportion_ci(method="wilson"))
+    odds, p = fisher_exact([[2, 6], [6, 2]])
+    assert result["fisher"][0]["p_value"] == pytest.approx(p)
+    assert result["fisher"][0]["odds_ratio"] == pytest.approx(odds)
+    human = result["human"]
+    assert human["all"]["ratings"] == 32
+    assert human["all"]["kappa"] == pytest.approx(cohen_kappa_score(humans, autos))
+    for annotator, (h, t) in by_annotator.items():
+        assert human["per_annotator"][annotator]["kappa"] == pytest.approx(
+            cohen_kappa_score(h, t))
+    assert human["per_annotator"]["x"]["agreement"] == pytest.approx(
+        np.mean(np.array(by_annotator["x"][0]) == np.array(by_annotator["x"][1])))
+
+    out = CliRunner().invoke(cli_app, ["autointerp", "compare", str(run), str(other),
+                                       "--study", str(db)])
+    assert out.exit_code == 0, out.output
+    assert "Fisher" in out.output and f"kappa {human['all']['kappa']:.3f}" in out.output
+    out = CliRunner().invoke(cli_app, ["autointerp", "compare", str(run), str(run)])
+    assert out.exit_code != 0 and "given twice" in out.output

@@ -11,8 +11,9 @@ held-out text wins: the most specific explanation.
 The whole-range check asks how well the rule predicts where the neuron fires above a fraction of
 its maximum on held-out text: precision, recall and AUROC, beside what a random rule of the same
 frequency would score (precision = the firing rate, recall = the rule's frequency, AUROC 0.5).
-The simulation score is the correlation between the neuron's activations and the rule's
-predictions, as explanation-scoring by simulation does with a predictor in place of the rule.
+The simulation score is the correlation between the neuron's activations and those a simulator
+predicts from the explanation alone (``solulab.autointerp.simulate``): by default the rule's own
+predictions, or a local language model's.
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ def coverage(rule: Rule, examples: Sequence[tuple[Sequence[str], int]]) -> float
 
 
 def explain(examples: Sequence[tuple[Sequence[str], int]], held_out: HeldOut,
-            activations: np.ndarray, fire_at: float, extra: Sequence[Rule] = ()
-            ) -> Explanation:
+            activations: np.ndarray, fire_at: float, extra: Sequence[Rule] = (),
+            simulator=None) -> Explanation:
     """The best rule for the top ``examples`` and its whole-range scores on ``held_out``, whose
-    tokens have the neuron's ``activations``; the neuron fires where they exceed ``fire_at``."""
+    tokens have the neuron's ``activations``; the neuron fires where they exceed ``fire_at``.
+    ``simulator`` (a ``Simulator``; default: the rule itself) gives the simulation score."""
     examples = list(examples)[:TOP]
     scored = [(coverage(rule, examples), rule) for rule in candidates(examples, extra)]
     best_coverage = max(c for c, _ in scored)
@@ -108,7 +110,10 @@ def explain(examples: Sequence[tuple[Sequence[str], int]], held_out: HeldOut,
     predicted = held_out.predict(rule)
     fires = activations > fire_at
     precision, recall = precision_recall(predicted, fires)
+    simulated = (predicted.astype(float) if simulator is None
+                 else simulator.simulate(rule, held_out))
     return Explanation(
         rule.description, rule.kind, best_coverage, best_coverage >= THRESHOLD,
         float(predicted.mean()), float(fires.mean()), precision, recall,
-        auroc(predicted.astype(float), fires), pearson(activations, predicted.astype(float)))
+        auroc(predicted.astype(float), fires),
+        pearson(activations[:len(simulated)], simulated))

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from solulab.autointerp.explain import TOP, Explanation, HeldOut, explain
 from solulab.autointerp.rules import Rule, regex
+from solulab.autointerp.simulate import Simulator
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json
 from solulab.model import Transformer
@@ -49,8 +50,10 @@ def held_out_activations(run_dir: Path, layers: list[int], n_tokens: int,
 
 def autointerp(run_dir: str | Path, layers: list[int] | None = None, n_tokens: int = 16_384,
                fire_fraction: float = 0.5, patterns: list[str] = (),
-               progress: bool = True) -> dict[str, Explanation]:
-    """Explain every neuron of the collected layers; results also go to the store."""
+               simulator: Simulator | None = None, progress: bool = True
+               ) -> dict[str, Explanation]:
+    """Explain every neuron of the collected layers; results also go to the store.
+    ``simulator`` scores each explanation by simulation (default: the rule itself)."""
     if not 0 < fire_fraction < 1:
         raise SolulabError(f"fire_fraction must be between 0 and 1, got {fire_fraction}")
     run_dir = Path(run_dir)
@@ -71,12 +74,14 @@ def autointerp(run_dir: str | Path, layers: list[int] | None = None, n_tokens: i
                                                                           limit=TOP)]
             fire_at = fire_fraction * store.stats(layer, neuron).max
             results[f"{layer}:{neuron}"] = explain(examples, held, acts[layer][:, neuron],
-                                                   fire_at, extra)
+                                                   fire_at, extra, simulator)
             bar.update()
     bar.close()
     atomic_write_json(store.path / RESULTS_FILE, {
         "meta": {"held_out_tokens": len(held.tokens), "fire_fraction": fire_fraction,
-                 "patterns": list(patterns), "model_sha256": store.meta["model_sha256"]},
+                 "patterns": list(patterns),
+                 "simulator": simulator.name if simulator else "rule",
+                 "model_sha256": store.meta["model_sha256"]},
         "neurons": {key: e.to_dict() for key, e in results.items()}})
     return results
 
