@@ -11,6 +11,7 @@ import typer
 from solulab.autointerp.cli import app as autointerp_app
 from solulab.cli_errors import reports_errors
 from solulab.errors import SolulabError
+from solulab.interop import cli as interop_cli
 from solulab.neurons.cli import app as neurons_app
 from solulab.study.cli import app as study_app
 
@@ -25,6 +26,8 @@ app.add_typer(corpus_app, name="corpus")
 app.add_typer(neurons_app, name="neurons")
 app.add_typer(study_app, name="study")
 app.add_typer(autointerp_app, name="autointerp")
+app.command("import")(interop_cli.import_command)
+app.command("export")(interop_cli.export_command)
 
 
 @corpus_app.command("build")
@@ -37,12 +40,14 @@ def corpus_build(
     vocab_size: int = typer.Option(4096, help="BPE vocabulary size."),
     val_fraction: float = typer.Option(0.05, help="Share of documents held out for validation."),
     max_bytes: Optional[int] = typer.Option(None, help="Stop reading after this many bytes."),
+    tokenizer: Optional[Path] = typer.Option(
+        None, help="Tokenize with this tokenizer.json (a model's own) instead of training one."),
 ):
     """Tokenize text sources into a corpus directory (tokenizer + token shards)."""
     from solulab.data import build_corpus
 
     manifest = build_corpus(out, sources=source or None, vocab_size=vocab_size,
-                            val_fraction=val_fraction, max_bytes=max_bytes)
+                            val_fraction=val_fraction, max_bytes=max_bytes, tokenizer=tokenizer)
     typer.echo(manifest.summary())
     typer.echo(f"corpus written to {out}")
 

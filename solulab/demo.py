@@ -1,8 +1,9 @@
 """``solulab demo``: the whole pipeline on the built-in corpus, small enough for a laptop CPU.
 
 corpus (built once, cached) -> sweep of sizes x {gelu, solu_ln} -> compare (scaling fit,
-multipliers, plots) -> offline evals -> neuron collection -> report. Finished runs and neuron
-stores are kept and interrupted runs resume, so running the demo again is cheap.
+multipliers, plots) -> offline evals -> neuron collection and automated explanations -> report.
+Finished runs, neuron stores and explanations are kept and interrupted runs resume, so running
+the demo again is cheap.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from pathlib import Path
 
 import typer
 
+from solulab.autointerp.run import autointerp, load_explanations
 from solulab.cache import cache_dir
 from solulab.compare import compare_sweep, format_table
 from solulab.data import build_corpus, is_corpus
 from solulab.errors import SolulabError
 from solulab.evals.runner import evaluate_run
-from solulab.neurons.collect import collect, open_store
+from solulab.neurons.collect import STORE_DIR, collect, open_store
 from solulab.report import write_report
+from solulab.stats import proportion
 from solulab.sweep import run_sweep
 from solulab.train import TrainConfig
 
@@ -64,6 +67,15 @@ def neuron_store(run: Path, corpus: Path, settings: DemoSettings, progress: bool
     return collect(run, corpus, n_tokens=settings.neuron_tokens, progress=progress)
 
 
+def auto_labels(run: Path, progress: bool) -> list[bool]:
+    """Each neuron's auto-interpretable label, explaining the run unless its store has them."""
+    explanations = load_explanations(run / STORE_DIR)
+    if not explanations:
+        autointerp(run, progress=progress)
+        explanations = load_explanations(run / STORE_DIR)
+    return [e["interpretable"] for e in explanations.values()]
+
+
 def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool = True) -> Path:
     """Run every stage into ``out``; returns the report's path."""
     out = Path(out)
@@ -94,9 +106,13 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
         say(f"      {key}: {summary}")
 
     say(f"[5/6] neurons: top examples, interval samples and logit effects over "
-        f"{settings.neuron_tokens:,} validation tokens per run")
+        f"{settings.neuron_tokens:,} validation tokens per run, then automated explanations")
     for key in runs:
-        say(f"      {key}: {neuron_store(sweep_dir / key, corpus, settings, progress)}")
+        store = neuron_store(sweep_dir / key, corpus, settings, progress)
+        labels = auto_labels(sweep_dir / key, progress)
+        p = proportion(sum(labels), len(labels))
+        say(f"      {key}: {store}; auto-interpretable {p.fraction:.1%} "
+            f"(95% Wilson {p.low:.2f}-{p.high:.2f})")
 
     say("[6/6] report")
     report = write_report(sweep_dir)

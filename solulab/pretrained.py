@@ -1,4 +1,5 @@
-"""Pretrained model directories: ``config.json`` + ``model.safetensors``.
+"""Pretrained model directories: ``config.json`` + ``model.safetensors`` (TransformerLens
+checkpoints are read by ``solulab.interop.transformerlens``).
 
 Loading checks everything before touching the model, so that a missing, truncated or mismatched
 file gives one ``CheckpointError`` naming the file and the problem.
@@ -90,10 +91,17 @@ def _check_weights(path: Path, weights: dict[str, torch.Tensor], expected: dict)
 
 
 def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> Transformer:
-    """Load a model saved by ``save_pretrained``."""
+    """Load a model saved by ``save_pretrained``, a TransformerLens checkpoint directory, or
+    ``hf:ORG/NAME`` (a TransformerLens checkpoint in the Hugging Face cache)."""
+    from solulab.interop import hub, transformerlens
+
+    if hub.is_hub_name(directory):
+        directory = hub.resolve(directory)
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such model directory")
+    if transformerlens.is_checkpoint(directory):
+        return transformerlens.load(directory).to(device)
     cfg = read_config(directory)
     path = directory / WEIGHTS_FILE
     if not path.is_file():

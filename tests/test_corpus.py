@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_text_tree
 
 from solulab.data import EOT_ID, Corpus, CorpusError, Manifest, TokenArray, build_corpus, is_corpus
 from solulab.data import corpus as corpus_module
@@ -395,3 +396,27 @@ def test_sources_changing_during_a_build_are_caught(built, tmp_path, monkeypatch
     with pytest.raises(CorpusError, match="sources changed"):
         build(tmp_path / "out", [root])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_a_given_tokenizer_is_copied_byte_for_byte_and_used(tmp_path, small_corpus):
+    source = write_text_tree(tmp_path / "text", n_docs=10)
+    given = small_corpus / "tokenizer.json"
+    build_corpus(tmp_path / "c", [source], progress=False, tokenizer=given)
+    corpus = Corpus(tmp_path / "c")
+    assert (tmp_path / "c" / "tokenizer.json").read_bytes() == given.read_bytes()
+    tokens = np.asarray(corpus.tokens("train")[:20_000]).tolist()
+    first = tokens[:tokens.index(EOT_ID)]
+    text = Corpus(small_corpus).tokenizer.decode(first)
+    assert text in {p.read_text() for p in source.iterdir()}
+    assert Corpus(small_corpus).tokenizer.encode(text).ids == first
+
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(CorpusError, match="not a readable tokenizer.json"):
+        build_corpus(tmp_path / "d", [source], progress=False, tokenizer=tmp_path / "bad.json")
+    data = json.loads(given.read_text())
+    data["added_tokens"][0]["content"] = "<|other|>"
+    data["model"]["vocab"]["<|other|>"] = data["model"]["vocab"].pop("<|endoftext|>")
+    (tmp_path / "other.json").write_text(json.dumps(data))
+    with pytest.raises(CorpusError, match="must have id 0"):
+        build_corpus(tmp_path / "d", [source], progress=False, tokenizer=tmp_path / "other.json")
+    assert not (tmp_path / "d").exists()

@@ -1,5 +1,6 @@
 import json
 
+from solulab.autointerp.run import load_explanations
 from solulab.demo import DemoSettings, run_demo
 from solulab.neurons.store import NeuronStore
 
@@ -21,9 +22,12 @@ def test_the_demo_pipeline_at_a_small_size(tmp_path, monkeypatch):
             assert set(evals) == {"arithmetic", "cloze"}
             store = NeuronStore.open(sweep / size / act / "neurons")
             assert store.meta["n_tokens"] == 2048 and len(store.examples(0, 0)) == 40
-    assert "Neuron collections" in page
-    # A second run reuses everything: no retraining, no recollection.
-    kept = [sweep / "1x32" / "gelu" / name for name in ("model.safetensors", "neurons/meta.json")]
+            explained = load_explanations(store.path)
+            assert len(explained) == store.d_mlp
+    assert "Neuron collections" in page and "auto-interpretable (95% Wilson)" in page
+    # A second run reuses everything: no retraining, no recollection, no re-explaining.
+    kept = [sweep / "1x32" / "gelu" / name
+            for name in ("model.safetensors", "neurons/meta.json", "neurons/autointerp.json")]
     before = [path.stat().st_mtime_ns for path in kept]
     run_demo(tmp_path / "demo", settings, progress=False)
     assert [path.stat().st_mtime_ns for path in kept] == before

@@ -46,6 +46,7 @@ from solulab.data.sources import (
 )
 from solulab.data.tokenizer import (
     EOT_ID,
+    EOT_TOKEN,
     MIN_VOCAB_SIZE,
     load_tokenizer,
     save_tokenizer,
@@ -319,12 +320,17 @@ def _write_tokens(directory: Path, tokenizer: Tokenizer, docs: Iterator[Document
 
 def _build_into(tmp: Path, files: SourceFiles, stats: SourceStats, plan: SplitPlan,
                 vocab_size: int, max_bytes: int | None, shard_tokens: int,
-                progress: bool) -> Manifest:
-    train_docs = (doc.text for i, doc in enumerate(_documents(files, max_bytes, stats))
-                  if plan.split(i, doc) == "train")
-    tokenizer = train_tokenizer(train_docs, vocab_size, n_texts=plan.train_documents,
-                                progress=progress)
-    sha = save_tokenizer(tokenizer, tmp / TOKENIZER_FILE)
+                progress: bool, given_tokenizer: Path | None) -> Manifest:
+    if given_tokenizer is None:
+        train_docs = (doc.text for i, doc in enumerate(_documents(files, max_bytes, stats))
+                      if plan.split(i, doc) == "train")
+        tokenizer = train_tokenizer(train_docs, vocab_size, n_texts=plan.train_documents,
+                                    progress=progress)
+        sha = save_tokenizer(tokenizer, tmp / TOKENIZER_FILE)
+    else:  # copied byte for byte: its hash is the identity a model's tokenizer is checked by
+        tokenizer = load_given_tokenizer(given_tokenizer)
+        shutil.copyfile(given_tokenizer, tmp / TOKENIZER_FILE)
+        sha = sha256_file(tmp / TOKENIZER_FILE)
     splits = _write_tokens(tmp, tokenizer, _documents(files, max_bytes, stats), plan,
                            stats.documents, shard_tokens, progress)
     vocab = tokenizer.get_vocab_size()
@@ -337,10 +343,24 @@ def _build_into(tmp: Path, files: SourceFiles, stats: SourceStats, plan: SplitPl
     )
 
 
+def load_given_tokenizer(path: Path) -> Tokenizer:
+    """An existing ``tokenizer.json`` (a model's own), whose end-of-text token must be id 0."""
+    try:
+        tokenizer = load_tokenizer(Path(path))
+    except Exception as e:  # tokenizers raises plain Exceptions for unreadable files
+        raise CorpusError(f"{path}: not a readable tokenizer.json ({e})") from None
+    if tokenizer.token_to_id(EOT_TOKEN) != EOT_ID:
+        raise CorpusError(f"{path}: its end-of-text token {EOT_TOKEN!r} must have id {EOT_ID} "
+                          "to separate documents")
+    return tokenizer
+
+
 def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int = 4096,
                  val_fraction: float = 0.05, max_bytes: int | None = None,
-                 progress: bool = True, *, shard_tokens: int = SHARD_TOKENS) -> Manifest:
-    """Tokenize ``sources`` (default: the built-in corpus) into the new corpus directory ``out``.
+                 progress: bool = True, *, shard_tokens: int = SHARD_TOKENS,
+                 tokenizer: Path | None = None) -> Manifest:
+    """Tokenize ``sources`` (default: the built-in corpus) into the new corpus directory ``out``,
+    with a new BPE tokenizer of ``vocab_size`` or the given ``tokenizer`` file (a model's own).
 
     Raises ``CorpusError`` for a missing or unreadable source, when no documents are found, and
     when ``out`` already holds a corpus or other files.
@@ -354,6 +374,8 @@ def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int =
     if max_bytes is not None and max_bytes < 1:
         raise CorpusError(f"max_bytes must be positive, got {max_bytes}")
     _check_out(out)
+    if tokenizer is not None:
+        load_given_tokenizer(tokenizer)  # refuse a bad file before the scan
     try:
         files = resolve_sources(sources)
         stats, plan = _scan(files, val_fraction, max_bytes, progress)
@@ -364,7 +386,7 @@ def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int =
         tmp.mkdir()
         try:
             manifest = _build_into(tmp, files, stats, plan, vocab_size, max_bytes, shard_tokens,
-                                   progress)
+                                   progress, tokenizer)
             (tmp / MANIFEST_FILE).write_text(manifest.to_json())
             for name in (TOKENIZER_FILE, MANIFEST_FILE):  # the shards were synced when written
                 _fsync_file(tmp / name)

@@ -1,0 +1,58 @@
+"""``solulab import`` and ``solulab export``: models between solulab and TransformerLens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from solulab.cli_errors import reports_errors
+from solulab.errors import SolulabError
+
+FORMATS = ("transformerlens",)
+
+
+@reports_errors
+def import_command(
+    source: str = typer.Argument(..., help="TransformerLens checkpoint directory or hf:ORG/NAME "
+                                 "(read from the Hugging Face cache)."),
+    out: Path = typer.Argument(..., help="New solulab run directory."),
+):
+    """Convert a TransformerLens checkpoint into a solulab run that every analysis reads."""
+    from solulab.interop import hub, transformerlens
+    from solulab.io import atomic_write_bytes, atomic_write_json
+
+    directory = hub.resolve(source) if hub.is_hub_name(source) else Path(source)
+    if not transformerlens.is_checkpoint(directory):
+        raise SolulabError(f"{source}: not a TransformerLens checkpoint (config.json and a "
+                           "*.pth state dict)")
+    if out.exists() and any(out.iterdir()):
+        raise SolulabError(f"{out} is not empty: import into a new directory")
+    _, fields = transformerlens.read_config(directory)
+    tokenizer = hub.find_tokenizer(fields.get("tokenizer_name"), directory)
+    model = transformerlens.load(directory)
+    model.save_pretrained(out)
+    atomic_write_bytes(out / "tokenizer.json", tokenizer.read_bytes())
+    atomic_write_json(out / "run.json", {"imported_from": str(source),
+                                         "n_params": model.n_params()})
+    typer.echo(f"{source} -> {out} ({model.cfg.n_layers} layers, {model.cfg.act_fn}, "
+               f"{model.n_params():,} non-embedding parameters)")
+    typer.echo(f"next: solulab corpus build --out CORPUS --tokenizer {out / 'tokenizer.json'}, "
+               f"then solulab neurons collect {out} --corpus CORPUS")
+
+
+@reports_errors
+def export_command(
+    run: Path = typer.Argument(..., help="solulab run (or model) directory."),
+    out: Path = typer.Argument(..., help="New directory for the exported checkpoint."),
+    to: str = typer.Option("transformerlens", help=f"Format: {', '.join(FORMATS)}."),
+):
+    """Write a run's model as a TransformerLens checkpoint (config.json + model_final.pth)."""
+    from solulab.interop import transformerlens
+    from solulab.model import Transformer
+
+    if to not in FORMATS:
+        raise typer.BadParameter(f"--to must be one of {', '.join(FORMATS)}, got {to!r}")
+    transformerlens.export(Transformer.from_pretrained(run), out, run / "tokenizer.json")
+    typer.echo(f"wrote {out}: load with HookedTransformer(HookedTransformerConfig(**config)) "
+               "and load_state_dict(torch.load('model_final.pth'), strict=False)")
