@@ -75,7 +75,7 @@ def activation_contenders(args, device) -> dict[str, Callable[[], None]]:
     if device.type == "cpu" and native_ready(x):
         contenders["solu_ln native (C)"] = step(lambda: native_activation(x, "solu_ln", w, b))
     if device.type == "cuda" and kernels.backend_for(act, x) == "triton":
-        from solulab.kernels.triton_solu import triton_activation
+        from solulab.kernels.triton_kernels import triton_activation
 
         contenders["solu_ln triton"] = step(lambda: triton_activation(x, "solu_ln", w, b))
     return contenders
@@ -165,6 +165,25 @@ def main() -> None:
                                 (f"solu_ln {auto}", "solu_ln", "auto")):
         n = saved_bytes(act, args, device, backend)
         print(f"   {label:<20} {n / 2**20:8.2f} MiB   {n / gelu:5.3f}x gelu")
+
+    if device.type == "cuda" and auto == "triton":
+        print("\n4. Triton forward against a device-to-device copy of the same tensor")
+        fraction = copy_fraction(args, device)
+        print(f"   bandwidth {fraction:.3f} of a copy (reads x, writes the output: same bytes)")
+
+
+def copy_fraction(args, device) -> float:
+    """Time of ``out.copy_(x)`` over the Triton forward's (no autograd), same shape and dtype."""
+    from solulab.kernels.triton_kernels import triton_activation
+
+    x = torch.randn(args.batch * args.n_ctx, 4 * args.d_model, device=device, dtype=args.dtype)
+    out = torch.empty_like(x)
+    act = Activation("solu_ln", x.shape[1]).to(device)
+    with torch.no_grad():
+        timed = race({"copy": lambda: out.copy_(x),
+                      "triton": lambda: triton_activation(x, "solu_ln", act.ln.w, act.ln.b)},
+                     args.rounds, args.reps * 10, device)
+    return timed["copy"] / timed["triton"]
 
 
 if __name__ == "__main__":

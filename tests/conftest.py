@@ -1,7 +1,14 @@
+import os
 import random
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # Without a GPU, Triton kernels can only run in Triton's CPU interpreter, which must be chosen
+    # before Triton is first imported (its own library functions are decorated then).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 WORDS = (
     "the neuron fires on numbers in lists and on words about music while others respond to "

@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 import torch
 
@@ -6,8 +8,26 @@ from solulab.activations import Activation
 from solulab.kernels.fused import KINDS, fused_activation
 from solulab.kernels.native import load_library, native_activation
 
-IMPLEMENTATIONS = {"fused": fused_activation, "native": native_activation}
 needs_native = pytest.mark.skipif(load_library() is None, reason="no C compiler for the kernels")
+
+
+def load_triton():
+    """``triton_activation`` (None where Triton is absent); without a GPU it runs in Triton's
+    CPU interpreter (``conftest.py`` sets ``TRITON_INTERPRET``)."""
+    if importlib.util.find_spec("triton") is None:
+        return None
+    return importlib.import_module("solulab.kernels.triton_kernels").triton_activation
+
+
+triton_activation = load_triton()
+needs_triton = pytest.mark.skipif(triton_activation is None, reason="Triton is not installed")
+IMPLEMENTATIONS = {"fused": fused_activation, "native": native_activation,
+                   "triton": triton_activation}
+
+
+def device_for(implementation):
+    """Triton on the GPU where there is one, else in its CPU interpreter."""
+    return "cuda" if implementation == "triton" and torch.cuda.is_available() else "cpu"
 
 
 def _act(kind, d, blocks, dtype=torch.float64):
@@ -25,24 +45,28 @@ def _params(act):
 
 
 @pytest.mark.parametrize("implementation", [
-    "fused", pytest.param("native", marks=needs_native)])
+    "fused", pytest.param("native", marks=needs_native),
+    pytest.param("triton", marks=needs_triton)])
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("rows, d, blocks", [(1, 7, 1), (6, 33, 1), (4, 64, 2), (3, 129, 3),
                                              (300, 1024, 1)])
 def test_fused_matches_the_reference_forward_and_gradients(implementation, kind, rows, d, blocks):
-    act = _act(kind, d, blocks, torch.float32)
+    if implementation == "triton" and rows * d > 10_000:
+        rows = 40  # the interpreter runs one program at a time; more rows than one backward group
+    device = device_for(implementation)
+    act = _act(kind, d, blocks, torch.float32).to(device)
     x = torch.randn(rows, d) * 3
     x[-1] += 120.0  # a row of large values: no overflow
-    x.requires_grad_()
+    x = x.to(device).requires_grad_()
     w, b = (act.ln.w, act.ln.b) if act.ln is not None else (None, None)
     out = IMPLEMENTATIONS[implementation](x, kind, w, b, blocks)
     grad = torch.randn_like(out)
     out_grads = torch.autograd.grad(out, [x, *_params(act)], grad)
-    act64, x64 = act.double(), x.detach().double().requires_grad_()  # the reference, exactly
+    act64, x64 = act.double().cpu(), x.detach().double().cpu().requires_grad_()  # exact reference
     ref = act64(x64)
-    ref_grads = torch.autograd.grad(ref, [x64, *_params(act64)], grad.double())
+    ref_grads = torch.autograd.grad(ref, [x64, *_params(act64)], grad.double().cpu())
     for r, o in zip([ref, *ref_grads], [out, *out_grads]):
-        assert (r - o.double()).abs().max() <= 1e-5 * r.abs().max()
+        assert (r - o.double().cpu()).abs().max() <= 1e-5 * r.abs().max()
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -55,13 +79,18 @@ def test_fused_gradcheck_float64(kind):
     assert torch.autograd.gradcheck(fn, (x, w, b) if w is not None else (x,))
 
 
-def test_fused_bf16_within_bf16_rounding():
-    act = _act("solu_ln", 256, 1, torch.float32)
-    x = (torch.randn(16, 256) * 2).bfloat16()
+@pytest.mark.parametrize("implementation", ["fused", pytest.param("triton", marks=needs_triton)])
+def test_fused_bf16_within_bf16_rounding(implementation):
+    device = device_for(implementation)
+    act = _act("solu_ln", 256, 1, torch.float32).to(device)
+    x = (torch.randn(16, 256) * 2).bfloat16().to(device)
     ref = act(x.float())  # the same inputs, computed in float32
-    out = fused_activation(x, "solu_ln", act.ln.w, act.ln.b)
+    out = IMPLEMENTATIONS[implementation](x, "solu_ln", act.ln.w, act.ln.b)
     assert out.dtype == torch.bfloat16
-    assert ((out.float() - ref).abs() <= 2 ** -8 * ref.abs() + 1e-6).all()
+    # Half a bf16 ulp when rounding to nearest; Triton's CPU interpreter truncates instead (a
+    # whole ulp), where a GPU rounds to nearest.
+    ulps = 1.0 if implementation == "triton" and not torch.cuda.is_available() else 0.5
+    assert ((out.float() - ref).abs() <= ulps * 2 ** -7 * ref.abs() + 1e-6).all()
 
 
 def test_model_uses_the_fused_path_and_saves_less_for_backward():

@@ -1,5 +1,5 @@
-"""Fast SoLU-family activations, chosen by device: C kernels on the CPU, fused PyTorch ops
-elsewhere (CUDA included, until its Triton kernels exist).
+"""Fast SoLU-family activations, chosen by device: C kernels on the CPU, Triton kernels on CUDA,
+fused PyTorch ops wherever neither can run.
 
 ``activation(act, x)`` computes ``act(x)`` (an ``activations.Activation``) through a fused kernel
 with a memory-saving backward where one exists for its kind, and through the readable reference
@@ -9,6 +9,8 @@ otherwise. ``use_backend("reference")`` forces the reference, e.g. to compare ag
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 from collections.abc import Iterator
 
 import torch
@@ -18,7 +20,7 @@ from solulab.kernels.fused import KINDS, fused_activation
 from solulab.kernels.native import native_activation, native_ready
 from solulab.parallel import local
 
-BACKENDS = ("auto", "reference", "fused", "native")
+BACKENDS = ("auto", "reference", "fused", "native", "triton")
 _backend = "auto"
 
 
@@ -41,7 +43,14 @@ def backend_for(act: Activation, x: torch.Tensor) -> str:
         return "reference"
     if _backend != "auto":
         return _backend
-    return "native" if native_ready(x) else "fused"
+    if native_ready(x):
+        return "native"
+    return "triton" if x.is_cuda and triton_ready() else "fused"
+
+
+@functools.cache
+def triton_ready() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
 def activation(act: Activation, x: torch.Tensor) -> torch.Tensor:
@@ -53,4 +62,8 @@ def activation(act: Activation, x: torch.Tensor) -> torch.Tensor:
     eps = act.ln.eps if act.ln is not None else 0.0
     if backend == "native":
         return native_activation(x, act.name, w, b, act.blocks, eps)
+    if backend == "triton":
+        from solulab.kernels.triton_kernels import triton_activation
+
+        return triton_activation(x, act.name, w, b, act.blocks, eps)
     return fused_activation(x, act.name, w, b, act.blocks, eps)
