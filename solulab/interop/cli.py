@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import typer
@@ -31,10 +33,15 @@ def import_command(
     _, fields = transformerlens.read_config(directory)
     tokenizer = hub.find_tokenizer(fields.get("tokenizer_name"), directory)
     model = transformerlens.load(directory)
-    model.save_pretrained(out)
-    atomic_write_bytes(out / "tokenizer.json", tokenizer.read_bytes())
-    atomic_write_json(out / "run.json", {"imported_from": str(source),
-                                         "n_params": model.n_params()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.partial-") as tmp:
+        model.save_pretrained(tmp)  # all files, then one rename: a killed import leaves no run
+        atomic_write_bytes(Path(tmp) / "tokenizer.json", tokenizer.read_bytes())
+        atomic_write_json(Path(tmp) / "run.json", {"imported_from": str(source),
+                                                   "n_params": model.n_params()})
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
     typer.echo(f"{source} -> {out} ({model.cfg.n_layers} layers, {model.cfg.act_fn}, "
                f"{model.n_params():,} non-embedding parameters)")
     typer.echo(f"next: solulab corpus build --out CORPUS --tokenizer {out / 'tokenizer.json'}, "
