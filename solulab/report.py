@@ -77,26 +77,47 @@ def eval_section(root: Path, result: dict[str, Any], plot_dir: Path) -> str:
                       "difference from the baseline at the same size.</p>", _img(plot)])
 
 
+def best_explained(run: str, explanations: dict[tuple[int, int], dict], n: int = 5) -> list:
+    """Rows for the ``n`` auto-interpretable neurons whose rule best predicts their firing over
+    the whole range (AUROC on held-out text)."""
+    ranked = sorted(((key, e) for key, e in explanations.items()
+                     if e["interpretable"] and e["auroc"] is not None),
+                    key=lambda item: -item[1]["auroc"])[:n]
+    return [[run, f"{layer}:{neuron}", e["description"], f"{e['coverage']:.0%}",
+             f"{e['auroc']:.3f}", "n/a" if e["simulation"] is None else f"{e['simulation']:.3f}"]
+            for (layer, neuron), e in ranked]
+
+
 def neuron_section(root: Path, result: dict[str, Any]) -> str:
-    rows = []
+    rows, best = [], []
     for r in result["runs"]:
         store = root / r["size"] / r["act"] / "neurons"
         if (store / "summary.json").is_file():
             data = json.loads((store / "summary.json").read_text())
-            explanations = load_explanations(store).values()
+            explanations = load_explanations(store)
             auto = ""
             if explanations:
-                p = proportion(sum(e["interpretable"] for e in explanations), len(explanations))
+                labels = [e["interpretable"] for e in explanations.values()]
+                p = proportion(sum(labels), len(labels))
                 auto = f"{p.fraction:.1%} ({p.low:.2f} to {p.high:.2f})"
+                best += best_explained(f"{r['size']}/{r['act']}", explanations)
             rows.append([r["size"], r["act"], data.get("tokens", ""), data.get("layers", ""),
                          data.get("d_mlp", ""), auto])
     if not rows:
         return ""
-    return "<h2>Neuron collections</h2>" + _table(
+    parts = ["<h2>Neuron collections</h2>", _table(
         ["size", "activation", "tokens", "layers", "neurons per layer",
-         "auto-interpretable (95% Wilson)"], rows) + (
+         "auto-interpretable (95% Wilson)"], rows),
         "<p class=note>Auto-interpretable: one rule explains at least 80% of a neuron's top 20 "
-        "examples (<code>solulab autointerp RUN</code>).</p>")
+        "examples (<code>solulab autointerp RUN</code>).</p>"]
+    if best:
+        parts += ["<h3>Best-explained neurons per run</h3>", _table(
+            ["run", "layer:neuron", "explanation", "top-20 coverage", "AUROC (held out)",
+             "simulation"], best),
+            "<p class=note>AUROC of the rule predicting where the neuron fires above half its "
+            "max on held-out text (a random rule scores 0.5); every neuron's explanation is on "
+            "its page in <code>solulab serve</code>.</p>"]
+    return "\n".join(parts)
 
 
 def write_report(root: Path, out: Path | None = None) -> Path:

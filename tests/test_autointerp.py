@@ -24,6 +24,7 @@ from solulab.cli import app as cli_app
 from solulab.data import Corpus
 from solulab.errors import SolulabError
 from solulab.neurons.collect import collect
+from solulab.report import best_explained
 from solulab.study.create import create_study
 from solulab.study.db import connect
 from solulab.web.app import create_app
@@ -205,3 +206,14 @@ def test_compare_gives_the_study_statistics_and_agreement_with_humans(planted, t
     assert "Fisher" in out.output and f"kappa {human['all']['kappa']:.3f}" in out.output
     out = CliRunner().invoke(cli_app, ["autointerp", "compare", str(run), str(run)])
     assert out.exit_code != 0 and "given twice" in out.output
+
+
+def test_the_report_lists_the_best_explained_neurons(planted):
+    run, word = planted
+    autointerp(run, n_tokens=4096, progress=False)
+    explanations = load_explanations(run / "neurons")
+    rows = best_explained("1x32/solu_ln", explanations, n=5)
+    interpretable = sorted((e["auroc"] for e in explanations.values() if e["interpretable"]),
+                           reverse=True)
+    assert [float(r[4]) for r in rows] == pytest.approx(interpretable[:5], abs=5e-4)
+    assert rows[0][1] == "0:0" and rows[0][2] == f"the token {word!r}"
