@@ -51,7 +51,7 @@ def _nonlinearity(x, mask, NONLINEARITY: tl.constexpr):
 @triton.jit
 def _forward_kernel(x_ptr, w_ptr, b_ptr, out_ptr, stats_ptr, width, d, eps,
                     NONLINEARITY: tl.constexpr, HAS_LN: tl.constexpr, BLOCK: tl.constexpr):
-    row, block = tl.program_id(0), tl.program_id(1)
+    row, block = tl.program_id(0).to(tl.int64), tl.program_id(1)  # 64-bit offsets
     n_blocks = tl.num_programs(1)
     cols = tl.arange(0, BLOCK)
     mask = cols < width
@@ -78,7 +78,7 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, out_ptr, stats_ptr, width, d, eps,
 def _backward_kernel(x_ptr, g_ptr, w_ptr, stats_ptr, dx_ptr, dw_ptr, db_ptr, rows, width, d,
                      NONLINEARITY: tl.constexpr, HAS_LN: tl.constexpr, BLOCK: tl.constexpr,
                      ROWS: tl.constexpr):
-    group, block = tl.program_id(0), tl.program_id(1)
+    group, block = tl.program_id(0).to(tl.int64), tl.program_id(1)
     n_blocks = tl.num_programs(1)
     cols = tl.arange(0, BLOCK)
     mask = cols < width
