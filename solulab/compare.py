@@ -73,7 +73,9 @@ def compare_sweep(root: Path, baseline: str = "gelu", n_bootstrap: int = 200) ->
             s.loss_vs_baseline = s.val_loss - base[s.size].val_loss
         if fit is not None:
             s.multiplier = fit.multiplier(s.n_params, s.val_loss)
-            s.multiplier_low, s.multiplier_high = fit.multiplier_interval(s.n_params, s.val_loss)
+            low, high = fit.multiplier_interval(s.n_params, s.val_loss)
+            if not math.isnan(low):  # no interval without bootstrap refits (three sizes)
+                s.multiplier_low, s.multiplier_high = low, high
     if fit is not None:
         result["fit"] = fit.to_dict()
         result["curves"] = multiplier_curves(summaries, baseline)

@@ -56,6 +56,16 @@ def test_multiplier_of_a_run_at_the_baselines_2n_loss_is_2(tmp_path):
     assert "2.000x" in table and "s5" in table
 
 
+def test_three_sizes_give_multipliers_without_intervals(tmp_path):
+    sizes = {k: SIZES[k] for k in ("s1", "s2", "s3")}
+    result = compare_sweep(make_sweep(tmp_path, sizes=sizes), n_bootstrap=50)
+    assert all(r["multiplier"] == pytest.approx(2.0 if r["act"] == "solu_ln" else 1.0, rel=1e-2)
+               and r["multiplier_low"] is None and r["multiplier_high"] is None
+               for r in result["runs"])
+    assert "nan" not in format_table(result).lower()
+    assert "NaN" not in (tmp_path / "compare.json").read_text()
+
+
 def test_too_few_sizes_compares_losses_without_a_multiplier(tmp_path):
     result = compare_sweep(make_sweep(tmp_path, sizes={"s1": 1e5, "s2": 4e5}))
     assert result["fit"] is None and "no scaling-law fit" in result["note"]
