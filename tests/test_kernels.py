@@ -114,3 +114,13 @@ def test_model_uses_the_fused_path_and_saves_less_for_backward():
     with pytest.raises(ValueError, match="unknown kernel backend"):
         with kernels.use_backend("cuda-magic"):
             pass
+
+
+@needs_native
+def test_loading_the_c_kernels_keeps_denormals():
+    """Fast-math start-up code in a loaded library would make the whole process flush them."""
+    from solulab.neurons import native_stats
+
+    load_library()
+    native_stats.load_library()
+    assert (torch.tensor([1e-39]) * 1).item() > 0

@@ -1,10 +1,10 @@
 """The CPU path: the C kernels of ``csrc/solu_cpu.c``, compiled for this machine on first use.
 
-The source is compiled with the system C compiler (``$CC``, else ``cc``) at ``-Ofast
--march=native`` with OpenMP, so ``expf`` is vectorised, into a library cached under the solulab
-cache directory by a hash of the source and flags (an atomic rename, so concurrent processes
-agree). Where no compiler or vector math library exists, ``load_library`` returns None and the
-PyTorch fused path is used instead. Float32 only; other dtypes take the PyTorch path.
+The source is compiled with the system C compiler (``$CC``, else ``cc``) at ``-O3
+-march=native`` with OpenMP into a library cached under the solulab cache directory by a hash
+of the source and flags (an atomic rename, so concurrent processes agree). Where no compiler
+can build it, ``load_library`` returns None and the PyTorch fused path is used instead.
+Float32 only; other dtypes take the PyTorch path.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from solulab.kernels.fused import KINDS
 SOURCE = Path(__file__).parent / "csrc" / "solu_cpu.c"
 GRAD_CHUNKS = 64  # partial sums of the LayerNorm gain and bias gradients
 KIND_IDS = {"solu": 0, "solu_ln": 1, "gelu_ln": 2, "exp_ln": 3}
+# No -Ofast or -ffast-math: their start-up code would make the whole process flush denormals.
 FLAG_SETS = (
-    ["-Ofast", "-march=native", "-fopenmp", "-fPIC", "-shared", "-lmvec", "-lm"],
-    ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-lm"],
+    ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-fPIC",
+     "-shared", "-lm"],
+    ["-O3", "-fopenmp", "-fPIC", "-shared", "-lm"],
 )
 _P, _I64, _INT, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 
@@ -130,5 +132,10 @@ def native_activation(x: torch.Tensor, kind: str, weight, bias, blocks: int = 1,
     return out.view(shape)
 
 
+@torch.compiler.assume_constant_result  # a constant to torch.compile, not a call to trace
+def library_available() -> bool:
+    return load_library() is not None
+
+
 def native_ready(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype == torch.float32 and load_library() is not None
+    return x.device.type == "cpu" and x.dtype == torch.float32 and library_available()
