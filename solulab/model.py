@@ -120,7 +120,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.hook_pre(self.fc_in(x))
         if self.hook_mid is not None and self.hook_mid.sink is not None:  # hook_mid is read
-            post = self.act.ln(self.hook_mid(self.act.nonlinearity(pre)))
+            mid, post = kernels.activation_with_mid(self.act, pre)
+            self.hook_mid(mid)
         else:
             post = kernels.activation(self.act, pre)
         return self.fc_out(self.hook_post(post))

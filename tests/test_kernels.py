@@ -1,4 +1,6 @@
 import importlib
+import os
+import shutil
 
 import pytest
 import torch
@@ -124,3 +126,27 @@ def test_loading_the_c_kernels_keeps_denormals():
     load_library()
     native_stats.load_library()
     assert (torch.tensor([1e-39]) * 1).item() > 0
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler")
+def test_the_c_sources_build_wherever_there_is_a_compiler():
+    """A build failure would silently fall back to the PyTorch paths: fail loudly here."""
+    from solulab.neurons import native_stats
+
+    assert load_library() is not None
+    assert native_stats.load_library() is not None
+
+
+@needs_native
+@pytest.mark.parametrize("kind", [k for k, (_, has_ln) in KINDS.items() if has_ln])
+@pytest.mark.parametrize("rows, d, blocks", [(1, 7, 1), (5, 129, 3), (64, 1024, 1)])
+def test_one_pass_gives_the_neurons_before_and_after_the_layernorm(kind, rows, d, blocks):
+    act = _act(kind, d, blocks, torch.float32)
+    x = torch.randn(2, rows, d) * 3
+    with torch.no_grad():
+        mid, post = kernels.activation_with_mid(act, x)
+        ref_mid = act.double().nonlinearity(x.double())
+        ref_post = act.ln(ref_mid)
+    for r, o in ((ref_mid, mid), (ref_post, post)):
+        assert o.shape == x.shape
+        assert (r - o.double()).abs().max() <= 1e-5 * r.abs().max()

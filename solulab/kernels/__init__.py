@@ -17,7 +17,7 @@ import torch
 
 from solulab.activations import Activation
 from solulab.kernels.fused import KINDS, fused_activation
-from solulab.kernels.native import native_activation, native_ready
+from solulab.kernels.native import native_activation, native_activation_with_mid, native_ready
 from solulab.parallel import local
 
 BACKENDS = ("auto", "reference", "fused", "native", "triton")
@@ -67,3 +67,13 @@ def activation(act: Activation, x: torch.Tensor) -> torch.Tensor:
 
         return triton_activation(x, act.name, w, b, act.blocks, eps)
     return fused_activation(x, act.name, w, b, act.blocks, eps)
+
+
+def activation_with_mid(act: Activation, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(act.nonlinearity(x), act(x))`` for an activation with an extra LayerNorm, to read
+    ``hook_mid``: in one C pass where no gradient is needed, else through the reference."""
+    if not torch.is_grad_enabled() and backend_for(act, x) == "native":
+        return native_activation_with_mid(x, act.name, local(act.ln.w), local(act.ln.b),
+                                          act.blocks, act.ln.eps)
+    mid = act.nonlinearity(x)
+    return mid, act.ln(mid)

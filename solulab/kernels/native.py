@@ -73,7 +73,7 @@ def load_library() -> ctypes.CDLL | None:
             lib = ctypes.CDLL(str(path))
         except OSError:
             continue
-        lib.solu_forward.argtypes = [_P, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _F, _INT]
+        lib.solu_forward.argtypes = [_P, _P, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _F, _INT]
         lib.solu_backward.argtypes = [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _I64,
                                       _INT]
         return lib
@@ -84,21 +84,27 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _forward(x, weight, bias, kind: str, blocks: int, eps: float, with_mid: bool):
+    """``(activation, nonlinearity output or None, row statistics)`` of contiguous ``x``."""
+    bias = None if bias is None else bias.contiguous()
+    rows, d = x.shape
+    out = torch.empty_like(x)
+    mid = torch.empty_like(x) if with_mid else None
+    stats = torch.empty(rows, blocks, 4, dtype=torch.float32)
+    load_library().solu_forward(x.data_ptr(), _ptr(weight), _ptr(bias), out.data_ptr(),
+                                _ptr(mid), stats.data_ptr(), rows, d, blocks, KIND_IDS[kind],
+                                eps, torch.get_num_threads())
+    return out, mid, stats
+
+
 class NativeActivation(torch.autograd.Function):
     """``x [rows, d]`` float32 -> activation, through the C kernels."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, kind: str, blocks: int, eps: float):
-        lib = load_library()
         x = x.contiguous()
         weight = None if weight is None else weight.contiguous()
-        bias = None if bias is None else bias.contiguous()
-        rows, d = x.shape
-        out = torch.empty_like(x)
-        stats = torch.empty(rows, blocks, 4, dtype=torch.float32)
-        lib.solu_forward(x.data_ptr(), _ptr(weight), _ptr(bias), out.data_ptr(),
-                         stats.data_ptr(), rows, d, blocks, KIND_IDS[kind], eps,
-                         torch.get_num_threads())
+        out, _, stats = _forward(x, weight, bias, kind, blocks, eps, with_mid=False)
         ctx.save_for_backward(x, weight, stats)
         ctx.config = (kind, blocks)
         return out
@@ -135,6 +141,17 @@ def native_activation(x: torch.Tensor, kind: str, weight, bias, blocks: int = 1,
 @torch.compiler.assume_constant_result  # a constant to torch.compile, not a call to trace
 def library_available() -> bool:
     return load_library() is not None
+
+
+@torch.no_grad()
+def native_activation_with_mid(x: torch.Tensor, kind: str, weight, bias, blocks: int = 1,
+                               eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(nonlinearity output, activation)`` of ``x [..., d]`` in one pass, for a kind with an
+    extra LayerNorm; no autograd."""
+    shape = x.shape
+    out, mid, _ = _forward(x.reshape(-1, shape[-1]).contiguous(), weight.contiguous(), bias,
+                           kind, blocks, eps, with_mid=True)
+    return mid.view(shape), out.view(shape)
 
 
 def native_ready(x: torch.Tensor) -> bool:

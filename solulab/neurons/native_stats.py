@@ -1,4 +1,5 @@
-"""The collector's per-element bookkeeping in one C pass (``kernels/csrc/neuron_stats.c``).
+"""The collector's pass over a batch in C (``kernels/csrc/neuron_stats.c``): statistics,
+histogram, and the top-k and interval samples offered element by element to their fixed slots.
 
 Built on first use like the SoLU kernels; where it cannot be built, or for tensors that are not
 float32 on the CPU, ``ready`` is False and the stream uses PyTorch ops instead.
@@ -14,10 +15,20 @@ from pathlib import Path
 import torch
 
 from solulab.kernels.native import FLAG_SETS, compile_source
+from solulab.neurons.slots import Slots
 
 SOURCE = Path(__file__).resolve().parent.parent / "kernels" / "csrc" / "neuron_stats.c"
-CAPACITY = 1 << 16  # candidates per thread before the caller falls back
 _P, _I64, _INT, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+
+
+class _Slots(ctypes.Structure):
+    _fields_ = [("value", _P), ("position", _P), ("key", _P), ("ids", _P), ("acts", _P),
+                ("other", _P), ("cap", _I64)]
+
+
+class _Batch(ctypes.Structure):
+    _fields_ = [("v", _P), ("other", _P), ("tokens", _P), ("positions", _P), ("keys", _P),
+                ("T", _I64), ("D", _I64), ("n_pos", _I64), ("before", _I64), ("after", _I64)]
 
 
 @functools.cache
@@ -33,14 +44,18 @@ def load_library() -> ctypes.CDLL | None:
         except OSError:
             continue
         lib.batch_extremes.argtypes = [_P, _I64, _I64, _P, _P, _INT]
-        lib.neuron_bookkeeping.argtypes = [_P, _I64, _I64, _P, _INT, _P, _P, _P, _F, _P, _P, _P,
-                                           _P, _P, _P, _P, _P, _P, _I64, _INT]
+        lib.stream_batch.argtypes = [ctypes.POINTER(_Batch), _P, _INT, _P, _F, _P, _P, _P, _P,
+                                     ctypes.POINTER(_Slots), ctypes.POINTER(_Slots), _INT]
         return lib
     return None
 
 
 def ready(v: torch.Tensor) -> bool:
     return v.device.type == "cpu" and v.dtype == torch.float32 and load_library() is not None
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
 
 
 def extremes(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,26 +68,24 @@ def extremes(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return bmax, bmin
 
 
-def bookkeeping(v: torch.Tensor, width: torch.Tensor, half: int, moments: torch.Tensor,
-                n_positive: torch.Tensor, n_above: torch.Tensor, threshold: float,
-                counts: torch.Tensor, kth: torch.Tensor, keys: torch.Tensor,
-                mask: torch.Tensor, bound: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Add ``v [tokens, d_mlp]`` to the statistics in place and return the flat indices of
-    the top-k and sample candidates; None (statistics still added) when there are too many."""
-    v = v.contiguous()
-    threads = torch.get_num_threads()
-    top = torch.empty(threads * CAPACITY, dtype=torch.int64)
-    samples = torch.empty(threads * CAPACITY, dtype=torch.int64)
-    n_top = torch.zeros(threads, dtype=torch.int64)
-    n_samples = torch.zeros(threads, dtype=torch.int64)
-    load_library().neuron_bookkeeping(
-        v.data_ptr(), v.shape[0], v.shape[1], width.data_ptr(), half, moments.data_ptr(),
-        n_positive.data_ptr(), n_above.data_ptr(), threshold, counts.data_ptr(),
-        kth.data_ptr(), keys.data_ptr(), mask.data_ptr(), bound.data_ptr(), top.data_ptr(),
-        n_top.data_ptr(), samples.data_ptr(), n_samples.data_ptr(), CAPACITY, threads)
-    if (n_top < 0).any() or (n_samples < 0).any():
-        return None
-    gather = lambda found, n: torch.cat(  # noqa: E731
-        [found[i * CAPACITY:i * CAPACITY + int(n[i])] for i in range(threads)])
-    return gather(top, n_top), gather(samples, n_samples)
+def _slots(s: Slots) -> _Slots:
+    return _Slots(*(_ptr(t) for t in (s.value, s.position, s.key, s.ids, s.acts, s.other)),
+                  s.capacity)
+
+
+def stream_batch(stream, half_bins: int, v: torch.Tensor, other: torch.Tensor | None,
+                 tokens: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor) -> None:
+    """Add ``v [tokens, d_mlp]`` (and ``other``, the other point's activations) to ``stream``
+    (a ``PointStream`` whose grid already fits the batch), in place: statistics, histogram,
+    top-k and samples. ``tokens`` and ``positions`` are ``[sequences, n_pos]``."""
+    width = stream.width()
+    arrays = [v.contiguous(), None if other is None else other.contiguous().float(),
+              tokens.contiguous(), positions.reshape(-1).contiguous(), keys.contiguous()]
+    batch = _Batch(*(_ptr(t) for t in arrays), v.shape[0], v.shape[1], tokens.shape[1],
+                   stream.before, stream.after)
+    load_library().stream_batch(
+        ctypes.byref(batch), width.data_ptr(), half_bins,
+        stream.neuron_mask.data_ptr(), stream.threshold, stream.moments.data_ptr(),
+        stream.n_positive.data_ptr(), stream.n_above.data_ptr(), stream.counts.data_ptr(),
+        ctypes.byref(_slots(stream.top)), ctypes.byref(_slots(stream.pool)),
+        torch.get_num_threads())

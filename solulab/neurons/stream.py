@@ -14,25 +14,25 @@ neuron:
   union are the smallest keys of the parts, so bins merge exactly when the grid doubles and when
   ranks merge, and any union of bins (a final activation interval) has a uniform sample.
 
-Memory is ``d_mlp x (k + 2 * HALF_BINS * samples) x window``, whatever the number of tokens.
+Both kinds of examples live in fixed ``Slots`` (``slots``), so memory is ``d_mlp x (k + 2 *
+HALF_BINS * samples) x window`` from the start, whatever the number of tokens.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from solulab.neurons import native_stats
+from solulab.neurons.slots import Entries, Slots, rank_in_group, select
 
 HALF_BINS = 16
 H0_EXP = -24  # the finest bin width is 2**-24
-INT64_MAX = torch.iinfo(torch.int64).max
 GOLDEN = 0x9E3779B97F4A7C15
 SAMPLE_CHUNK = 512  # rows offered to the interval samples at a time while bins fill
-ADMIT_AT_ONCE = 65536  # candidates admitted in one step once bins are full
+ADMIT_AT_ONCE = 65536  # sample candidates offered in one step once bins are full
 
 
 def position_keys(positions: torch.Tensor, seed: int) -> torch.Tensor:
@@ -46,50 +46,6 @@ def position_keys(positions: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.from_numpy(x.view(np.int64)).to(positions.device)
 
 
-def select(groups: torch.Tensor, primary: torch.Tensor, secondary: torch.Tensor,
-           capacity: int) -> torch.Tensor:
-    """Indices of the entries kept: per group, the ``capacity`` smallest by (primary, secondary),
-    returned in (group, primary, secondary) order."""
-    order = torch.argsort(secondary, stable=True)
-    order = order[torch.argsort(primary[order], stable=True)]
-    order = order[torch.argsort(groups[order], stable=True)]
-    return order[_rank_in_group(groups[order]) < capacity]
-
-
-@dataclass
-class Entries:
-    """A flat set of kept examples: neuron, value, global position, key, window ids and acts."""
-
-    neuron: torch.Tensor  # [n] int64
-    value: torch.Tensor  # [n] float32
-    position: torch.Tensor  # [n] int64
-    key: torch.Tensor  # [n] int64
-    ids: torch.Tensor  # [n, window] int32, -1 outside the sequence
-    acts: torch.Tensor  # [n, window] float32, nan outside the sequence
-    other: torch.Tensor | None  # [n, window] activations at the other point
-
-    def take(self, index: torch.Tensor) -> Entries:
-        other = None if self.other is None else self.other[index]
-        return Entries(self.neuron[index], self.value[index], self.position[index],
-                       self.key[index], self.ids[index], self.acts[index], other)
-
-    def to(self, device) -> Entries:
-        return Entries(*(None if v is None else v.to(device) for v in vars(self).values()))
-
-    @staticmethod
-    def cat(parts: list[Entries]) -> Entries:
-        other = None if parts[0].other is None else torch.cat([p.other for p in parts])
-        return Entries(*(torch.cat([getattr(p, f) for p in parts])
-                         for f in ("neuron", "value", "position", "key", "ids", "acts")), other)
-
-    @staticmethod
-    def empty(window: int, with_other: bool, device) -> Entries:
-        z = torch.zeros(0, dtype=torch.int64, device=device)
-        acts = torch.zeros(0, window, device=device)
-        ids = torch.zeros(0, window, dtype=torch.int32, device=device)
-        return Entries(z, acts[:, 0], z, z, ids, acts, acts.clone() if with_other else None)
-
-
 class PointStream:
     """Streaming summaries of every neuron at one activation point; see the module docstring."""
 
@@ -99,8 +55,10 @@ class PointStream:
         self.window = before + after + 1
         self.samples, self.threshold, self.seed = samples, threshold, seed
         self.device = torch.device(device)
-        self.top = Entries.empty(self.window, with_other, self.device)
-        self.pool = Entries.empty(self.window, False, self.device)
+        self.top = Slots.empty(d_mlp, k, self.window, keyed=False, with_other=with_other,
+                               per_neuron=1, device=self.device)
+        self.pool = Slots.empty(d_mlp * 2 * HALF_BINS, samples, self.window, keyed=True,
+                                with_other=False, per_neuron=2 * HALF_BINS, device=self.device)
         self.exp = torch.zeros(d_mlp, dtype=torch.int64, device=self.device)  # h = 2**(H0+exp)
         self.counts = torch.zeros(d_mlp, 2 * HALF_BINS, dtype=torch.int64, device=self.device)
         self.moments = torch.zeros(d_mlp, 4, dtype=torch.float64, device=self.device)
@@ -137,18 +95,26 @@ class PointStream:
         new_bins = torch.floor(centres / (old_width * factor)[:, None]).long() + HALF_BINS
         counts = torch.zeros_like(self.counts)
         self.counts = counts.scatter_add_(1, new_bins, self.counts)
-        self.pool = self._reselect(self.pool)
+        grown = torch.nonzero(grow).squeeze(1)
+        _, held = self.pool.clear((grown[:, None] * (2 * HALF_BINS) + grid + HALF_BINS).view(-1))
+        self._offer_entries(self.pool, held)
 
-    def _reselect(self, pool: Entries) -> Entries:
-        group = pool.neuron * (2 * HALF_BINS) + self.bins(pool.value, pool.neuron)
-        return pool.take(select(group, pool.key, pool.position, self.samples))
+    def _offer_entries(self, slots: Slots, entries: Entries) -> None:
+        """Offer kept examples (another stream's, or regridded ones) to ``slots``."""
+        group = entries.neuron
+        if slots is self.pool:
+            group = group * (2 * HALF_BINS) + self.bins(entries.value, entries.neuron)
+        slots.keep_best(group, entries.value, entries.position,
+                        entries.key if slots.key is not None else None,
+                        lambda i: (entries.ids[i], entries.acts[i],
+                                   None if entries.other is None else entries.other[i]))
 
     # -- streaming ----------------------------------------------------------------------------
     def _windows(self, acts: torch.Tensor, other: torch.Tensor | None, tokens: torch.Tensor,
-                 flat: torch.Tensor, neuron: torch.Tensor):
-        """Context windows of the flat positions ``flat`` (into ``[batch * pos]``)."""
+                 row: torch.Tensor, neuron: torch.Tensor) -> tuple:
+        """Context windows of the elements ``(row, neuron)`` (rows of ``[batch * pos]``)."""
         n_pos = acts.shape[1]
-        b, o = flat // n_pos, flat % n_pos
+        b, o = row // n_pos, row % n_pos
         idx = o[:, None] + torch.arange(-self.before, self.after + 1, device=acts.device)
         inside = (idx >= 0) & (idx < n_pos)
         idx = idx.clamp(0, n_pos - 1)
@@ -158,33 +124,21 @@ class PointStream:
                         torch.where(inside, other[b[:, None], idx, neuron[:, None]], math.nan))
         return ids, window_acts.float(), None if window_other is None else window_other.float()
 
-    def _admit(self, kept: Entries, acts, other, tokens, positions, keys, flat, neuron,
-               top: bool) -> Entries:
-        """``kept`` plus the batch's candidates at ``(flat, neuron)``, reduced to the top-k (or
-        the per-bin samples); windows are cut only for the candidates that stay."""
-        v = acts.reshape(-1, self.d)
-        fresh_value = v[flat, neuron].float()
-        fresh_position = positions.reshape(-1)[flat]
-        fresh_key = keys[flat] ^ self.neuron_mask[neuron]
-        all_neuron = torch.cat([kept.neuron, neuron])
-        all_value = torch.cat([kept.value, fresh_value])
-        all_position = torch.cat([kept.position, fresh_position])
-        if top:
-            index = select(all_neuron, -all_value, all_position, self.k)
-        else:
-            group = all_neuron * (2 * HALF_BINS) + self.bins(all_value, all_neuron)
-            index = select(group, torch.cat([kept.key, fresh_key]), all_position, self.samples)
-        is_new = index >= len(kept.neuron)
-        new = index[is_new] - len(kept.neuron)
-        ids, window_acts, window_other = self._windows(
-            acts, other if kept.other is not None else None, tokens, flat[new], neuron[new])
-        fresh = Entries(neuron[new], fresh_value[new], fresh_position[new], fresh_key[new], ids,
-                        window_acts, window_other)
-        merged = Entries.cat([kept.take(index[~is_new]), fresh])
-        order = torch.empty_like(index)  # back to the selection's order
-        order[torch.nonzero(~is_new).squeeze(1)] = torch.arange(int((~is_new).sum()))
-        order[torch.nonzero(is_new).squeeze(1)] = torch.arange(len(new)) + int((~is_new).sum())
-        return merged.take(order)
+    def _offer(self, batch: tuple, element: torch.Tensor, top: bool) -> None:
+        """Offer the batch's elements ``element`` (indices into ``[tokens * d_mlp]``) to the
+        top-k or to their bins' samples."""
+        acts, other, tokens, positions, keys, v = batch
+        row, neuron = element // self.d, element % self.d
+        value = v.view(-1)[element]
+        slots = self.top if top else self.pool
+        key, group = None, neuron
+        if not top:
+            key = keys[row] ^ self.neuron_mask[neuron]
+            group = neuron * (2 * HALF_BINS) + self.bins(value, neuron)
+        other = other if slots.other is not None else None
+        position = positions.reshape(-1)[row]
+        slots.keep_best(group, value, position, key, lambda i: self._windows(
+            acts, other, tokens, row[i], neuron[i]))
 
     @torch.no_grad()
     def update(self, acts: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
@@ -194,28 +148,15 @@ class PointStream:
         v = acts.reshape(-1, self.d).float()  # [tokens, d_mlp]
         self.n_tokens += v.shape[0]
         keys = position_keys(positions.reshape(-1), self.seed)  # [tokens]
-        batch = (acts, other, tokens, positions, keys)
-        kth = self._kth_kept()
-        filling = bool(torch.isinf(kth).any())
-        if native_stats.ready(v) and not filling:  # one C pass; candidates only
-            bmax, bmin = native_stats.extremes(v)
-            self._extend(bmax, bmin)
-            found = native_stats.bookkeeping(
-                v, self.width(), HALF_BINS, self.moments, self.n_positive, self.n_above,
-                self.threshold, self.counts, kth, keys, self.neuron_mask,
-                self._sample_bounds().view(-1))
-            if found is not None:
-                for flat_index, top in zip(found, (True, False)):
-                    flat, neuron = flat_index // self.d, flat_index % self.d
-                    if top:
-                        self.top = self._admit(self.top, *batch, flat, neuron, top=True)
-                    else:
-                        self.pool = self._admit(self.pool, *batch, flat, neuron, top=False)
-                return
-        else:
-            self._extend(v.amax(0), v.amin(0))
-            self._statistics(v)
-        self._admit_candidates(v, batch, kth, filling)
+        batch = (acts, other, tokens, positions, keys, v)
+        if native_stats.ready(v):  # one C pass over the batch, after the grid has grown
+            self._extend(*native_stats.extremes(v))
+            other_v = None if other is None else other.reshape(-1, self.d)
+            native_stats.stream_batch(self, HALF_BINS, v, other_v, tokens, positions, keys)
+            return
+        self._extend(v.amax(0), v.amin(0))
+        self._statistics(v)
+        self._offer_candidates(batch)
 
     def _extend(self, batch_max: torch.Tensor, batch_min: torch.Tensor) -> None:
         self.vmax = torch.maximum(self.vmax, batch_max)
@@ -236,59 +177,34 @@ class PointStream:
         """``[tokens, d_mlp]`` index of each value's (neuron, bin) in ``counts.view(-1)``."""
         return self.bins(v) + torch.arange(self.d, device=v.device) * (2 * HALF_BINS)
 
-    def _admit_candidates(self, v: torch.Tensor, batch: tuple, kth: torch.Tensor,
-                          filling: bool) -> None:
-        """Find and admit the batch's top-k and sample candidates in PyTorch ops."""
+    def _offer_candidates(self, batch: tuple) -> None:
+        """Find the batch's top-k and sample candidates in PyTorch ops and offer them."""
+        v, keys = batch[-1], batch[-2]
         # Top-k: only values at least the kept k-th (and, while filling, the batch's k-th).
-        if filling:
+        kth = self.top.worst()
+        if torch.isinf(kth).any():
             kth = torch.maximum(kth, torch.topk(v, min(self.k, len(v)), dim=0).values[-1])
-        flat, neuron = torch.nonzero(v >= kth, as_tuple=True)
-        if len(flat):
-            self.top = self._admit(self.top, *batch, flat, neuron, top=True)
+        self._offer(batch, torch.nonzero((v >= kth).view(-1)).squeeze(1), top=True)
 
         # Samples: only keys below their bin's s-th smallest can enter. While bins are filling,
         # rows go a chunk at a time so that most rows meet bounds that have already dropped.
-        keys, group = batch[-1], self._groups(v)
+        group = self._groups(v)
         start = 0
         while start < len(v):
-            bound = self._sample_bounds().view(-1)[group[start:]]
-            flat, neuron = torch.nonzero((keys[start:, None] ^ self.neuron_mask) < bound,
-                                         as_tuple=True)
-            chunked = len(flat) > ADMIT_AT_ONCE and len(v) - start > SAMPLE_CHUNK
+            bound = self.pool.worst()[group[start:]]
+            element = torch.nonzero(((keys[start:, None] ^ self.neuron_mask) < bound).view(-1))
+            element = element.squeeze(1)
+            chunked = len(element) > ADMIT_AT_ONCE and len(v) - start > SAMPLE_CHUNK
             if chunked:
-                first = flat < SAMPLE_CHUNK
-                flat, neuron = flat[first], neuron[first]
-            if len(flat):
-                self.pool = self._admit(self.pool, *batch, flat + start, neuron, top=False)
+                element = element[element < SAMPLE_CHUNK * self.d]
+            self._offer(batch, element + start * self.d, top=False)
             start = start + SAMPLE_CHUNK if chunked else len(v)
-
-    def _kth_kept(self) -> torch.Tensor:
-        counts = torch.bincount(self.top.neuron, minlength=self.d)
-        kth = torch.full((self.d,), -math.inf, device=self.device)
-        full = counts >= self.k
-        if full.any():  # entries are in (neuron, value desc) order
-            ends = torch.cumsum(counts, 0) - 1
-            kth[full] = self.top.value[ends[full]]
-        return kth
-
-    def _sample_bounds(self) -> torch.Tensor:
-        """``[d_mlp, bins]``: the key an entry must beat to enter its bin's sample."""
-        group = self.pool.neuron * (2 * HALF_BINS) + self.bins(self.pool.value, self.pool.neuron)
-        counts = torch.bincount(group, minlength=self.counts.numel())
-        bound = torch.full((self.counts.numel(),), INT64_MAX, device=self.device)
-        full = counts >= self.samples
-        if full.any():  # entries are in (group, key) order
-            ends = torch.cumsum(counts, 0) - 1
-            bound[full] = self.pool.key[ends[full]]
-        return bound.view_as(self.counts)
 
     def to(self, device) -> None:
         """Move every tensor to ``device`` (streams travel between ranks on the CPU)."""
         self.device = torch.device(device)
         for name, value in vars(self).items():
-            if isinstance(value, torch.Tensor):
-                setattr(self, name, value.to(device))
-            elif isinstance(value, Entries):
+            if isinstance(value, (torch.Tensor, Slots)):
                 setattr(self, name, value.to(device))
 
     # -- merging ------------------------------------------------------------------------------
@@ -304,17 +220,8 @@ class PointStream:
         other._grow(max_abs)
         self._grow(max_abs)
         self.counts += other.counts
-        top = Entries.cat([self.top, other.top])
-        self.top = top.take(select(top.neuron, -top.value, top.position, self.k))
-        self.pool = self._reselect(Entries.cat([self.pool, other.pool]))
-
-
-def _rank_in_group(groups: torch.Tensor) -> torch.Tensor:
-    """Position of each entry within its run of equal, sorted ``groups``."""
-    first = torch.ones_like(groups, dtype=torch.bool)
-    first[1:] = groups[1:] != groups[:-1]
-    index = torch.arange(len(groups), device=groups.device)
-    return index - torch.cummax(torch.where(first, index, 0), 0).values
+        self._offer_entries(self.top, other.top.entries())
+        self._offer_entries(self.pool, other.pool.entries())
 
 
 def _dense(entries: Entries, slot: torch.Tensor, shape: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -342,8 +249,9 @@ def finalize(stream: PointStream, n_intervals: int) -> dict[str, np.ndarray]:
     ``samples.*`` ``[d_mlp, n_intervals, samples(, window)]`` with ``interval_edges``
     ``[d_mlp, n_intervals + 1]`` (nan past a neuron's last interval), and statistics."""
     d = stream.d
-    top = stream.top
-    slot = top.neuron * stream.k + _rank_in_group(top.neuron)
+    top = stream.top.entries()
+    top = top.take(select(top.neuron, -top.value, top.position, stream.k))
+    slot = top.neuron * stream.k + rank_in_group(top.neuron)
     out = {f"top.{name}": a for name, a in _dense(top, slot, (d, stream.k)).items()}
 
     # Final intervals: the grid bins from min to max split into at most n_intervals runs.
@@ -359,14 +267,14 @@ def finalize(stream: PointStream, n_intervals: int) -> dict[str, np.ndarray]:
     edges = (bin_edges - HALF_BINS).double() * width.double()[:, None]
     out["interval_edges"] = torch.where(valid, edges, math.nan).numpy()
 
-    pool = stream.pool
+    pool = stream.pool.entries()
     entry_bins = stream.bins(pool.value, pool.neuron)
     interval = (entry_bins[:, None] >= bin_edges[pool.neuron]).sum(1) - 1  # [entries]
     group = pool.neuron * n_intervals + interval
     kept = pool.take(select(group, pool.key, pool.position, stream.samples))
     kept_group = kept.neuron * n_intervals + (
         (stream.bins(kept.value, kept.neuron)[:, None] >= bin_edges[kept.neuron]).sum(1) - 1)
-    slot = kept_group * stream.samples + _rank_in_group(kept_group)
+    slot = kept_group * stream.samples + rank_in_group(kept_group)
     dense = _dense(kept, slot, (d * n_intervals, stream.samples))
     for name, a in dense.items():
         out[f"samples.{name}"] = a.reshape(d, n_intervals, *a.shape[1:])

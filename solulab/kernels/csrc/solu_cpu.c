@@ -124,10 +124,10 @@ static float nonlinearity(int kind, const float *x, float *t, int w, float *st) 
 }
 
 /* In place, t -> LayerNorm(t / scale) with gain g and bias b, given the sum of t; mean and
- * rstd of t / scale into st[2], st[3]. Two passes in t: the variance about the mean, then the
- * output. */
+ * rstd of t / scale into st[2], st[3], and t / scale itself into mid unless it is NULL. Two
+ * passes in t: the variance about the mean, then the output. */
 static void layer_norm(float *t, float total, float scale, const float *g, const float *b,
-                       int w, float eps, float *st) {
+                       int w, float eps, float *st, float *mid) {
     float mean_t = total / w;
     vf ss = {0};
     for (int i = 0; i < w; i += LANES) {
@@ -136,18 +136,21 @@ static void layer_norm(float *t, float total, float scale, const float *g, const
     }
     float rstd = 1.0f / sqrtf(hsum(ss) / ((float)w * scale * scale) + eps);
     float k = rstd / scale;
+    float inv_scale = 1.0f / scale;
     for (int i = 0; i < w; i += LANES) {
         int n = w - i;
-        vf out = (load_n(t + i, n, 0) - mean_t) * k * load_n(g + i, n, 0) + load_n(b + i, n, 0);
-        store_n(t + i, out, n);
+        vf tv = load_n(t + i, n, 0);
+        if (mid != NULL) store_n(mid + i, tv * inv_scale, n);
+        store_n(t + i, (tv - mean_t) * k * load_n(g + i, n, 0) + load_n(b + i, n, 0), n);
     }
     st[2] = mean_t / scale;
     st[3] = rstd;
 }
 
+/* mid, unless NULL, receives the nonlinearity's output (the kinds with a LayerNorm). */
 void solu_forward(const float *x, const float *weight, const float *bias, float *out,
-                  float *stats, int64_t rows, int64_t d, int blocks, int kind, float eps,
-                  int threads) {
+                  float *mid, float *stats, int64_t rows, int64_t d, int blocks, int kind,
+                  float eps, int threads) {
     int w = (int)(d / blocks);
     #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
@@ -163,7 +166,7 @@ void solu_forward(const float *x, const float *weight, const float *bias, float 
             }
             float scale = kind == SOLU_LN ? st[1] : 1.0f;  /* y = t / scale */
             layer_norm(yr, total, scale, weight + (int64_t)blk * w, bias + (int64_t)blk * w, w,
-                       eps, st);
+                       eps, st, mid != NULL ? mid + off : NULL);
         }
     }
 }

@@ -1,0 +1,162 @@
+"""Fixed slots for the examples a stream keeps, and the flat form they are merged and stored in.
+
+A ``Slots`` holds ``capacity`` examples in each of ``groups`` groups (the top-k: a group per
+neuron; the interval samples: a group per (neuron, grid bin)). Within a group, examples rank by
+(-value, position), or by (key, position) where the slots have keys; a group keeps its
+``capacity`` best. Memory is fixed when the stream starts. Admitting candidates touches only
+their groups: in PyTorch ops (any device) or, on the CPU, one C pass that replaces each group's
+worst slot (``native_stats.admit``). Both keep the same examples: the ranking is a total order,
+as positions are unique.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+EMPTY = torch.iinfo(torch.int64).max  # the position (and key) of a free slot
+
+Windows = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # ids, acts, other
+
+
+@dataclass
+class Entries:
+    """A flat set of kept examples: neuron, value, global position, key, window ids and acts."""
+
+    neuron: torch.Tensor  # [n] int64
+    value: torch.Tensor  # [n] float32
+    position: torch.Tensor  # [n] int64
+    key: torch.Tensor  # [n] int64
+    ids: torch.Tensor  # [n, window] int32, -1 outside the sequence
+    acts: torch.Tensor  # [n, window] float32, nan outside the sequence
+    other: torch.Tensor | None  # [n, window] activations at the other point
+
+    def take(self, index: torch.Tensor) -> Entries:
+        other = None if self.other is None else self.other[index]
+        return Entries(self.neuron[index], self.value[index], self.position[index],
+                       self.key[index], self.ids[index], self.acts[index], other)
+
+    @staticmethod
+    def cat(parts: list[Entries]) -> Entries:
+        other = None if parts[0].other is None else torch.cat([p.other for p in parts])
+        return Entries(*(torch.cat([getattr(p, f) for p in parts])
+                         for f in ("neuron", "value", "position", "key", "ids", "acts")), other)
+
+
+def select(groups: torch.Tensor, primary: torch.Tensor, secondary: torch.Tensor,
+           capacity: int) -> torch.Tensor:
+    """Indices of the entries kept: per group, the ``capacity`` smallest by (primary, secondary),
+    returned in (group, primary, secondary) order."""
+    order = torch.argsort(secondary, stable=True)
+    order = order[torch.argsort(primary[order], stable=True)]
+    order = order[torch.argsort(groups[order], stable=True)]
+    return order[rank_in_group(groups[order]) < capacity]
+
+
+def rank_in_group(groups: torch.Tensor) -> torch.Tensor:
+    """Position of each entry within its run of equal, sorted ``groups``."""
+    first = torch.ones_like(groups, dtype=torch.bool)
+    first[1:] = groups[1:] != groups[:-1]
+    index = torch.arange(len(groups), device=groups.device)
+    return index - torch.cummax(torch.where(first, index, 0), 0).values
+
+
+@dataclass
+class Slots:
+    """``capacity`` examples per group; see the module docstring. ``per_neuron`` groups belong
+    to each neuron (group ``g`` is neuron ``g // per_neuron``)."""
+
+    value: torch.Tensor  # [groups, capacity] float32
+    position: torch.Tensor  # [groups, capacity] int64, EMPTY where free
+    key: torch.Tensor | None  # [groups, capacity] int64 (EMPTY where free), or no keys
+    ids: torch.Tensor  # [groups, capacity, window] int32
+    acts: torch.Tensor  # [groups, capacity, window] float32
+    other: torch.Tensor | None  # [groups, capacity, window] float32
+    per_neuron: int
+
+    @staticmethod
+    def empty(groups: int, capacity: int, window: int, keyed: bool, with_other: bool,
+              per_neuron: int, device) -> Slots:
+        def full(fill, dtype, *shape):
+            return torch.full((groups, capacity, *shape), fill, dtype=dtype, device=device)
+
+        return Slots(full(-math.inf, torch.float32), full(EMPTY, torch.int64),
+                     full(EMPTY, torch.int64) if keyed else None,
+                     full(-1, torch.int32, window), full(math.nan, torch.float32, window),
+                     full(math.nan, torch.float32, window) if with_other else None, per_neuron)
+
+    @property
+    def capacity(self) -> int:
+        return self.value.shape[1]
+
+    def worst(self) -> torch.Tensor:
+        """Per group, what a new example must beat: the lowest value kept (the largest key for
+        keyed slots); -inf (EMPTY) while the group has a free slot."""
+        return self.key.amax(1) if self.key is not None else self.value.amin(1)
+
+    def _primary(self, value: torch.Tensor, key: torch.Tensor | None) -> torch.Tensor:
+        return key if self.key is not None else -value
+
+    def entries(self, groups: torch.Tensor | None = None) -> Entries:
+        """The occupied slots (of ``groups``, default all), flat, in slot order."""
+        return self._occupied(groups)[1]
+
+    def _occupied(self, groups: torch.Tensor | None) -> tuple[torch.Tensor, Entries]:
+        """The group of each occupied slot of ``groups``, and the slots as entries."""
+        if groups is None:
+            groups = torch.arange(self.value.shape[0], device=self.value.device)
+        position = self.position[groups]
+        taken = position != EMPTY
+        group = groups[:, None].expand_as(position)[taken]
+
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[groups][taken]
+
+        key = pick(self.key) if self.key is not None else torch.zeros_like(position[taken])
+        return group, Entries(group // self.per_neuron, pick(self.value), position[taken], key,
+                              pick(self.ids), pick(self.acts), pick(self.other))
+
+    def clear(self, groups: torch.Tensor) -> tuple[torch.Tensor, Entries]:
+        """Empty ``groups``; returns what they held, as ``_occupied`` does."""
+        held = self._occupied(groups)
+        self.value[groups] = -math.inf
+        self.position[groups] = EMPTY
+        if self.key is not None:
+            self.key[groups] = EMPTY
+        return held
+
+    def keep_best(self, group: torch.Tensor, value: torch.Tensor, position: torch.Tensor,
+                  key: torch.Tensor | None, windows: Callable[[torch.Tensor], Windows]) -> None:
+        """Offer examples to groups ``group``: each touched group keeps its ``capacity`` best of
+        what it held and what it is offered. ``windows(index)`` gives the windows of the offered
+        examples ``index`` (called for those kept only)."""
+        if not len(group):
+            return
+        cap = self.capacity
+        held_group, held = self.clear(torch.unique(group))
+        all_group = torch.cat([held_group, group])
+        all_value = torch.cat([held.value, value.float()])
+        all_position = torch.cat([held.position, position])
+        all_key = None if key is None else torch.cat([held.key, key])
+        index = select(all_group, self._primary(all_value, all_key), all_position, cap)
+        target = all_group[index] * cap + rank_in_group(all_group[index])
+        was_held = index < len(held.value)
+        fresh = windows(index[~was_held] - len(held.value))
+        self.value.view(-1)[target] = all_value[index]
+        self.position.view(-1)[target] = all_position[index]
+        if self.key is not None:
+            self.key.view(-1)[target] = all_key[index]
+        for slots, old, new in zip((self.ids, self.acts, self.other),
+                                   (held.ids, held.acts, held.other), fresh):
+            if slots is not None:
+                rows = slots.view(-1, slots.shape[-1])
+                rows[target[was_held]] = old[index[was_held]]
+                rows[target[~was_held]] = new.to(rows.dtype)
+
+    def to(self, device) -> Slots:
+        return Slots(*(None if t is None else t.to(device) for t in (
+            self.value, self.position, self.key, self.ids, self.acts, self.other)),
+            self.per_neuron)
