@@ -145,6 +145,9 @@ class PointStream:
                other: torch.Tensor | None = None) -> None:
         """Add ``acts [batch, pos, d_mlp]`` of ``tokens [batch, pos]`` at global ``positions
         [batch, pos]``; ``other`` is the other point's activations on the same tokens."""
+        if (other is None) != (self.top.other is None):
+            raise ValueError("pass the other point's activations exactly when the stream keeps "
+                             "them (with_other)")
         v = acts.reshape(-1, self.d).float()  # [tokens, d_mlp]
         self.n_tokens += v.shape[0]
         keys = position_keys(positions.reshape(-1), self.seed)  # [tokens]
