@@ -12,6 +12,11 @@ drift in machine speed affects all alike:
    measurement's noise. The kernel's own extra time (from 1.) gives the ratio it alone implies;
 3. the activation memory autograd saves for the backward of one forward pass, per model.
 
+With each step time comes the model FLOPs utilization: training FLOPs per token (6 per weight of
+a matrix product, embedding lookups excluded, plus attention's 12 * n_layers * n_ctx * d_model;
+Chowdhery et al. 2022, "PaLM", appendix B) times tokens per second, over the device's peak
+(``--peak-tflops``, known for some GPUs in ``PEAK_TFLOPS``; without one, only the achieved rate).
+
     python benchmarks/activation_overhead.py [--n-layers 2 --d-model 256 --n-ctx 256 --batch 8]
 """
 
@@ -34,8 +39,27 @@ from solulab.kernels.native import native_activation, native_ready
 from solulab.model import lm_loss
 from solulab.train import param_groups
 
+# dense bf16 peak of some GPUs, TFLOP/s (vendor data sheets, SXM forms)
+PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 KERNEL_CONTENDER = {"native": "solu_ln native (C)", "triton": "solu_ln triton",
                     "fused": "solu_ln fused"}
+
+
+def flops_per_token(cfg: ModelConfig) -> float:
+    """Training FLOPs per token: 6 per matrix weight (embedding lookups excluded) plus
+    attention's scores and mixing, 12 * n_layers * n_ctx * d_model."""
+    weights = sum(p.numel() for name, p in Transformer(cfg).named_parameters()
+                  if p.dim() == 2 and not name.startswith("embed"))
+    return 6 * weights + 12 * cfg.n_layers * cfg.n_ctx * cfg.d_model
+
+
+def peak_flops(args, device: torch.device) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops * 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name()
+        return next((tf * 1e12 for gpu, tf in PEAK_TFLOPS.items() if gpu in name), None)
+    return None
 
 
 def keep_freed_memory() -> None:
@@ -102,9 +126,13 @@ def activation_contenders(args, device) -> dict[str, Callable[[], None]]:
     return contenders
 
 
+def model_config(act: str, args) -> ModelConfig:
+    return ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64,
+                       n_ctx=args.n_ctx, d_vocab=args.vocab, act_fn=act)
+
+
 def training_step(act: str, args, device, compile_model: bool) -> Callable[[], None]:
-    cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64,
-                      n_ctx=args.n_ctx, d_vocab=args.vocab, act_fn=act)
+    cfg = model_config(act, args)
     model = Transformer(cfg).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4)
     forward = torch.compile(model) if compile_model else model
@@ -124,8 +152,7 @@ def training_step(act: str, args, device, compile_model: bool) -> Callable[[], N
 
 def saved_bytes(act: str, args, device, backend: str) -> int:
     """Bytes of tensors autograd saves for the backward of one forward pass."""
-    cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64,
-                      n_ctx=args.n_ctx, d_vocab=args.vocab, act_fn=act)
+    cfg = model_config(act, args)
     model = Transformer(cfg).to(device)
     tokens = torch.randint(0, args.vocab, (args.batch, args.n_ctx), device=device)
     seen: dict[int, int] = {}
@@ -152,6 +179,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak, for the model FLOPs utilization")
     args = parser.parse_args()
     args.dtype = getattr(torch, args.dtype)
     device = torch.device(args.device)
@@ -181,6 +210,12 @@ def main() -> None:
         print(f"   {label:<9} gelu {timed['gelu'] * 1e3:8.1f} ms   solu_ln "
               f"{timed['solu_ln'] * 1e3:8.1f} ms   step-time ratio {ratio:.3f}   "
               f"(gelu'/gelu {noise:.3f})")
+        tokens_per_step = args.batch * args.n_ctx
+        peak = peak_flops(args, device)
+        for act in ("gelu", "solu_ln"):
+            rate = flops_per_token(model_config(act, args)) * tokens_per_step / timed[act]
+            mfu = f", MFU {rate / peak:.1%}" if peak else ""
+            print(f"   {'':<9} {act}: {rate / 1e12:.3f} TFLOP/s{mfu}")
         if not compile_model and KERNEL_CONTENDER.get(auto) in alone:
             extra = args.n_layers * (alone[KERNEL_CONTENDER[auto]] - alone["gelu"])
             print(f"   {'':<9} the {auto} kernel's own extra time over gelu, {args.n_layers} "
