@@ -39,12 +39,6 @@ class Entries:
         return Entries(self.neuron[index], self.value[index], self.position[index],
                        self.key[index], self.ids[index], self.acts[index], other)
 
-    @staticmethod
-    def cat(parts: list[Entries]) -> Entries:
-        other = None if parts[0].other is None else torch.cat([p.other for p in parts])
-        return Entries(*(torch.cat([getattr(p, f) for p in parts])
-                         for f in ("neuron", "value", "position", "key", "ids", "acts")), other)
-
 
 def select(groups: torch.Tensor, primary: torch.Tensor, secondary: torch.Tensor,
            capacity: int) -> torch.Tensor:
