@@ -4,9 +4,9 @@ A ``Slots`` holds ``capacity`` examples in each of ``groups`` groups (the top-k:
 neuron; the interval samples: a group per (neuron, grid bin)). Within a group, examples rank by
 (-value, position), or by (key, position) where the slots have keys; a group keeps its
 ``capacity`` best. Memory is fixed when the stream starts. Admitting candidates touches only
-their groups: in PyTorch ops (any device) or, on the CPU, one C pass that replaces each group's
-worst slot (``native_stats.admit``). Both keep the same examples: the ranking is a total order,
-as positions are unique.
+their groups: in PyTorch ops (any device) or, on the CPU, in the collector's C pass, which
+replaces a group's worst slot (``native_stats.stream_batch``). Both keep the same examples: the
+ranking is a total order, as positions are unique.
 """
 
 from __future__ import annotations

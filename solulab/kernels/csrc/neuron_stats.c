@@ -1,11 +1,12 @@
 /* The neuron collector's pass over a batch of activations (solulab/neurons/stream.py).
  *
  * v is [T, D] float32, row-major (T tokens, D neurons). Threads split the neurons (see
- * stream_batch), so every neuron's sums accumulate in token order whatever the thread count. For each element: moments
- * (sum of v, v^2, v^3, v^4 in double), counts above 0 and above the threshold, the histogram bin
- * (width[d] per neuron, 2 * half bins centred on 0); then the element is offered to the neuron's
- * top-k and to its bin's sample, fixed slots ranked by (-value, position) and (key, position)
- * (solulab/neurons/slots.py): it replaces the worst slot it beats, its window cut from the batch.
+ * stream_batch), so every neuron's sums accumulate in token order whatever the thread count.
+ * For each element: moments (sum of v, v^2, v^3, v^4 in double), counts above 0 and above the
+ * threshold, the histogram bin (width[d] per neuron, 2 * half bins centred on 0); then the
+ * element is offered to the neuron's top-k and to its bin's sample, fixed slots ranked by
+ * (-value, position) and (key, position) (solulab/neurons/slots.py): it replaces the worst slot
+ * it beats, its window cut from the batch.
  * A neuron's slots are only ever touched by the thread that owns it. The result is the same set
  * of examples in whatever order elements come: the ranking is a total order.
  */

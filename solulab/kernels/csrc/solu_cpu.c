@@ -171,7 +171,7 @@ void solu_forward(const float *x, const float *weight, const float *bias, float 
     }
 }
 
-/* Backward of one block in three passes (the first two fused for the LayerNorm kinds):
+/* Backward of one block in three passes over the row:
  * 1. recompute p, the exp factor of y = x * p (softmax(x) for SoLU, exp(x - max) for EXP_LN),
  *    and with a LayerNorm yhat = (y - mean) * rstd, adding g * yhat and g to the gain and bias
  *    gradients gw, gb, and summing gh = g * w and gh * yhat;
