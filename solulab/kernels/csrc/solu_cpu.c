@@ -8,8 +8,8 @@
  *
  * The passes use GCC/Clang vector extensions, 8 lanes (AVX2 where the machine has it, two SSE
  * registers or NEON otherwise), with a masked last vector for widths that are not a multiple of
- * 8, and an exp of their own (below). Built without -ffast-math: loading this library must not
- * switch the process to flushing denormals, as -ffast-math's start-up code does.
+ * 8, and an exp and erf of their own (below). Built without -ffast-math: loading this library
+ * must not switch the process to flushing denormals, as -ffast-math's start-up code does.
  */
 #include <math.h>
 #include <stdint.h>
@@ -87,23 +87,36 @@ static inline vf vexp(vf v) {
     return p * (vf)(((vi)t + 127) << 23);
 }
 
-static inline float gelu(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+/* erf(v) by Abramowitz & Stegun 7.1.26 on |v| (absolute error below 1.5e-7), sign restored. */
+static inline vf verf(vf v) {
+    const vi sign = (vi){0} + INT32_MIN;
+    vf a = (vf)((vi)v & ~sign);
+    vf t = 1.0f / (1.0f + 0.3275911f * a);
+    vf poly = (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t;
+    vf r = 1.0f - (poly + 0.254829592f) * t * vexp(-a * a);
+    return (vf)((vi)r | ((vi)v & sign));
+}
 
-static inline float gelu_grad(float v) {
-    return 0.5f * (1.0f + erff(v * 0.70710678118654752f))
-         + v * expf(-0.5f * v * v) * 0.39894228040143268f;
+/* GELU, exact form: v * Phi(v), Phi the standard normal CDF; and its derivative. */
+static inline vf vgelu(vf v) { return 0.5f * v * (1.0f + verf(v * 0.70710678118654752f)); }
+
+static inline vf vgelu_grad(vf v) {
+    return 0.5f * (1.0f + verf(v * 0.70710678118654752f))
+         + v * vexp(-0.5f * v * v) * 0.39894228040143268f;
 }
 
 /* t = x * exp(x - max) for the softmax kinds (max and sum of exp into st[0], st[1]), gelu(x)
  * for GELU_LN. Returns the sum of t. */
 static float nonlinearity(int kind, const float *x, float *t, int w, float *st) {
     if (kind == GELU_LN) {
-        float total = 0.0f;
-        for (int i = 0; i < w; i++) {
-            t[i] = gelu(x[i]);
-            total += t[i];
+        vf total = {0};
+        for (int i = 0; i < w; i += LANES) {
+            int n = w - i;
+            vf tv = vgelu(load_n(x + i, n, 0));  /* gelu(0) = 0: no mask needed */
+            total += tv;
+            store_n(t + i, tv, n);
         }
-        return total;
+        return hsum(total);
     }
     vf vm = splat(-INFINITY);
     for (int i = 0; i < w; i += LANES) vm = vmax(vm, load_n(x + i, w - i, -INFINITY));
@@ -178,15 +191,15 @@ void solu_forward(const float *x, const float *weight, const float *bias, float 
  * 2. gy = d loss / d y (g itself without a LayerNorm, else rstd (gh - mean(gh) - yhat
  *    mean(gh yhat))), gx = gy p (1 + x), and the sum of gy p x;
  * 3. SoLU: gx -= p * that sum; EXP_LN: that sum, negated, goes through the max to its ties.
- * p and yhat are [w] scratch rows. GELU_LN takes scalar loops for gelu and its derivative. */
+ * p and yhat are [w] scratch rows. */
 static void block_backward(int kind, const float *x, const float *g, const float *wt,
                            const float *st, float *p, float *yhat, float *gx, float *gw,
                            float *gb, int w) {
     int has_ln = kind != SOLU;
     float m = st[0], inv = kind == SOLU || kind == SOLU_LN ? 1.0f / st[1] : 1.0f;
     float mean = st[2], rstd = st[3], a = 0.0f, c = 0.0f;
-    if (kind == GELU_LN)
-        for (int i = 0; i < w; i++) yhat[i] = gelu(x[i]);  /* y, made yhat below */
+    if (kind == GELU_LN)  /* y, made yhat below */
+        for (int i = 0; i < w; i += LANES) store_n(yhat + i, vgelu(load_n(x + i, w - i, 0)), w - i);
     if (has_ln) {
         vf sum_gh = {0}, sum_gh_yhat = {0};
         for (int i = 0; i < w; i += LANES) {
@@ -216,8 +229,12 @@ static void block_backward(int kind, const float *x, const float *g, const float
         }
     }
     if (kind == GELU_LN) {
-        for (int i = 0; i < w; i++)
-            gx[i] = (g[i] * wt[i] - a - yhat[i] * c) * rstd * gelu_grad(x[i]);
+        for (int i = 0; i < w; i += LANES) {
+            int n = w - i;
+            vf gy = (load_n(g + i, n, 0) * load_n(wt + i, n, 0) - a - load_n(yhat + i, n, 0) * c)
+                  * rstd;
+            store_n(gx + i, gy * vgelu_grad(load_n(x + i, n, 0)), n);
+        }
         return;
     }
     vf sum_gpx = {0};
