@@ -60,27 +60,35 @@ def compile_source(source: Path, flags: list[str]) -> Path | None:
     return target
 
 
-@functools.cache
-def load_library() -> ctypes.CDLL | None:
-    """The compiled kernels, or None where they cannot be built here."""
+def build_library(source: Path) -> ctypes.CDLL | None:
+    """``source`` compiled with the first flag set that builds and loads here, or None (also
+    where ``SOLULAB_NATIVE_KERNELS=0``)."""
     if os.environ.get("SOLULAB_NATIVE_KERNELS", "1") == "0":
         return None
     for flags in FLAG_SETS:
-        path = compile_source(SOURCE, flags)
+        path = compile_source(source, flags)
         if path is None:
             continue
         try:
-            lib = ctypes.CDLL(str(path))
+            return ctypes.CDLL(str(path))
         except OSError:
             continue
-        lib.solu_forward.argtypes = [_P, _P, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _F, _INT]
-        lib.solu_backward.argtypes = [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _I64,
-                                      _INT]
-        return lib
     return None
 
 
-def _ptr(t: torch.Tensor | None) -> int | None:
+@functools.cache
+def load_library() -> ctypes.CDLL | None:
+    """The compiled kernels, or None where they cannot be built here."""
+    lib = build_library(SOURCE)
+    if lib is not None:
+        lib.solu_forward.argtypes = [_P, _P, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _F, _INT]
+        lib.solu_backward.argtypes = [_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _I64,
+                                      _INT]
+    return lib
+
+
+def pointer(t: torch.Tensor | None) -> int | None:
+    """The address of ``t``'s data, or None (a C NULL) for no tensor."""
     return None if t is None else t.data_ptr()
 
 
@@ -91,8 +99,8 @@ def _forward(x, weight, bias, kind: str, blocks: int, eps: float, with_mid: bool
     out = torch.empty_like(x)
     mid = torch.empty_like(x) if with_mid else None
     stats = torch.empty(rows, blocks, 4, dtype=torch.float32)
-    load_library().solu_forward(x.data_ptr(), _ptr(weight), _ptr(bias), out.data_ptr(),
-                                _ptr(mid), stats.data_ptr(), rows, d, blocks, KIND_IDS[kind],
+    load_library().solu_forward(x.data_ptr(), pointer(weight), pointer(bias), out.data_ptr(),
+                                pointer(mid), stats.data_ptr(), rows, d, blocks, KIND_IDS[kind],
                                 eps, torch.get_num_threads())
     return out, mid, stats
 
@@ -120,7 +128,7 @@ class NativeActivation(torch.autograd.Function):
         has_ln = KINDS[kind][1]
         parts_w = torch.empty(chunks if has_ln else 0, d)  # zeroed by the kernel
         parts_b = torch.empty(chunks if has_ln else 0, d)
-        load_library().solu_backward(grad_out.data_ptr(), x.data_ptr(), _ptr(weight),
+        load_library().solu_backward(grad_out.data_ptr(), x.data_ptr(), pointer(weight),
                                      stats.data_ptr(), grad_x.data_ptr(), parts_w.data_ptr(),
                                      parts_b.data_ptr(), rows, d, blocks, KIND_IDS[kind],
                                      chunks, torch.get_num_threads())

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from pathlib import Path
 
 import torch
 
-from solulab.kernels.native import FLAG_SETS, compile_source
+from solulab.kernels.native import build_library, pointer
 from solulab.neurons.slots import Slots
 
 SOURCE = Path(__file__).resolve().parent.parent / "kernels" / "csrc" / "neuron_stats.c"
@@ -33,29 +32,16 @@ class _Batch(ctypes.Structure):
 
 @functools.cache
 def load_library() -> ctypes.CDLL | None:
-    if os.environ.get("SOLULAB_NATIVE_KERNELS", "1") == "0":
-        return None
-    for flags in FLAG_SETS:
-        path = compile_source(SOURCE, flags)
-        if path is None:
-            continue
-        try:
-            lib = ctypes.CDLL(str(path))
-        except OSError:
-            continue
+    lib = build_library(SOURCE)
+    if lib is not None:
         lib.batch_extremes.argtypes = [_P, _I64, _I64, _P, _P, _INT]
         lib.stream_batch.argtypes = [ctypes.POINTER(_Batch), _P, _INT, _P, _F, _P, _P, _P, _P,
                                      ctypes.POINTER(_Slots), ctypes.POINTER(_Slots), _INT]
-        return lib
-    return None
+    return lib
 
 
 def ready(v: torch.Tensor) -> bool:
     return v.device.type == "cpu" and v.dtype == torch.float32 and load_library() is not None
-
-
-def _ptr(t: torch.Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
 
 
 def extremes(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +55,7 @@ def extremes(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _slots(s: Slots) -> _Slots:
-    return _Slots(*(_ptr(t) for t in (s.value, s.position, s.key, s.ids, s.acts, s.other)),
+    return _Slots(*(pointer(t) for t in (s.value, s.position, s.key, s.ids, s.acts, s.other)),
                   s.capacity)
 
 
@@ -81,7 +67,7 @@ def stream_batch(stream, half_bins: int, v: torch.Tensor, other: torch.Tensor | 
     width = stream.width()
     arrays = [v.contiguous(), None if other is None else other.contiguous().float(),
               tokens.contiguous(), positions.reshape(-1).contiguous(), keys.contiguous()]
-    batch = _Batch(*(_ptr(t) for t in arrays), v.shape[0], v.shape[1], tokens.shape[1],
+    batch = _Batch(*(pointer(t) for t in arrays), v.shape[0], v.shape[1], tokens.shape[1],
                    stream.before, stream.after)
     load_library().stream_batch(
         ctypes.byref(batch), width.data_ptr(), half_bins,

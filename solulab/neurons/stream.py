@@ -99,11 +99,15 @@ class PointStream:
         _, held = self.pool.clear((grown[:, None] * (2 * HALF_BINS) + grid + HALF_BINS).view(-1))
         self._offer_entries(self.pool, held)
 
+    def _sample_group(self, value: torch.Tensor, neuron: torch.Tensor) -> torch.Tensor:
+        """The (neuron, grid bin) sample group of each value, flat with its neuron."""
+        return neuron * (2 * HALF_BINS) + self.bins(value, neuron)
+
     def _offer_entries(self, slots: Slots, entries: Entries) -> None:
         """Offer kept examples (another stream's, or regridded ones) to ``slots``."""
         group = entries.neuron
         if slots is self.pool:
-            group = group * (2 * HALF_BINS) + self.bins(entries.value, entries.neuron)
+            group = self._sample_group(entries.value, entries.neuron)
         slots.keep_best(group, entries.value, entries.position,
                         entries.key if slots.key is not None else None,
                         lambda i: (entries.ids[i], entries.acts[i],
@@ -134,7 +138,7 @@ class PointStream:
         key, group = None, neuron
         if not top:
             key = keys[row] ^ self.neuron_mask[neuron]
-            group = neuron * (2 * HALF_BINS) + self.bins(value, neuron)
+            group = self._sample_group(value, neuron)
         other = other if slots.other is not None else None
         position = positions.reshape(-1)[row]
         slots.keep_best(group, value, position, key, lambda i: self._windows(

@@ -59,18 +59,21 @@ typedef struct {
     int64_t T, D, n_pos, before, after;
 } Batch;
 
-/* Whether slot a ranks below slot b: a lower value (a larger key where there are keys), ties
- * broken by the larger position. Free slots hold -inf, the largest key and position. */
-static inline int ranks_below(const Slots *s, int64_t a, int64_t b) {
-    if (s->key != NULL && s->key[a] != s->key[b]) return s->key[a] > s->key[b];
-    if (s->key == NULL && s->value[a] != s->value[b]) return s->value[a] < s->value[b];
-    return s->position[a] > s->position[b];
+/* Whether an example (value x, key, position) ranks above slot j: a higher value (a smaller key
+ * where there are keys), ties broken by the smaller position. Free slots hold -inf, the largest
+ * key and position. */
+static inline int ranks_above(const Slots *s, float x, int64_t key, int64_t position, int64_t j) {
+    if (s->key != NULL && key != s->key[j]) return key < s->key[j];
+    if (s->key == NULL && x != s->value[j]) return x > s->value[j];
+    return position < s->position[j];
 }
 
 static int64_t worst_slot(const Slots *s, int64_t group) {
     int64_t first = group * s->cap, worst = first;
     for (int64_t j = first + 1; j < first + s->cap; j++)
-        if (ranks_below(s, j, worst)) worst = j;
+        if (ranks_above(s, s->value[worst], s->key != NULL ? s->key[worst] : 0,
+                        s->position[worst], j))
+            worst = j;
     return worst;
 }
 
@@ -79,10 +82,7 @@ static int64_t worst_slot(const Slots *s, int64_t group) {
 static int64_t offer(Slots *s, int64_t group, const Batch *b, int64_t t, int64_t d, float x,
                      int64_t key) {
     int64_t w = worst_slot(s, group), position = b->positions[t];
-    int better = s->key != NULL
-        ? key < s->key[w] || (key == s->key[w] && position < s->position[w])
-        : x > s->value[w] || (x == s->value[w] && position < s->position[w]);
-    if (!better) return w;
+    if (!ranks_above(s, x, key, position, w)) return w;
     s->value[w] = x;
     s->position[w] = position;
     if (s->key != NULL) s->key[w] = key;
