@@ -237,8 +237,9 @@ def regex_command(
     """Rank neurons by how well PATTERN predicts where they fire (AUROC)."""
     from solulab.autointerp.run import rank_by_pattern
 
+    ranked = rank_by_pattern(run, pattern, None, tokens, fire_fraction, top)
     typer.echo(f"{'layer':>5} {'neuron':>7} {'AUROC':>7} {'precision':>10} {'recall':>7}")
-    for r in rank_by_pattern(run, pattern, None, tokens, fire_fraction, top):
+    for r in ranked:
         typer.echo(f"{r['layer']:>5} {r['neuron']:>7} {r['auroc']:>7.3f} "
                    f"{r['precision']:>10.3f} {r['recall']:>7.3f}")
 
@@ -246,23 +247,36 @@ def regex_command(
 @app.command()
 @reports_errors
 def serve(
-    runs: Optional[Path] = typer.Option(None, help="Directory of runs with neuron stores."),
-    study: Optional[Path] = typer.Option(None, help="Study database to serve to annotators."),
+    runs: Optional[Path] = typer.Option(None, help="Directory of runs with neuron stores: the "
+                                        "viewer."),
+    study: Optional[Path] = typer.Option(None, help="Study database: the annotators' pages."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine)."),
     port: int = typer.Option(8000, help="Port."),
+    allow_host: list[str] = typer.Option([], help="A host name clients may use besides "
+                                         "loopback (repeatable); needed with --host 0.0.0.0."),
 ):
-    """The neuron viewer and the study pages in the browser."""
+    """The neuron viewer (--runs) or the blinded study (--study), one per server."""
     import uvicorn
 
-    from solulab.study.db import connect
-    from solulab.web.app import create_app
+    from solulab.web import app as web
 
-    if runs is not None and not runs.is_dir():
-        raise SolulabError(f"--runs {runs} is not a directory")
-    if study is not None:
+    if (runs is None) == (study is None):
+        raise SolulabError(
+            "give --runs (the viewer) or --study (the annotators' pages), not both: an annotator "
+            "who can reach the viewer can unblind the study. Serve them as two servers, e.g. "
+            "`solulab serve --study S` and `solulab serve --runs R --port 8001`")
+    hosts = web.serving_hosts(host, allow_host)
+    if runs is not None:
+        if not runs.is_dir():
+            raise SolulabError(f"--runs {runs} is not a directory")
+        server, what = web.viewer_app(runs, hosts), "viewer"
+    else:
+        from solulab.study.db import connect
+
         connect(study).close()  # refuses a missing or foreign file now, not per request
-    typer.echo(f"viewer: http://{host}:{port}/")
-    uvicorn.run(create_app(runs, study), host=host, port=port, log_level="warning")
+        server, what = web.study_app(study, hosts), "study (annotator links: /study/TOKEN)"
+    typer.echo(f"{what}: http://{host}:{port}/")
+    uvicorn.run(server, host=host, port=port, log_level="warning")
 
 
 def main() -> None:  # pragma: no cover - console entry point

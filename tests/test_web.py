@@ -1,26 +1,22 @@
-"""The web app: viewer pages, the study API's answers to good and bad requests, blinding,
-concurrent annotators and a killed server."""
+"""The web apps: viewer pages, the study API's answers to good and bad requests, finishing,
+server-measured time, concurrent annotators and a killed server."""
 
-import os
 import re
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from servers import start_server, stop
 
 from solulab.neurons.store import NeuronStore
 from solulab.study.create import create_study
-from solulab.web.app import create_app
+from solulab.web.app import study_app, viewer_app
 
-ROOT = Path(__file__).resolve().parent.parent
+LOCAL = "http://127.0.0.1"
 
 
 @pytest.fixture
@@ -30,15 +26,27 @@ def study(collected_runs, tmp_path):
 
 
 @pytest.fixture
-def client(collected_runs, study):
-    return TestClient(create_app(collected_runs, study.path), raise_server_exceptions=False)
+def viewer(collected_runs):
+    return TestClient(viewer_app(collected_runs), base_url=LOCAL, raise_server_exceptions=False)
 
 
-def test_viewer_lists_runs_and_shades_a_neuron_in_activation_order(client, collected_runs):
-    assert "solu_ln" in client.get("/").text and "gelu" in client.get("/").text
-    assert 'href="/neuron?run=solu_ln&amp;layer=0&amp;neuron=5"' in client.get(
+@pytest.fixture
+def client(study):
+    return TestClient(study_app(study.path), base_url=LOCAL, raise_server_exceptions=False)
+
+
+def rate_everything(client, token, label="interpretable", hypothesis="the letter n"):
+    for item in client.get(f"/api/study/{token}/items").json()["items"]:
+        response = client.put(f"/api/study/{token}/ratings/{item['id']}",
+                              json={"label": label, "hypothesis": hypothesis})
+        assert response.status_code == 200
+
+
+def test_viewer_lists_runs_and_shades_a_neuron_in_activation_order(viewer, collected_runs):
+    assert "solu_ln" in viewer.get("/").text and "gelu" in viewer.get("/").text
+    assert 'href="/neuron?run=solu_ln&amp;layer=0&amp;neuron=5"' in viewer.get(
         "/run", params={"run": "solu_ln"}).text
-    page = client.get("/neuron", params={"run": "solu_ln", "layer": 0, "neuron": 5}).text
+    page = viewer.get("/neuron", params={"run": "solu_ln", "layer": 0, "neuron": 5}).text
     store = NeuronStore.open(collected_runs / "solu_ln" / "neurons")
     top = page.split('<div id=top>')[1].split("</div></div>")[0]
     values = [float(v) for v in re.findall(r'class="tok fire" data-act="([-0-9.e]+)"', top)]
@@ -50,7 +58,7 @@ def test_viewer_lists_runs_and_shades_a_neuron_in_activation_order(client, colle
                        r'style="background: rgba\(255,0,0,([0-9.]+)\)"', top)[0]
     assert float(alpha) == pytest.approx(1.0) and first.value == max(expected)
     assert "pre-LayerNorm" in page and "post-LayerNorm" in page and "Logit effects" in page
-    post = client.get("/neuron", params={"run": "solu_ln", "layer": 0, "neuron": 5,
+    post = viewer.get("/neuron", params={"run": "solu_ln", "layer": 0, "neuron": 5,
                                          "point": "post"}).text
     assert f"{store.examples(0, 5, 'post')[0].value:+.3f}" in post
 
@@ -62,105 +70,108 @@ def test_viewer_lists_runs_and_shades_a_neuron_in_activation_order(client, colle
     ({"run": "solu_ln", "layer": "x", "neuron": 0}, 422),
     ({"run": "gelu", "layer": 0, "neuron": 0, "point": "mid"}, 404),
 ])
-def test_viewer_refuses_bad_requests_with_4xx(client, params, status):
-    response = client.get("/neuron", params=params)
+def test_viewer_refuses_bad_requests_with_4xx(viewer, params, status):
+    response = viewer.get("/neuron", params=params)
     assert response.status_code == status and response.json()["detail"]
 
 
 def test_study_api_rates_revises_and_refuses(client, study):
     token = study.tokens["ann"]
     items = client.get(f"/api/study/{token}/items").json()
-    assert items["total"] == 120 and items["done"] == 0
+    assert items["total"] == 120 and items["done"] == 0 and items["finished"] is False
     first = items["items"][0]["id"]
-    body = {"label": "interpretable", "hypothesis": "digits", "seconds": 12.5}
+    body = {"label": "interpretable", "hypothesis": "  digits "}
     assert client.put(f"/api/study/{token}/ratings/{first}", json=body).json()["revision"] == 1
-    revised = {**body, "label": "not_interpretable", "seconds": 3}
+    revised = {**body, "label": "not_interpretable"}
     assert client.put(f"/api/study/{token}/ratings/{first}", json=revised).json() == {
         "ok": True, "revision": 2}
     item = client.get(f"/api/study/{token}/items/{first}").json()
-    assert item["label"] == "not_interpretable" and len(item["snippets"]) == 20
-    row = sqlite3.connect(study.path).execute(
-        "SELECT label, seconds, revision FROM ratings WHERE annotator='ann'").fetchall()
-    assert row == [("not_interpretable", 15.5, 2)]
+    assert item["label"] == "not_interpretable" and item["hypothesis"] == "digits"
+    assert len(item["snippets"]) == 20
 
     assert client.get("/api/study/forged/items").status_code == 403
     assert client.get("/study/forged").status_code == 403
     assert client.put(f"/api/study/{token}/ratings/nope", json=body).status_code == 404
-    for bad in ({"label": "maybe"}, {"label": "interpretable", "seconds": -1}, {}, [1]):
+    for bad in ({"label": "maybe"}, {}, [1], {"label": "interpretable", "seconds": 5}):
         response = client.put(f"/api/study/{token}/ratings/{first}", json=bad)
         assert response.status_code == 422
     response = client.put(f"/api/study/{token}/ratings/{first}", content=b"{not json",
                           headers={"content-type": "application/json"})
     assert response.status_code == 422
-    # Another annotator sees none of ann's ratings and cannot write them.
+    # Another annotator sees none of ann's ratings, and none of ann's ids are theirs.
     other = study.tokens["bob"]
     assert client.get(f"/api/study/{other}/items").json()["done"] == 0
+    assert client.get(f"/api/study/{other}/items/{first}").status_code == 404
 
 
-def test_checks_open_after_every_item_is_rated(client, study):
+def test_time_per_rating_is_measured_by_the_server(client, study):
+    token = study.tokens["ann"]
+    first = client.get(f"/api/study/{token}/items").json()["items"][0]["id"]
+    client.get(f"/api/study/{token}/items/{first}")
+    time.sleep(0.6)
+    client.put(f"/api/study/{token}/ratings/{first}", json={"label": "interpretable"})
+    client.put(f"/api/study/{token}/ratings/{first}", json={"label": "interpretable"})
+    (seconds,) = sqlite3.connect(study.path).execute(
+        "SELECT seconds FROM ratings WHERE annotator = 'ann'").fetchone()
+    assert 0.6 <= seconds < 5  # the second rating, not shown again, adds nothing
+
+
+def test_finishing_opens_the_checks_and_makes_ratings_final(client, study):
     token = study.tokens["bob"]
     assert client.get(f"/api/study/{token}/checks").json() == {"open": False, "groups": []}
-    for item in client.get(f"/api/study/{token}/items").json()["items"]:
-        client.put(f"/api/study/{token}/ratings/{item['id']}",
-                   json={"label": "interpretable", "hypothesis": "the letter n"})
+    assert client.post(f"/api/study/{token}/finish").status_code == 409  # nothing rated yet
+    rate_everything(client, token)
+    assert client.get(f"/api/study/{token}/checks").json()["open"] is False
+    first = client.get(f"/api/study/{token}/items").json()["items"][0]["id"]
+    assert client.put(f"/api/study/{token}/ratings/{first}",
+                      json={"label": "not_interpretable"}).status_code == 200  # still revisable
+    client.put(f"/api/study/{token}/ratings/{first}", json={"label": "interpretable",
+                                                            "hypothesis": "the letter n"})
+    assert client.post(f"/api/study/{token}/finish").json() == {"ok": True}
+    assert client.get(f"/api/study/{token}/items").json()["finished"] is True
+    assert client.put(f"/api/study/{token}/ratings/{first}",
+                      json={"label": "not_interpretable"}).status_code == 409
     groups = client.get(f"/api/study/{token}/checks").json()["groups"]
-    assert len(groups) == 60  # one per solu_ln neuron; gelu has no LayerNorm to compare
+    assert len(groups) == 120  # one per neuron, whichever model it came from
     check = groups[0]["checks"][0]
     assert groups[0]["hypothesis"] == "the letter n" and set(check) == {
-        "id", "tokens", "acts", "fire", "consistent"}
+        "id", "tokens", "acts", "fire", "start", "consistent"}
     assert set(check["acts"]) == {0.0}  # no activation values that would reveal the point
     url = f"/api/study/{token}/checks/{check['id']}"
     assert client.put(url, json={"consistent": False}).json() == {"ok": True}
     assert client.put(f"/api/study/{study.tokens['ann']}/checks/{check['id']}",
-                      json={"consistent": True}).status_code == 404  # ann has not rated it
+                      json={"consistent": True}).status_code == 404  # not ann's example
     assert client.put(url, json={"consistent": "perhaps"}).status_code == 422
+    again = client.get(f"/api/study/{token}/checks").json()["groups"][0]["checks"][0]
+    assert again["consistent"] is False
 
 
-def test_responses_reveal_no_model_layer_or_neuron(client, study, collected_runs):
+def test_the_study_server_serves_no_viewer_and_the_viewer_no_study(client, viewer, study):
+    for path in ("/", "/run?run=solu_ln", "/neuron?run=solu_ln&layer=0&neuron=0",
+                 "/static/nothing"):
+        assert client.get(path).status_code == 404
     token = study.tokens["ann"]
-    conn = sqlite3.connect(study.path)
-    secrets = dict(conn.execute("SELECT item_id, model FROM secrets"))
-    seen = [client.get(f"/study/{token}").text, client.get("/static/study.js").text,
-            client.get(f"/api/study/{token}/items").text]
-    keys = {}
-    for item_id, model in secrets.items():
-        response = client.get(f"/api/study/{token}/items/{item_id}")
-        seen.append(response.text)
-        keys.setdefault(model, set()).add(tuple(sorted(response.json())))
-    assert keys["zyxgelu"] == keys["zyxsolu"]  # the same fields for both models
-    text = "\n".join(seen)
-    for secret in ("zyx", "gelu", "solu", str(collected_runs), '"layer"', '"neuron"'):
-        assert secret not in text
+    assert viewer.get(f"/study/{token}").status_code == 404
+    assert viewer.get(f"/api/study/{token}/items").status_code == 404
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_serve_refuses_the_viewer_and_the_study_together(collected_runs, study):
+    from typer.testing import CliRunner
 
+    from solulab.cli import app
 
-def start_server(runs: Path, study: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "solulab.cli", "serve", "--runs", str(runs), "--study",
-         str(study), "--port", str(port)], env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(url + "/", timeout=1)
-            return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
+    result = CliRunner().invoke(app, ["serve", "--runs", str(collected_runs), "--study",
+                                      str(study.path)])
+    assert result.exit_code == 2 and "unblind" in result.output
+    result = CliRunner().invoke(app, ["serve", "--study", str(study.path), "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "--allow-host" in result.output
 
 
 def test_twenty_concurrent_annotators_lose_and_duplicate_nothing(collected_runs, tmp_path):
     names = [f"a{i:02d}" for i in range(20)]
     study = create_study({"g": collected_runs / "gelu", "s": collected_runs / "solu_ln"},
                          tmp_path / "many.sqlite", 30, seed=2, annotators=names)
-    process, url = start_server(collected_runs, study.path)
+    process, url = start_server("--study", str(study.path))
     errors = []
 
     def annotate(name: str) -> None:
@@ -181,8 +192,7 @@ def test_twenty_concurrent_annotators_lose_and_duplicate_nothing(collected_runs,
         for t in threads:
             t.join()
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process)
     assert not errors
     conn = sqlite3.connect(study.path)
     assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT annotator || item_id), MAX(revision) "
@@ -191,8 +201,8 @@ def test_twenty_concurrent_annotators_lose_and_duplicate_nothing(collected_runs,
                         ).fetchone() == (0,)
 
 
-def test_a_killed_server_keeps_every_acknowledged_rating(collected_runs, study):
-    process, url = start_server(collected_runs, study.path)
+def test_a_killed_server_keeps_every_acknowledged_rating(study):
+    process, url = start_server("--study", str(study.path))
     token = study.tokens["ann"]
     acknowledged = []
     try:
@@ -206,7 +216,8 @@ def test_a_killed_server_keeps_every_acknowledged_rating(collected_runs, study):
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     rows = {i for (i,) in sqlite3.connect(study.path).execute(
-        "SELECT item_id FROM ratings WHERE annotator = 'ann'")}
+        "SELECT o.alias FROM ratings r JOIN orders o ON o.item_id = r.item_id AND "
+        "o.annotator = r.annotator WHERE r.annotator = 'ann'")}
     assert len(acknowledged) == 25 and rows == set(acknowledged)
 
 

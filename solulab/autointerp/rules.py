@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from solulab.errors import SolulabError
+
 Predicate = Callable[[Sequence[str], int], bool]
 
 
@@ -56,11 +58,11 @@ def token_in_context(token: str, preceded_by: str, within: int = 3) -> Rule:
 
 
 def regex(pattern: str, description: str | None = None) -> Rule:
-    """The token's text matches ``pattern`` (``re.search``); a bad pattern is a ValueError."""
+    """The token's text matches ``pattern`` (``re.search``); a bad pattern is a SolulabError."""
     try:
         compiled = re.compile(pattern)
     except re.error as e:
-        raise ValueError(f"bad regular expression {pattern!r}: {e}") from e
+        raise SolulabError(f"bad regular expression {pattern!r}: {e}") from None
     return Rule("regex", description or f"tokens matching /{pattern}/",
                 lambda toks, i: compiled.search(toks[i]) is not None)
 

@@ -30,7 +30,8 @@ def create(
     model: list[str] = typer.Option(..., help="NAME=RUN, once per model (RUN has a store)."),
     out: Path = typer.Option(..., help="The new study database (SQLite)."),
     neurons_per_model: int = typer.Option(60, help="Neurons sampled per model."),
-    seed: int = typer.Option(0, help="Sampling and ordering seed."),
+    seed: Optional[int] = typer.Option(None, help="Fixes which neurons are drawn (default: a "
+                                       "fresh random seed); orders are always secret."),
     annotators: str = typer.Option("annotator", help="Comma-separated annotator names."),
     base_url: str = typer.Option("http://127.0.0.1:8000", help="Where `solulab serve` runs."),
 ):
@@ -40,7 +41,7 @@ def create(
     names = [a.strip() for a in annotators.split(",")]
     links = create_study(parse_models(model), out, neurons_per_model, seed, names)
     typer.echo(f"study: {links.path}")
-    typer.echo(f"serve it: solulab serve --study {links.path} --runs RUNS_DIR")
+    typer.echo(f"serve it to annotators: solulab serve --study {links.path}")
     for name, link in links.links(base_url).items():
         typer.echo(f"  {name}: {link}")
 

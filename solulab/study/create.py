@@ -3,15 +3,26 @@
 Neurons are drawn uniformly at random from all (layer, neuron) pairs of each model's store (the
 paper: 60 per model). What an annotator is shown is copied into the database and made the same
 shape for every model: exactly ``SNIPPETS`` top examples (empty ones pad a short list), each cut
-to the same window around its firing token, with activations divided by the largest shown and
-rounded to two decimals, so neither the scale of a model's activations nor the store's layout
-says where a neuron came from. For models with an extra LayerNorm, the section 6.4 examples are
-drawn from every activation interval before and after the LayerNorm, shuffled and unlabelled.
+to the same window around its firing token (the widest every model's store holds), with
+activations divided by the largest shown and rounded to two decimals, so neither the scale of a
+model's activations nor the store's layout says where a neuron came from.
+
+Every neuron gets the same number of section 6.4 examples, drawn in turn from every activation
+interval of every point its model has (before and after the extra LayerNorm where there is
+one), shuffled and unlabelled; a token drawn at both points is asked once and its label counts
+for both. A model without the extra LayerNorm is asked about just as often, so whether and how
+many examples appear says nothing about the model.
+
+``--seed`` fixes which neurons are drawn (a fresh random seed by default, kept in the
+database); the order and the ids each annotator sees always come from the operating system's
+secure random source, so no one can recompute them. The database is built under a temporary
+name and renamed into place only when complete.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import secrets
 from dataclasses import dataclass
@@ -21,10 +32,16 @@ from solulab.errors import SolulabError
 from solulab.neurons.collect import open_store
 from solulab.neurons.store import Example, NeuronStore
 from solulab.study.db import Transaction, connect, token_sha256
+from solulab.train import RUN_FILE
 
 SNIPPETS = 20
-BEFORE, AFTER = 12, 3  # tokens shown around the firing token
-CHECKS_PER_INTERVAL = 1
+CHECKS_PER_NEURON = 16
+SECURE = secrets.SystemRandom()
+
+
+def new_id() -> str:
+    """An opaque id from the secure source: 96 random bits as 24 hex digits."""
+    return f"{SECURE.getrandbits(96):024x}"
 
 
 @dataclass(frozen=True)
@@ -37,45 +54,76 @@ class StudyLinks:
         return {name: f"{base}/study/{token}" for name, token in self.tokens.items()}
 
 
-def snippet(example: Example | None, scale: float) -> dict:
-    """Tokens around the firing token, activations over ``scale`` in [0, 1] to two decimals."""
-    if example is None:
-        return {"tokens": [], "acts": [], "fire": -1}
-    start = max(0, example.fire_index - BEFORE)
-    end = example.fire_index + AFTER + 1
-    acts = [round(min(max(float(a) / scale, 0.0), 1.0), 2) if scale > 0 else 0.0
-            for a in example.acts[start:end]]
-    return {"tokens": example.tokens[start:end], "acts": acts, "fire": example.fire_index - start}
+@dataclass(frozen=True)
+class Window:
+    """How many tokens to show before and after the firing token."""
+    before: int
+    after: int
+
+    def snippet(self, example: Example | None, scale: float) -> dict:
+        """Tokens around the firing token, activations over ``scale`` in [0, 1] to two
+        decimals (all 0 for ``scale`` 0); ``start`` says the model's context begins here."""
+        if example is None:
+            return {"tokens": [], "acts": [], "fire": -1, "start": False}
+        start = max(0, example.fire_index - self.before)
+        end = example.fire_index + self.after + 1
+        acts = [round(min(max(float(a) / scale, 0.0), 1.0), 2) if scale > 0 else 0.0
+                for a in example.acts[start:end]]
+        return {"tokens": example.tokens[start:end], "acts": acts,
+                "fire": example.fire_index - start, "start": example.fire_index < self.before}
 
 
-def item_payload(store: NeuronStore, layer: int, neuron: int) -> dict:
+def shared_window(stores: dict[str, NeuronStore]) -> Window:
+    """The widest window that every store holds, so no model shows more context."""
+    return Window(min(s.meta["window_before"] for s in stores.values()),
+                  min(s.meta["window_after"] for s in stores.values()))
+
+
+def item_payload(store: NeuronStore, layer: int, neuron: int, window: Window) -> dict:
     examples = store.examples(layer, neuron, limit=SNIPPETS)
     scale = max((e.value for e in examples), default=0.0)
     padded = examples + [None] * (SNIPPETS - len(examples))
-    return {"snippets": [snippet(e, scale) for e in padded]}
+    return {"snippets": [window.snippet(e, scale) for e in padded]}
 
 
-def check_examples(store: NeuronStore, layer: int, neuron: int,
-                   rng: random.Random) -> list[tuple[str, int, int, Example]]:
-    """``(point, interval index, interval count, example)`` from every interval of both points."""
-    drawn = []
+def check_examples(store: NeuronStore, layer: int, neuron: int, rng: random.Random
+                   ) -> list[tuple[Example, list[tuple[str, int, int]]]]:
+    """Up to ``CHECKS_PER_NEURON`` distinct tokens, taken in turn from every (point, interval),
+    each with every ``(point, interval index, interval count)`` it was drawn from; shuffled."""
+    queues = []
     for point in store.points:
         intervals = store.interval_examples(layer, neuron, point)
         for index, (_, examples) in enumerate(intervals):
-            for example in rng.sample(examples, min(CHECKS_PER_INTERVAL, len(examples))):
-                drawn.append((point, index, len(intervals), example))
-    rng.shuffle(drawn)
-    return drawn
+            queues.append((point, index, len(intervals), rng.sample(examples, len(examples))))
+    drawn: dict[int, tuple[Example, list[tuple[str, int, int]]]] = {}
+    while len(drawn) < CHECKS_PER_NEURON and any(q[3] for q in queues):
+        for point, index, count, queue in queues:
+            while queue:
+                example = queue.pop()
+                sources = drawn.setdefault(example.position, (example, []))[1]
+                if point not in {s[0] for s in sources}:
+                    sources.append((point, index, count))
+                    break
+            if len(drawn) == CHECKS_PER_NEURON:
+                break
+    picked = list(drawn.values())
+    rng.shuffle(picked)
+    return picked
 
 
-def _parse_models(models: dict[str, Path]) -> dict[str, NeuronStore]:
+def _open_stores(models: dict[str, Path]) -> dict[str, NeuronStore]:
     if not models:
         raise SolulabError("give at least one --model NAME=RUN")
     return {name: open_store(run) for name, run in models.items()}
 
 
+def _n_params(run: Path) -> int:
+    path = run / RUN_FILE
+    return json.loads(path.read_text()).get("n_params", 0) if path.is_file() else 0
+
+
 def create_study(models: dict[str, str | Path], out: str | Path, neurons_per_model: int = 60,
-                 seed: int = 0, annotators: list[str] | None = None) -> StudyLinks:
+                 seed: int | None = None, annotators: list[str] | None = None) -> StudyLinks:
     """Write a new study database at ``out``; returns each annotator's secret token."""
     out = Path(out)
     if out.exists():
@@ -83,47 +131,67 @@ def create_study(models: dict[str, str | Path], out: str | Path, neurons_per_mod
     annotators = annotators or ["annotator"]
     if len(set(annotators)) != len(annotators) or not all(a.strip() for a in annotators):
         raise SolulabError(f"annotator names must be distinct and non-empty, got {annotators}")
-    stores = _parse_models({name: Path(run) for name, run in models.items()})
-    rng = random.Random(seed)
+    stores = _open_stores({name: Path(run) for name, run in models.items()})
+    for name, store in stores.items():
+        if neurons_per_model > len(store.layers) * store.d_mlp:
+            raise SolulabError(f"model {name} has {len(store.layers) * store.d_mlp} neurons in "
+                               f"its store, fewer than --neurons-per-model {neurons_per_model}")
+    seed = secrets.randbits(63) if seed is None else seed
     out.parent.mkdir(parents=True, exist_ok=True)
-    conn = connect(out, create=True)
-    tokens = {name: secrets.token_urlsafe(24) for name in annotators}
-    item_ids = []
-    with Transaction(conn):
-        conn.execute("INSERT INTO study VALUES ('seed', ?), ('neurons_per_model', ?)",
-                     (str(seed), str(neurons_per_model)))
-        for name, store in stores.items():
-            pairs = [(layer, n) for layer in store.layers for n in range(store.d_mlp)]
-            if neurons_per_model > len(pairs):
-                raise SolulabError(f"model {name} has {len(pairs)} neurons in its store, fewer "
-                                   f"than --neurons-per-model {neurons_per_model}")
-            run = store.path.parent
-            n_params = json.loads((run / "run.json").read_text()).get("n_params", 0) \
-                if (run / "run.json").is_file() else 0
-            conn.execute("INSERT INTO models VALUES (?, ?, ?, ?)",
-                         (name, str(run), store.meta["act_fn"], n_params))
-            for layer, neuron in rng.sample(pairs, neurons_per_model):
-                item_id = secrets.token_urlsafe(12)
-                item_ids.append(item_id)
-                conn.execute("INSERT INTO items VALUES (?, ?)",
-                             (item_id, json.dumps(item_payload(store, layer, neuron))))
-                conn.execute("INSERT INTO secrets VALUES (?, ?, ?, ?, ?)",
-                             (item_id, name, str(run), layer, neuron))
-                if len(store.points) > 1:
-                    group = secrets.token_urlsafe(12)
-                    for position, (point, index, count, example) in enumerate(
-                            check_examples(store, layer, neuron, rng)):
-                        check_id = secrets.token_urlsafe(12)
-                        conn.execute("INSERT INTO checks VALUES (?, ?, ?, ?)",
-                                     (check_id, group, position,
-                                      json.dumps(snippet(example, 0.0))))
-                        conn.execute("INSERT INTO check_secrets VALUES (?, ?, ?, ?, ?)",
-                                     (check_id, item_id, point, index, count))
-        for name, token in tokens.items():
-            conn.execute("INSERT INTO annotators VALUES (?, ?)", (name, token_sha256(token)))
-            order = item_ids[:]
-            rng.shuffle(order)
-            conn.executemany("INSERT INTO orders VALUES (?, ?, ?)",
-                             [(name, i, item_id) for i, item_id in enumerate(order)])
-    conn.close()
+    partial = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
+    try:
+        tokens = _write_study(partial, stores, neurons_per_model, seed, annotators)
+        try:
+            os.link(partial, out)  # atomic, and refuses to replace a study made meanwhile
+        except FileExistsError:
+            raise SolulabError(f"{out} exists: a study is created once") from None
+    finally:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{partial}{suffix}").unlink(missing_ok=True)
     return StudyLinks(out, tokens)
+
+
+def _write_study(path: Path, stores: dict[str, NeuronStore], neurons_per_model: int, seed: int,
+                 annotators: list[str]) -> dict[str, str]:
+    rng = random.Random(seed)
+    window = shared_window(stores)
+    conn = connect(path, create=True)
+    tokens = {name: secrets.token_urlsafe(24) for name in annotators}
+    item_ids, check_ids = [], []
+    try:
+        with Transaction(conn):
+            conn.execute("INSERT INTO study VALUES ('seed', ?), ('neurons_per_model', ?)",
+                         (str(seed), str(neurons_per_model)))
+            for name, store in stores.items():
+                run = store.path.parent
+                conn.execute("INSERT INTO models VALUES (?, ?, ?, ?)",
+                             (name, str(run), store.meta["act_fn"], _n_params(run)))
+                pairs = [(layer, n) for layer in store.layers for n in range(store.d_mlp)]
+                for layer, neuron in rng.sample(pairs, neurons_per_model):
+                    item_id = new_id()
+                    item_ids.append(item_id)
+                    conn.execute("INSERT INTO items VALUES (?, ?)", (item_id, json.dumps(
+                        item_payload(store, layer, neuron, window))))
+                    conn.execute("INSERT INTO secrets VALUES (?, ?, ?, ?, ?)",
+                                 (item_id, name, str(run), layer, neuron))
+                    for position, (example, sources) in enumerate(
+                            check_examples(store, layer, neuron, rng)):
+                        check_id = new_id()
+                        check_ids.append(check_id)
+                        conn.execute("INSERT INTO checks VALUES (?, ?, ?, ?)", (
+                            check_id, item_id, position,
+                            json.dumps(window.snippet(example, 0.0))))
+                        conn.executemany("INSERT INTO check_secrets VALUES (?, ?, ?, ?)",
+                                         [(check_id, *s) for s in sources])
+            for name, token in tokens.items():
+                conn.execute("INSERT INTO annotators (name, token_sha256) VALUES (?, ?)",
+                             (name, token_sha256(token)))
+                order = SECURE.sample(item_ids, len(item_ids))
+                conn.executemany("INSERT INTO orders (annotator, position, alias, item_id) "
+                                 "VALUES (?, ?, ?, ?)", [(name, i, new_id(), item)
+                                                         for i, item in enumerate(order)])
+                conn.executemany("INSERT INTO check_orders VALUES (?, ?, ?)",
+                                 [(name, new_id(), c) for c in check_ids])
+    finally:
+        conn.close()
+    return tokens

@@ -1,10 +1,16 @@
-"""The study database (SQLite): what annotators see, who they are, and what they said.
+"""The study database (SQLite): what annotators see, who they are, and what they said. All of
+the study's SQL lives here.
 
-Blinding lives in the schema. ``items`` and ``checks`` hold everything an annotator is shown,
-keyed by opaque random ids; ``secrets`` (which model, layer and neuron an item is) and
-``check_secrets`` (which neuron, activation point and interval a 6.4 example came from) are read
-only by ``solulab study report`` and, to pick an annotator's own hypothesis, the server; no
-response ever includes them. Annotators are known by the sha256 of their secret token.
+Blinding lives in the schema. ``items`` and ``checks`` hold everything an annotator is shown;
+``secrets`` (which model, layer and neuron an item is) and ``check_secrets`` (which activation
+point and interval a section 6.4 example came from) are read only by ``solulab study report``;
+no response ever includes them. Each annotator addresses items and examples by aliases of their
+own (``orders``, ``check_orders``), drawn at random, so ids cannot be pooled between annotators
+or matched to anything outside the study. Annotators are known by the sha256 of their token.
+
+Ratings may be revised until the annotator finishes; finishing opens the section 6.4 examples
+and makes the ratings final, so what the examples show cannot change a rating. The seconds spent
+on an item are measured here, from when the server sent it to when its rating arrived.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with ``synchronous=FULL``: a rating
 that was acknowledged survives a killed server.
@@ -14,8 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 from solulab.errors import SolulabError
 
@@ -27,10 +36,12 @@ CREATE TABLE IF NOT EXISTS secrets (
     layer INTEGER NOT NULL, neuron INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
     name TEXT PRIMARY KEY, run TEXT NOT NULL, act_fn TEXT NOT NULL, n_params INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS annotators (name TEXT PRIMARY KEY, token_sha256 TEXT UNIQUE NOT NULL);
+CREATE TABLE IF NOT EXISTS annotators (
+    name TEXT PRIMARY KEY, token_sha256 TEXT UNIQUE NOT NULL, finished_at TEXT);
 CREATE TABLE IF NOT EXISTS orders (
     annotator TEXT NOT NULL REFERENCES annotators(name), position INTEGER NOT NULL,
-    item_id TEXT NOT NULL REFERENCES items(id), PRIMARY KEY (annotator, position));
+    alias TEXT UNIQUE NOT NULL, item_id TEXT NOT NULL REFERENCES items(id),
+    shown_at REAL, PRIMARY KEY (annotator, position));
 CREATE TABLE IF NOT EXISTS ratings (
     annotator TEXT NOT NULL REFERENCES annotators(name), item_id TEXT NOT NULL REFERENCES items(id),
     label TEXT NOT NULL CHECK (label IN ('interpretable', 'not_interpretable')),
@@ -38,10 +49,15 @@ CREATE TABLE IF NOT EXISTS ratings (
     revision INTEGER NOT NULL DEFAULT 1, updated_at TEXT NOT NULL DEFAULT (datetime('now')),
     PRIMARY KEY (annotator, item_id));
 CREATE TABLE IF NOT EXISTS checks (
-    id TEXT PRIMARY KEY, group_id TEXT NOT NULL, position INTEGER NOT NULL, payload TEXT NOT NULL);
+    id TEXT PRIMARY KEY, item_id TEXT NOT NULL REFERENCES items(id), position INTEGER NOT NULL,
+    payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS check_secrets (
-    check_id TEXT PRIMARY KEY REFERENCES checks(id), item_id TEXT NOT NULL REFERENCES items(id),
-    point TEXT NOT NULL, interval_index INTEGER NOT NULL, interval_count INTEGER NOT NULL);
+    check_id TEXT NOT NULL REFERENCES checks(id), point TEXT NOT NULL,
+    interval_index INTEGER NOT NULL, interval_count INTEGER NOT NULL,
+    PRIMARY KEY (check_id, point));
+CREATE TABLE IF NOT EXISTS check_orders (
+    annotator TEXT NOT NULL REFERENCES annotators(name), alias TEXT UNIQUE NOT NULL,
+    check_id TEXT NOT NULL REFERENCES checks(id), PRIMARY KEY (annotator, check_id));
 CREATE TABLE IF NOT EXISTS check_labels (
     annotator TEXT NOT NULL REFERENCES annotators(name),
     check_id TEXT NOT NULL REFERENCES checks(id),
@@ -49,13 +65,19 @@ CREATE TABLE IF NOT EXISTS check_labels (
     updated_at TEXT NOT NULL DEFAULT (datetime('now')), PRIMARY KEY (annotator, check_id));
 """
 
+MAX_SECONDS_PER_VIEW = 3600.0  # a tab left open overnight counts as an hour
+
 
 class StudyError(SolulabError):
     """A study database that is missing or not a study."""
 
 
+class StudyConflict(SolulabError):
+    """A request the study's state does not allow now (a rating after finishing, say)."""
+
+
 def token_sha256(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
@@ -71,9 +93,10 @@ def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     if create:
         conn.executescript(SCHEMA)
-    elif conn.execute("SELECT name FROM sqlite_master WHERE name='ratings'").fetchone() is None:
+    elif conn.execute("SELECT name FROM sqlite_master WHERE name='check_orders'").fetchone() \
+            is None:
         conn.close()
-        raise StudyError(f"{path} is not a solulab study database")
+        raise StudyError(f"{path} is not a solulab study database of this version")
     return conn
 
 
@@ -91,10 +114,160 @@ class Transaction:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
+# -- what the annotator's routes read and write ----------------------------------------------
+
 def annotator_for(conn: sqlite3.Connection, token: str) -> str | None:
     """The annotator whose token this is, compared in constant time; None if none is."""
     digest = token_sha256(token)
+    found = None
     for row in conn.execute("SELECT name, token_sha256 FROM annotators"):
         if hmac.compare_digest(row["token_sha256"], digest):
-            return row["name"]
-    return None
+            found = row["name"]
+    return found
+
+
+def is_finished(conn: sqlite3.Connection, annotator: str) -> bool:
+    return conn.execute("SELECT finished_at FROM annotators WHERE name = ?",
+                        (annotator,)).fetchone()["finished_at"] is not None
+
+
+def item_list(conn: sqlite3.Connection, annotator: str) -> dict[str, Any]:
+    """The annotator's items in their order, each with their own label, and the progress."""
+    rows = conn.execute(
+        "SELECT o.alias, r.label, r.hypothesis FROM orders o LEFT JOIN ratings r "
+        "ON r.annotator = o.annotator AND r.item_id = o.item_id WHERE o.annotator = ? "
+        "ORDER BY o.position", (annotator,)).fetchall()
+    items = [{"id": r["alias"], "label": r["label"], "hypothesis": r["hypothesis"] or ""}
+             for r in rows]
+    return {"items": items, "done": sum(i["label"] is not None for i in items),
+            "total": len(items), "finished": is_finished(conn, annotator)}
+
+
+def _item_id(conn: sqlite3.Connection, annotator: str, alias: str) -> tuple[str, int] | None:
+    row = conn.execute("SELECT item_id, position FROM orders WHERE annotator = ? AND alias = ?",
+                       (annotator, alias)).fetchone()
+    return None if row is None else (row["item_id"], row["position"])
+
+
+def show_item(conn: sqlite3.Connection, annotator: str, alias: str) -> dict[str, Any] | None:
+    """One item as the annotator sees it, noting when it was sent; None if not theirs."""
+    found = _item_id(conn, annotator, alias)
+    if found is None:
+        return None
+    item_id, position = found
+    with Transaction(conn):
+        conn.execute("UPDATE orders SET shown_at = ? WHERE annotator = ? AND alias = ?",
+                     (time.time(), annotator, alias))
+    payload = conn.execute("SELECT payload FROM items WHERE id = ?", (item_id,)).fetchone()
+    rating = conn.execute("SELECT label, hypothesis FROM ratings WHERE annotator = ? AND "
+                          "item_id = ?", (annotator, item_id)).fetchone()
+    return {"id": alias, "position": position, **json.loads(payload["payload"]),
+            "label": rating["label"] if rating else None,
+            "hypothesis": rating["hypothesis"] if rating else ""}
+
+
+def save_rating(conn: sqlite3.Connection, annotator: str, alias: str, label: str,
+                hypothesis: str) -> int | None:
+    """Store (or revise) a rating; returns its revision, None if the item is not theirs.
+    The seconds since the server sent the item are added to the rating's time."""
+    found = _item_id(conn, annotator, alias)
+    if found is None:
+        return None
+    with Transaction(conn):
+        if is_finished(conn, annotator):
+            raise StudyConflict("your ratings are final: you finished the study")
+        shown = conn.execute("SELECT shown_at FROM orders WHERE annotator = ? AND alias = ?",
+                             (annotator, alias)).fetchone()["shown_at"]
+        seconds = 0.0 if shown is None else min(max(time.time() - shown, 0.0),
+                                                MAX_SECONDS_PER_VIEW)
+        conn.execute("UPDATE orders SET shown_at = NULL WHERE annotator = ? AND alias = ?",
+                     (annotator, alias))
+        conn.execute(
+            "INSERT INTO ratings (annotator, item_id, label, hypothesis, seconds) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (annotator, item_id) DO UPDATE SET "
+            "label = excluded.label, hypothesis = excluded.hypothesis, "
+            "seconds = seconds + excluded.seconds, revision = revision + 1, "
+            "updated_at = datetime('now')",
+            (annotator, found[0], label, hypothesis, seconds))
+        return conn.execute("SELECT revision FROM ratings WHERE annotator = ? AND item_id = ?",
+                            (annotator, found[0])).fetchone()["revision"]
+
+
+def finish(conn: sqlite3.Connection, annotator: str) -> None:
+    """Make the annotator's ratings final and open their section 6.4 examples."""
+    with Transaction(conn):
+        left = conn.execute(
+            "SELECT COUNT(*) FROM orders o LEFT JOIN ratings r ON r.annotator = o.annotator "
+            "AND r.item_id = o.item_id WHERE o.annotator = ? AND r.label IS NULL",
+            (annotator,)).fetchone()[0]
+        if left:
+            raise StudyConflict(f"{left} neurons are not rated yet: rate every neuron first")
+        conn.execute("UPDATE annotators SET finished_at = COALESCE(finished_at, datetime('now')) "
+                     "WHERE name = ?", (annotator,))
+
+
+def check_groups(conn: sqlite3.Connection, annotator: str) -> dict[str, Any]:
+    """After finishing: one group per neuron the annotator found interpretable with a
+    hypothesis, its examples in their stored (shuffled) order, with the annotator's labels."""
+    if not is_finished(conn, annotator):
+        return {"open": False, "groups": []}
+    rows = conn.execute(
+        "SELECT o.alias AS item, k.alias, c.payload, r.hypothesis, l.consistent FROM ratings r "
+        "JOIN orders o ON o.annotator = r.annotator AND o.item_id = r.item_id "
+        "JOIN checks c ON c.item_id = r.item_id "
+        "JOIN check_orders k ON k.annotator = r.annotator AND k.check_id = c.id "
+        "LEFT JOIN check_labels l ON l.annotator = r.annotator AND l.check_id = c.id "
+        "WHERE r.annotator = ? AND r.label = 'interpretable' AND r.hypothesis != '' "
+        "ORDER BY o.position, c.position", (annotator,)).fetchall()
+    groups: dict[str, dict] = {}
+    for r in rows:
+        group = groups.setdefault(r["item"], {"id": r["item"], "hypothesis": r["hypothesis"],
+                                              "checks": []})
+        consistent = None if r["consistent"] is None else bool(r["consistent"])
+        group["checks"].append({"id": r["alias"], **json.loads(r["payload"]),
+                                "consistent": consistent})
+    return {"open": True, "groups": list(groups.values())}
+
+
+def save_check_label(conn: sqlite3.Connection, annotator: str, alias: str,
+                     consistent: bool) -> bool:
+    """Label one of the annotator's open examples; False if it is not open to them."""
+    with Transaction(conn):
+        row = conn.execute(
+            "SELECT k.check_id FROM check_orders k JOIN checks c ON c.id = k.check_id "
+            "JOIN ratings r ON r.annotator = k.annotator AND r.item_id = c.item_id "
+            "JOIN annotators a ON a.name = k.annotator WHERE k.annotator = ? AND k.alias = ? "
+            "AND r.label = 'interpretable' AND r.hypothesis != '' "
+            "AND a.finished_at IS NOT NULL", (annotator, alias)).fetchone()
+        if row is None:
+            return False
+        conn.execute("INSERT INTO check_labels (annotator, check_id, consistent) "
+                     "VALUES (?, ?, ?) ON CONFLICT (annotator, check_id) DO UPDATE SET "
+                     "consistent = excluded.consistent, updated_at = datetime('now')",
+                     (annotator, row["check_id"], int(consistent)))
+    return True
+
+
+# -- what `study report` reads ----------------------------------------------------------------
+
+def unblinded_ratings(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [dict(row) for row in conn.execute(
+        "SELECT r.annotator, s.model, m.act_fn, m.n_params, s.layer, s.neuron, r.label, "
+        "r.hypothesis, r.seconds, r.revision, r.updated_at, r.item_id FROM ratings r "
+        "JOIN secrets s ON s.item_id = r.item_id JOIN models m ON m.name = s.model "
+        "ORDER BY s.model, s.layer, s.neuron, r.annotator")]
+
+
+def unblinded_check_labels(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """One row per label and activation point (an example drawn at both points counts for
+    both)."""
+    return [dict(row) for row in conn.execute(
+        "SELECT l.annotator, s.model, m.act_fn, s.layer, s.neuron, x.point, x.interval_index, "
+        "x.interval_count, l.consistent FROM check_labels l JOIN checks c ON c.id = l.check_id "
+        "JOIN check_secrets x ON x.check_id = c.id JOIN secrets s ON s.item_id = c.item_id "
+        "JOIN models m ON m.name = s.model "
+        "ORDER BY s.model, s.layer, s.neuron, x.point, x.interval_index")]
+
+
+def models(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [dict(row) for row in conn.execute("SELECT * FROM models ORDER BY n_params, name")]

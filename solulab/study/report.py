@@ -19,26 +19,10 @@ from typing import Any
 
 from solulab.io import atomic_write_json, atomic_write_text
 from solulab.stats import cohens_kappa, fisher_exact_2x2, fleiss_kappa, proportion
-from solulab.study.db import connect
+from solulab.study import db
 
 INTERPRETABLE = "interpretable"
-
-
-def _ratings(conn) -> list[dict[str, Any]]:
-    return [dict(row) for row in conn.execute(
-        "SELECT r.annotator, s.model, m.act_fn, m.n_params, s.layer, s.neuron, r.label, "
-        "r.hypothesis, r.seconds, r.revision, r.updated_at, r.item_id FROM ratings r "
-        "JOIN secrets s ON s.item_id = r.item_id JOIN models m ON m.name = s.model "
-        "ORDER BY s.model, s.layer, s.neuron, r.annotator")]
-
-
-def _checks(conn) -> list[dict[str, Any]]:
-    return [dict(row) for row in conn.execute(
-        "SELECT l.annotator, s.model, m.act_fn, s.layer, s.neuron, c.point, c.interval_index, "
-        "c.interval_count, l.consistent FROM check_labels l "
-        "JOIN check_secrets c ON c.check_id = l.check_id JOIN secrets s ON s.item_id = c.item_id "
-        "JOIN models m ON m.name = s.model "
-        "ORDER BY s.model, s.layer, s.neuron, c.point, c.interval_index")]
+LN_LABEL = {"mid": "pre-LayerNorm", "post": "post-LayerNorm"}
 
 
 def _share(rows: list[dict]) -> dict[str, Any]:
@@ -69,10 +53,12 @@ def agreement(ratings: list[dict]) -> dict[str, Any] | None:
 
 def summarise(path: str | Path) -> dict[str, Any]:
     """Every statistic of the study as a dict (also written to ``summary.json``)."""
-    conn = connect(path)
-    ratings, checks = _ratings(conn), _checks(conn)
-    models = [dict(row) for row in conn.execute("SELECT * FROM models ORDER BY n_params, name")]
-    conn.close()
+    conn = db.connect(path)
+    try:
+        ratings, checks = db.unblinded_ratings(conn), db.unblinded_check_labels(conn)
+        models = db.models(conn)
+    finally:
+        conn.close()
     per_model = {m["name"]: {**m, **_share([r for r in ratings if r["model"] == m["name"]])}
                  for m in models}
     pairs = []
@@ -86,26 +72,35 @@ def summarise(path: str | Path) -> dict[str, Any]:
     per_annotator = {f"{name}/{model}": _share(rows) for (name, model), rows in itertools.groupby(
         sorted(ratings, key=lambda r: (r["annotator"], r["model"])),
         key=lambda r: (r["annotator"], r["model"])) for rows in [list(rows)]}
-    consistency = defaultdict(lambda: [0, 0])  # (model, point, interval bucket) -> [bad, n]
+    consistency = defaultdict(lambda: [0, 0])  # (model, act, point, interval) -> [bad, n]
     for c in checks:
-        key = (c["model"], c["point"], c["interval_index"], c["interval_count"])
+        key = (c["model"], c["act_fn"], c["point"], c["interval_index"], c["interval_count"])
         consistency[key][0] += 1 - c["consistent"]
         consistency[key][1] += 1
     return {"models": per_model, "fisher": pairs, "per_annotator": per_annotator,
             "agreement": agreement(ratings),
-            "consistency": [{"model": k[0], "point": k[1], "interval": k[2], "intervals": k[3],
-                             "inconsistent": v[0], "labelled": v[1]}
+            "consistency": [{"model": k[0], "act_fn": k[1], "point": k[2], "interval": k[3],
+                             "intervals": k[4], "inconsistent": v[0], "labelled": v[1]}
                             for k, v in sorted(consistency.items())],
             "ratings": ratings, "checks": checks}
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, quoted so it stays text."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def _csv(rows: list[dict]) -> str:
+    """CSV of ``rows``; hypotheses and other text can never become live formulas."""
     if not rows:
         return ""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: inert(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 
@@ -142,17 +137,18 @@ def plot_figures(summary: dict[str, Any], out: Path) -> list[Path]:
 
     if summary["consistency"]:
         fig, ax = plt.subplots(figsize=(6, 4))
-        label = {"mid": "pre-LayerNorm", "post": "post-LayerNorm"}
-        for point in ("mid", "post"):
-            rows = [c for c in summary["consistency"] if c["point"] == point]
+        curves = sorted({(c["act_fn"], c["point"]) for c in summary["consistency"]})
+        with_ln = {act for act, point in curves if point == "mid"}
+        for act, point in curves:
+            rows = [c for c in summary["consistency"] if (c["act_fn"], c["point"]) == (act, point)]
+            label = act if act not in with_ln else f"{act} {LN_LABEL[point]}"
             buckets: dict[float, list[int]] = defaultdict(lambda: [0, 0])
             for c in rows:
                 centre = (c["interval"] + 0.5) / c["intervals"]
                 buckets[round(centre, 2)][0] += c["inconsistent"]
                 buckets[round(centre, 2)][1] += c["labelled"]
             xs = sorted(buckets)
-            ax.plot(xs, [buckets[x][0] / buckets[x][1] for x in xs], marker="o",
-                    label=label[point])
+            ax.plot(xs, [buckets[x][0] / buckets[x][1] for x in xs], marker="o", label=label)
         ax.set_xlabel("activation interval (0 = lowest, 1 = highest)")
         ax.set_ylabel("fraction inconsistent with the hypothesis")
         ax.set_ylim(0, 1)

@@ -1,0 +1,100 @@
+"""The neuron viewer's routes: ``/`` (runs with a neuron store under ``--runs``),
+``/run?run=R`` and ``/neuron?run=R&layer=L&neuron=N&point=mid|post`` (shareable).
+
+Only run names found by walking the runs directory are accepted, so no request string opens a
+path of its own choosing or a store of its own; open stores are kept in a small LRU cache.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import HTMLResponse
+
+from solulab.autointerp.run import load_explanations
+from solulab.neurons.collect import STORE_DIR
+from solulab.neurons.store import META_FILE, NeuronStore
+from solulab.web import pages
+
+MAX_DEPTH = 8
+MAX_DIRECTORIES = 100_000
+
+
+def find_runs(root: Path) -> list[str]:
+    """Run directories under ``root`` (itself included) that hold a neuron store, as relative
+    names. Links are followed, each real directory visited once (a link loop ends), at most
+    ``MAX_DEPTH`` deep and ``MAX_DIRECTORIES`` in all."""
+    found, seen = [], set()
+    stack = [(root, 0)]
+    while stack and len(seen) < MAX_DIRECTORIES:
+        path, depth = stack.pop()
+        try:
+            info = path.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            if (path / STORE_DIR / META_FILE).is_file():
+                found.append(path)
+            entries = list(os.scandir(path)) if depth < MAX_DEPTH else []
+        except OSError:  # unreadable, vanished, a loop or a name too long: not a run
+            continue
+        stack.extend((Path(entry.path), depth + 1) for entry in entries if is_directory(entry))
+    return sorted(str(p.relative_to(root)) if p != root else "." for p in found)
+
+
+def is_directory(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+class RunIndex:
+    """The runs under ``root``: names rescanned at most every ``rescan_seconds`` when an unknown
+    one is asked for, and at most ``capacity`` stores open at once."""
+
+    def __init__(self, root: Path, capacity: int = 8, rescan_seconds: float = 5.0):
+        self.root, self.capacity, self.rescan_seconds = root.resolve(), capacity, rescan_seconds
+        self.names, self.scanned_at = find_runs(self.root), time.monotonic()
+        self.open: OrderedDict[str, NeuronStore] = OrderedDict()
+
+    def store(self, name: str) -> NeuronStore:
+        if name not in self.names and time.monotonic() - self.scanned_at > self.rescan_seconds:
+            self.names, self.scanned_at = find_runs(self.root), time.monotonic()
+        if name not in self.names:
+            raise HTTPException(404, "no run with a neuron store of that name")
+        if name not in self.open:
+            self.open[name] = NeuronStore.open(self.root / name / STORE_DIR)
+            while len(self.open) > self.capacity:
+                self.open.popitem(last=False)
+        self.open.move_to_end(name)
+        return self.open[name]
+
+
+def viewer_router(runs: Path) -> APIRouter:
+    index = RunIndex(runs)
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse)
+    def runs_view():
+        return pages.runs_page(index.names)
+
+    @router.get("/run", response_class=HTMLResponse)
+    def run_view(run: str):
+        return pages.run_page(run, index.store(run))
+
+    @router.get("/neuron", response_class=HTMLResponse)
+    def neuron_view(run: str, layer: int, neuron: int, point: str | None = Query(None)):
+        store = index.store(run)
+        point = point or store.main_point
+        store.stats(layer, neuron, point)  # validates layer, neuron and point
+        other = random.Random(f"{run}:{layer}:{neuron}").randrange(store.d_mlp)
+        explanation = load_explanations(store.path).get((layer, neuron))
+        return pages.neuron_page(run, store, layer, neuron, point, other, explanation)
+
+    return router
