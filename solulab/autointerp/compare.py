@@ -18,7 +18,7 @@ from solulab.autointerp.run import load_explanations
 from solulab.errors import SolulabError
 from solulab.neurons.collect import open_store
 from solulab.stats import cohens_kappa, fisher_exact_2x2, proportion
-from solulab.study.db import connect
+from solulab.study.db import connect, neuron_labels
 
 HUMAN_YES = "interpretable"
 
@@ -36,9 +36,10 @@ def human_agreement(study: Path, labels: dict[Path, dict[tuple[int, int], bool]]
                     ) -> dict[str, Any]:
     """Cohen's kappa between human ratings and automated labels of the same neurons."""
     conn = connect(study)
-    rows = conn.execute("SELECT r.annotator, s.run, s.layer, s.neuron, r.label FROM ratings r "
-                        "JOIN secrets s ON s.item_id = r.item_id").fetchall()
-    conn.close()
+    try:
+        rows = neuron_labels(conn)
+    finally:
+        conn.close()
     pairs: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
     for row in rows:
         auto = labels.get(Path(row["run"]).resolve(), {}).get((row["layer"], row["neuron"]))

@@ -31,7 +31,7 @@ from pathlib import Path
 from solulab.errors import SolulabError
 from solulab.neurons.collect import open_store
 from solulab.neurons.store import Example, NeuronStore
-from solulab.study.db import Transaction, connect, token_sha256
+from solulab.study import db
 from solulab.train import RUN_FILE
 
 SNIPPETS = 20
@@ -155,43 +155,29 @@ def _write_study(path: Path, stores: dict[str, NeuronStore], neurons_per_model: 
                  annotators: list[str]) -> dict[str, str]:
     rng = random.Random(seed)
     window = shared_window(stores)
-    conn = connect(path, create=True)
+    conn = db.connect(path, create=True)
     tokens = {name: secrets.token_urlsafe(24) for name in annotators}
     item_ids, check_ids = [], []
     try:
-        with Transaction(conn):
-            conn.execute("INSERT INTO study VALUES ('seed', ?), ('neurons_per_model', ?)",
-                         (str(seed), str(neurons_per_model)))
+        with db.Transaction(conn):
+            db.add_settings(conn, {"seed": seed, "neurons_per_model": neurons_per_model})
             for name, store in stores.items():
                 run = store.path.parent
-                conn.execute("INSERT INTO models VALUES (?, ?, ?, ?)",
-                             (name, str(run), store.meta["act_fn"], _n_params(run)))
+                db.add_model(conn, name, run, store.meta["act_fn"], _n_params(run))
                 pairs = [(layer, n) for layer in store.layers for n in range(store.d_mlp)]
                 for layer, neuron in rng.sample(pairs, neurons_per_model):
-                    item_id = new_id()
-                    item_ids.append(item_id)
-                    conn.execute("INSERT INTO items VALUES (?, ?)", (item_id, json.dumps(
-                        item_payload(store, layer, neuron, window))))
-                    conn.execute("INSERT INTO secrets VALUES (?, ?, ?, ?, ?)",
-                                 (item_id, name, str(run), layer, neuron))
+                    item_ids.append(new_id())
+                    db.add_item(conn, item_ids[-1], item_payload(store, layer, neuron, window),
+                                name, run, layer, neuron)
                     for position, (example, sources) in enumerate(
                             check_examples(store, layer, neuron, rng)):
-                        check_id = new_id()
-                        check_ids.append(check_id)
-                        conn.execute("INSERT INTO checks VALUES (?, ?, ?, ?)", (
-                            check_id, item_id, position,
-                            json.dumps(window.snippet(example, 0.0))))
-                        conn.executemany("INSERT INTO check_secrets VALUES (?, ?, ?, ?)",
-                                         [(check_id, *s) for s in sources])
+                        check_ids.append(new_id())
+                        db.add_check(conn, check_ids[-1], item_ids[-1], position,
+                                     window.snippet(example, 0.0), sources)
             for name, token in tokens.items():
-                conn.execute("INSERT INTO annotators (name, token_sha256) VALUES (?, ?)",
-                             (name, token_sha256(token)))
                 order = SECURE.sample(item_ids, len(item_ids))
-                conn.executemany("INSERT INTO orders (annotator, position, alias, item_id) "
-                                 "VALUES (?, ?, ?, ?)", [(name, i, new_id(), item)
-                                                         for i, item in enumerate(order)])
-                conn.executemany("INSERT INTO check_orders VALUES (?, ?, ?)",
-                                 [(name, new_id(), c) for c in check_ids])
+                db.add_annotator(conn, name, token, [(new_id(), item) for item in order],
+                                 [(new_id(), check) for check in check_ids])
     finally:
         conn.close()
     return tokens

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -101,17 +102,67 @@ def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
 
 
 class Transaction:
-    """``with Transaction(conn):`` runs the block in ``BEGIN IMMEDIATE`` ... ``COMMIT``."""
+    """``with Transaction(conn):`` runs the block in ``BEGIN IMMEDIATE`` ... ``COMMIT``.
+    Writers of one process take turns on a lock first: SQLite's own wait for a busy database
+    sleeps in steps of up to 100 ms, which made the slowest ratings wait seconds."""
+
+    _writers = threading.Lock()
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self._writers.acquire()
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._writers.release()
+            raise
         return self.conn
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._writers.release()
+
+
+# -- what `study create` writes ---------------------------------------------------------------
+
+def add_settings(conn: sqlite3.Connection, settings: dict[str, Any]) -> None:
+    conn.executemany("INSERT INTO study VALUES (?, ?)", [(k, str(v)) for k, v in settings.items()])
+
+
+def add_model(conn: sqlite3.Connection, name: str, run: Path, act_fn: str, n_params: int) -> None:
+    conn.execute("INSERT INTO models VALUES (?, ?, ?, ?)", (name, str(run), act_fn, n_params))
+
+
+def add_item(conn: sqlite3.Connection, item_id: str, payload: dict, model: str, run: Path,
+             layer: int, neuron: int) -> None:
+    """An item: what annotators are shown, and (secret) which neuron it is."""
+    conn.execute("INSERT INTO items VALUES (?, ?)", (item_id, json.dumps(payload)))
+    conn.execute("INSERT INTO secrets VALUES (?, ?, ?, ?, ?)",
+                 (item_id, model, str(run), layer, neuron))
+
+
+def add_check(conn: sqlite3.Connection, check_id: str, item_id: str, position: int,
+              payload: dict, sources: list[tuple[str, int, int]]) -> None:
+    """A section 6.4 example and (secret) each (point, interval, intervals) it stands for."""
+    conn.execute("INSERT INTO checks VALUES (?, ?, ?, ?)",
+                 (check_id, item_id, position, json.dumps(payload)))
+    conn.executemany("INSERT INTO check_secrets VALUES (?, ?, ?, ?)",
+                     [(check_id, *source) for source in sources])
+
+
+def add_annotator(conn: sqlite3.Connection, name: str, token: str,
+                  items: list[tuple[str, str]], checks: list[tuple[str, str]]) -> None:
+    """An annotator, their ``(alias, item id)`` pairs in order and ``(alias, check id)``."""
+    conn.execute("INSERT INTO annotators (name, token_sha256) VALUES (?, ?)",
+                 (name, token_sha256(token)))
+    conn.executemany("INSERT INTO orders (annotator, position, alias, item_id) "
+                     "VALUES (?, ?, ?, ?)", [(name, i, *pair) for i, pair in enumerate(items)])
+    conn.executemany("INSERT INTO check_orders VALUES (?, ?, ?)",
+                     [(name, *pair) for pair in checks])
 
 
 # -- what the annotator's routes read and write ----------------------------------------------
@@ -267,6 +318,12 @@ def unblinded_check_labels(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         "JOIN check_secrets x ON x.check_id = c.id JOIN secrets s ON s.item_id = c.item_id "
         "JOIN models m ON m.name = s.model "
         "ORDER BY s.model, s.layer, s.neuron, x.point, x.interval_index")]
+
+
+def neuron_labels(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Every rating with its run, layer and neuron (for comparing with automated labels)."""
+    return conn.execute("SELECT r.annotator, s.run, s.layer, s.neuron, r.label FROM ratings r "
+                        "JOIN secrets s ON s.item_id = r.item_id").fetchall()
 
 
 def models(conn: sqlite3.Connection) -> list[dict[str, Any]]:
