@@ -182,3 +182,13 @@ def test_hostile_clients_change_nothing_for_twenty_annotators(collected_runs, tm
                         "FROM ratings").fetchone() == (20 * 30, 20 * 30, 1)
     assert conn.execute("SELECT COUNT(*) FROM ratings WHERE hypothesis != annotator"
                         ).fetchone() == (0,)
+
+
+def test_a_bad_regular_expression_is_one_line_not_a_traceback(collected_runs):
+    from typer.testing import CliRunner
+
+    from solulab.cli import app
+
+    result = CliRunner().invoke(app, ["regex", str(collected_runs / "gelu"), "--pattern", "("])
+    assert result.exit_code == 2 and "bad regular expression '('" in result.output
+    assert "Traceback" not in result.output and "layer" not in result.output
