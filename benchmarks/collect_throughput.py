@@ -35,6 +35,11 @@ def stream_bytes(collector: Collector) -> int:
     return total
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-layers", type=int, default=2)
@@ -44,15 +49,18 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=12)
     parser.add_argument("--act", default="solu_ln")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64,
                       n_ctx=args.n_ctx, d_vocab=4096, act_fn=args.act)
-    model = Transformer(cfg).eval()
+    device = torch.device(args.device)
+    model = Transformer(cfg).to(device).eval()
     gen = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, 4096, (args.batch, args.n_ctx), generator=gen)
+    batches = [torch.randint(0, 4096, (args.batch, args.n_ctx), generator=gen).to(device)
                for _ in range(args.batches)]
-    positions = [torch.arange(args.batch * args.n_ctx).view(args.batch, -1) + i * batches[0].numel()
+    positions = [torch.arange(args.batch * args.n_ctx, device=device).view(args.batch, -1)
+                 + i * batches[0].numel()
                  for i in range(args.batches)]
     layers = list(range(cfg.n_layers))
     n_tokens = args.batches * batches[0].numel()
@@ -85,13 +93,15 @@ def main() -> None:
     times = {"bare forward": [], "collection": [], "naive (cache all, then top-k)": []}
     for _ in range(args.rounds):  # alternate so drift hits every variant alike
         for name, fn in zip(times, (bare, collect, naive)):
+            sync(device)
             start = time.perf_counter()
             fn()
+            sync(device)
             times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(t) for name, t in times.items()}
     print(f"{cfg.n_layers} layers, d_model {cfg.d_model}, d_mlp {cfg.d_mlp}, {cfg.act_fn}, "
           f"{n_tokens:,} tokens per round, median of {args.rounds} rounds, "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}, device {device}")
     base = medians["bare forward"]
     for name, seconds in medians.items():
         print(f"  {name:<32} {n_tokens / seconds:>10,.0f} tokens/s   "

@@ -23,8 +23,8 @@ from solulab.kernels.fused import KINDS
 
 NONLINEARITY_IDS = {"solu": 0, "exp": 1, "gelu": 2}
 ROWS_PER_PROGRAM = 16
-INV_SQRT2 = 0.7071067811865476
-INV_SQRT_2PI = 0.3989422804014327
+INV_SQRT2 = tl.constexpr(0.7071067811865476)  # compiled kernels read only constexpr globals
+INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
 
 @triton.jit
