@@ -248,3 +248,15 @@ def test_ratings_csv_holds_no_live_spreadsheet_formulas(study, tmp_path):
     with open(out / "ratings.csv", newline="") as f:
         cells = [row["hypothesis"] for row in csv.DictReader(f)]
     assert sorted(cells) == sorted(["'" + t for t in hostile[:5]] + ["plain -minus"])
+
+
+def test_excluded_studies_neurons_are_not_drawn_again(collected_runs, tmp_path):
+    first = create_study({"m": collected_runs / "gelu"}, tmp_path / "a.sqlite", 40)
+    second = create_study({"m": collected_runs / "gelu"}, tmp_path / "b.sqlite", 24,
+                          exclude=[first.path])
+    drawn = [set(sqlite3.connect(s.path).execute("SELECT layer, neuron FROM secrets"))
+             for s in (first, second)]
+    assert len(drawn[0]) == 40 and len(drawn[1]) == 24 and not drawn[0] & drawn[1]
+    with pytest.raises(SolulabError, match="not counting excluded"):
+        create_study({"m": collected_runs / "gelu"}, tmp_path / "c.sqlite", 25,
+                     exclude=[first.path])

@@ -34,12 +34,14 @@ def create(
                                        "fresh random seed); orders are always secret."),
     annotators: str = typer.Option("annotator", help="Comma-separated annotator names."),
     base_url: str = typer.Option("http://127.0.0.1:8000", help="Where `solulab serve` runs."),
+    exclude: list[Path] = typer.Option([], help="A study whose neurons are not drawn again "
+                                       "(repeatable): a fresh, held-out sample."),
 ):
     """Sample neurons uniformly from each model and print one secret link per annotator."""
     from solulab.study.create import create_study
 
     names = [a.strip() for a in annotators.split(",")]
-    links = create_study(parse_models(model), out, neurons_per_model, seed, names)
+    links = create_study(parse_models(model), out, neurons_per_model, seed, names, exclude)
     typer.echo(f"study: {links.path}")
     typer.echo(f"serve it to annotators: solulab serve --study {links.path}")
     for name, link in links.links(base_url).items():

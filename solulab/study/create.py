@@ -123,8 +123,10 @@ def _n_params(run: Path) -> int:
 
 
 def create_study(models: dict[str, str | Path], out: str | Path, neurons_per_model: int = 60,
-                 seed: int | None = None, annotators: list[str] | None = None) -> StudyLinks:
-    """Write a new study database at ``out``; returns each annotator's secret token."""
+                 seed: int | None = None, annotators: list[str] | None = None,
+                 exclude: list[Path] = ()) -> StudyLinks:
+    """Write a new study database at ``out``; returns each annotator's secret token. Neurons
+    sampled by the studies in ``exclude`` are not drawn again (a fresh sample, e.g. held out)."""
     out = Path(out)
     if out.exists():
         raise SolulabError(f"{out} exists: a study is created once (choose another --out)")
@@ -132,15 +134,21 @@ def create_study(models: dict[str, str | Path], out: str | Path, neurons_per_mod
     if len(set(annotators)) != len(annotators) or not all(a.strip() for a in annotators):
         raise SolulabError(f"annotator names must be distinct and non-empty, got {annotators}")
     stores = _open_stores({name: Path(run) for name, run in models.items()})
+    taken = set().union(*(_sampled(Path(study)) for study in exclude))
+    candidates = {}
     for name, store in stores.items():
-        if neurons_per_model > len(store.layers) * store.d_mlp:
-            raise SolulabError(f"model {name} has {len(store.layers) * store.d_mlp} neurons in "
-                               f"its store, fewer than --neurons-per-model {neurons_per_model}")
+        run = str(store.path.parent.resolve())
+        candidates[name] = [(layer, n) for layer in store.layers for n in range(store.d_mlp)
+                            if (run, layer, n) not in taken]
+        if neurons_per_model > len(candidates[name]):
+            raise SolulabError(f"model {name} has {len(candidates[name])} neurons in its store "
+                               f"(not counting excluded ones), fewer than --neurons-per-model "
+                               f"{neurons_per_model}")
     seed = secrets.randbits(63) if seed is None else seed
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
     try:
-        tokens = _write_study(partial, stores, neurons_per_model, seed, annotators)
+        tokens = _write_study(partial, stores, candidates, neurons_per_model, seed, annotators)
         try:
             os.link(partial, out)  # atomic, and refuses to replace a study made meanwhile
         except FileExistsError:
@@ -151,7 +159,17 @@ def create_study(models: dict[str, str | Path], out: str | Path, neurons_per_mod
     return StudyLinks(out, tokens)
 
 
-def _write_study(path: Path, stores: dict[str, NeuronStore], neurons_per_model: int, seed: int,
+def _sampled(study: Path) -> set[tuple[str, int, int]]:
+    conn = db.connect(study)
+    try:
+        return {(str(Path(run).resolve()), layer, neuron)
+                for run, layer, neuron in db.sampled_neurons(conn)}
+    finally:
+        conn.close()
+
+
+def _write_study(path: Path, stores: dict[str, NeuronStore],
+                 candidates: dict[str, list[tuple[int, int]]], neurons_per_model: int, seed: int,
                  annotators: list[str]) -> dict[str, str]:
     rng = random.Random(seed)
     window = shared_window(stores)
@@ -164,8 +182,7 @@ def _write_study(path: Path, stores: dict[str, NeuronStore], neurons_per_model: 
             for name, store in stores.items():
                 run = store.path.parent
                 db.add_model(conn, name, run, store.meta["act_fn"], _n_params(run))
-                pairs = [(layer, n) for layer in store.layers for n in range(store.d_mlp)]
-                for layer, neuron in rng.sample(pairs, neurons_per_model):
+                for layer, neuron in rng.sample(candidates[name], neurons_per_model):
                     item_ids.append(new_id())
                     db.add_item(conn, item_ids[-1], item_payload(store, layer, neuron, window),
                                 name, run, layer, neuron)

@@ -320,6 +320,11 @@ def unblinded_check_labels(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         "ORDER BY s.model, s.layer, s.neuron, x.point, x.interval_index")]
 
 
+def sampled_neurons(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
+    """``(run, layer, neuron)`` of every item."""
+    return [tuple(row) for row in conn.execute("SELECT run, layer, neuron FROM secrets")]
+
+
 def neuron_labels(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     """Every rating with its run, layer and neuron (for comparing with automated labels)."""
     return conn.execute("SELECT r.annotator, s.run, s.layer, s.neuron, r.label FROM ratings r "
