@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from solulab import ModelConfig, Transformer
 from solulab.autointerp.explain import HeldOut, explain
-from solulab.autointerp.rules import token_set
+from solulab.autointerp.rules import family, forms
 from solulab.autointerp.simulate import LMSimulator, LocalLM, make_simulator
 from solulab.cli import app as cli_app
 from solulab.data import Corpus
@@ -63,7 +63,7 @@ def test_lm_simulator_equals_one_prefix_at_a_time(which, request, small_corpus):
     lm = LocalLM(request.getfixturevalue(which))
     simulator = LMSimulator(lm, tokens=60, batch_size=3)
     held = held_out_text(small_corpus)
-    rule = token_set([held.tokens[0].strip()])
+    rule = forms(family(held.tokens[0]))
     windows = simulator.prompts(rule.description, held.tokens[:60])
     assert len(windows) > 1 and all(len(ids) <= lm.n_ctx for ids, _ in windows)
     assert sum(len(reads) for _, reads in windows) == 60
@@ -104,7 +104,7 @@ def test_simulator_errors(tmp_path, small_corpus):
         make_simulator(str(short))
     shutil.copy(small_corpus / "tokenizer.json", short / "tokenizer.json")
     with pytest.raises(SolulabError, match="too short"):
-        make_simulator(str(short)).simulate(token_set(["a"]), held_out_text(small_corpus))
+        make_simulator(str(short)).simulate(forms("a"), held_out_text(small_corpus))
     assert make_simulator("rule").name == "rule"
 
 

@@ -1,9 +1,19 @@
 """Rules that say, for each token of a text, whether they hold there.
 
-A rule reads the token strings of a text (as the tokenizer splits it) and answers per position:
-``rule.predict(tokens) -> list[bool]``. Its ``description`` is the one line a person would write
-as the neuron's explanation. Kinds: a set of tokens; a token preceded within a few positions by
-another; character-class and regex rules over the token's text and its neighbours; user regexes.
+A rule reads a ``TokenText`` (token strings as the tokenizer split them, cut into sequences that
+no rule looks across) and answers for every token at once: ``rule.evaluate(text) -> [n] bool``.
+Its ``description`` is the line a person would write as the neuron's explanation; ``noun`` names
+what it picks out, for rules built from other rules ("the token after a digit").
+
+Families, each a rule a person would call one thing, for code and prose alike:
+- a token and its forms (case, leading space, a word's inflections: ``run, Runs, running``);
+- the word a token is a piece of (``scri`` + ``pt``);
+- the token before or after another token or a token class; a token after another earlier on the
+  same line; two-token n-grams (a token with its neighbour);
+- where it stands: first or last token of a line, inside a string, a comment or brackets;
+- word shapes and suffixes (``snake_case``, ``CamelCase``, ``-ing``) and character classes.
+A set of unrelated tokens is deliberately not a rule: ``one_of`` exists only to say why it was
+rejected (see ``solulab.autointerp.explain``).
 """
 
 from __future__ import annotations
@@ -13,48 +23,216 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
 from solulab.errors import SolulabError
 
-Predicate = Callable[[Sequence[str], int], bool]
+OPEN, CLOSE = "([{", ")]}"
+QUOTES = "'\""
+SUFFIXES = ("ations", "ation", "ments", "ment", "ness", "ings", "ing", "able", "ions", "ion",
+            "ers", "ies", "ied", "ly", "er", "ed", "es", "s", "d")
+CODE_KEYWORDS = frozenset(keyword.kwlist)
+WORD = re.compile(r"\w+")
+
+
+def show(token: str) -> str:
+    """A token as a reader should see it: whitespace made visible."""
+    if token.strip():
+        return repr(token.strip())
+    return "'⏎'" if "\n" in token else "'␣'" if token else "''"
+
+
+@lru_cache(maxsize=1 << 16)
+def family(token: str) -> str:
+    """The key shared by the forms of one thing: lowercase, no surrounding whitespace, an
+    inflection's suffix and a final doubled consonant removed (``Running``, ``runs`` -> ``run``);
+    whitespace tokens by kind (newline or space)."""
+    text = token.strip().lower()
+    if not text:
+        return "⏎" if "\n" in token else "␣"
+    for suffix in SUFFIXES:
+        if text.endswith(suffix) and len(text) - len(suffix) >= 3:
+            text = text[: -len(suffix)]
+            break
+    if len(text) >= 4 and text[-1] == text[-2] and text[-1] not in "aeiou":
+        text = text[:-1]  # running -> runn -> run; call and calling -> cal
+    return text
+
+
+class TokenText:
+    """Token strings with, per token, what the rules read. ``starts`` are the indices where a
+    new sequence begins (0 always): context, lines and brackets never run across them."""
+
+    def __init__(self, tokens: Sequence[str], starts: Sequence[int] = (0,)):
+        self.tokens = list(tokens)
+        n = len(self.tokens)
+        self.n = n
+        self.stripped = np.array([t.strip() for t in self.tokens], dtype=object)
+        self.family = np.array([family(t) for t in self.tokens], dtype=object)
+        self.seq_start = np.zeros(n, bool)
+        self.seq_start[[s for s in starts if s < n]] = True
+        self.line_start, self.line_end = np.zeros(n, bool), np.zeros(n, bool)
+        self.in_string, self.in_comment = np.zeros(n, bool), np.zeros(n, bool)
+        self.in_brackets = np.zeros(n, bool)
+        self.earlier_on_line: list[frozenset[str]] = [frozenset()] * n
+        self.word = np.empty(n, dtype=object)
+        self.word_index = np.zeros(n, int)  # which word (adjacent pieces) each token is in
+        self._scan()
+
+    def _scan(self) -> None:
+        """One pass for lines, strings, comments, brackets and words."""
+        last_content, depth, quote, comment, seen, word_start = -1, 0, "", False, set(), 0
+        words = -1
+        for i, token in enumerate(self.tokens):
+            if self.seq_start[i]:
+                last_content, depth, quote, comment, seen = -1, 0, "", False, set()
+            text = token.strip()
+            self.in_string[i], self.in_comment[i] = bool(quote), comment
+            self.in_brackets[i] = depth > 0
+            if "\n" in token:
+                head, tail = token.split("\n", 1)[0].strip(), token.rsplit("\n", 1)[1].strip()
+                if head:
+                    self.line_start[i] = last_content < 0
+                    self.line_end[i] = True
+                elif last_content >= 0:
+                    self.line_end[last_content] = True
+                last_content, quote, comment, seen = -1, "", False, set()
+                if tail:
+                    self.line_start[i], last_content = True, i
+            elif text:
+                self.line_start[i] = last_content < 0
+                self.earlier_on_line[i] = frozenset(seen)
+                seen.add(self.family[i])
+                last_content = i
+            for c in text:
+                if quote:
+                    quote = "" if c == quote else quote
+                elif not comment:
+                    if c in QUOTES:
+                        quote = c
+                    elif c == "#":
+                        comment = True
+                    elif c in OPEN:
+                        depth += 1
+                    elif c in CLOSE:
+                        depth = max(0, depth - 1)
+            # A word: adjacent pieces of letters, digits or _ with no space between them.
+            joins = (i > 0 and not self.seq_start[i] and not token[:1].isspace()
+                     and WORD.fullmatch(text) is not None
+                     and WORD.fullmatch(self.stripped[i - 1]) is not None)
+            if not joins:
+                word_start = i
+                words += 1
+            self.word_index[i] = words
+            self.word[word_start:i + 1] = "".join(self.stripped[word_start:i + 1]).lower()
+
+    def word_spans(self) -> list[tuple[int, int]]:
+        """``(start, end)`` of each word, in order (``word_index`` numbers them)."""
+        edges = np.flatnonzero(np.diff(self.word_index)) + 1
+        bounds = [0, *edges.tolist(), self.n]
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    def shifted(self, values: np.ndarray, by: int, fill=False) -> np.ndarray:
+        """``values`` of the token ``by`` places earlier (1) or later (-1), within a sequence."""
+        out = np.full(self.n, fill, dtype=values.dtype)
+        boundary = self.seq_start if by > 0 else np.roll(self.seq_start, -1)
+        if by > 0:
+            out[1:] = values[:-1]
+        else:
+            out[:-1] = values[1:]
+            boundary[-1] = True
+        out[boundary] = fill
+        return out
 
 
 @dataclass(frozen=True)
 class Rule:
-    """A named per-token predicate."""
+    """A named per-token predicate, evaluated over a whole ``TokenText`` at once."""
 
     kind: str
     description: str
-    test: Predicate = field(compare=False, repr=False)
-    vector: Callable[[np.ndarray], np.ndarray] | None = field(default=None, compare=False,
-                                                               repr=False)
-    """For rules of the token alone: predictions from an array of stripped token strings."""
+    evaluate: Callable[[TokenText], np.ndarray] = field(compare=False, repr=False)
+    noun: str = ""
 
     def predict(self, tokens: Sequence[str]) -> list[bool]:
-        return [bool(self.test(tokens, i)) for i in range(len(tokens))]
+        return [bool(v) for v in self.evaluate(TokenText(tokens))]
 
 
-def _norm(token: str) -> str:
-    return token.strip()
+def _in(values: np.ndarray, wanted: frozenset) -> np.ndarray:
+    return np.fromiter((v in wanted for v in values), bool, len(values))
 
 
-def token_set(tokens: Sequence[str]) -> Rule:
-    """The token is one of ``tokens`` (compared without surrounding whitespace)."""
-    wanted = frozenset(_norm(t) for t in tokens)
-    shown = ", ".join(repr(t) for t in sorted(wanted))
-    description = f"the token {shown}" if len(wanted) == 1 else f"one of the tokens {shown}"
-    return Rule("token", description, lambda toks, i: _norm(toks[i]) in wanted,
-                lambda stripped: np.isin(stripped, sorted(wanted)))
+def forms(key: str, seen: Sequence[str] = ()) -> Rule:
+    """The token is a form of one thing: its ``family`` key is ``key``."""
+    shown = sorted({show(t) for t in seen}) or [repr(key)]
+    noun = shown[0] if len(shown) == 1 else f"forms of {repr(key)} ({', '.join(shown[:4])})"
+    description = f"the token {noun}" if len(shown) == 1 else noun
+    return Rule("token", description, lambda text: text.family == key, noun)
 
 
-def token_in_context(token: str, preceded_by: str, within: int = 3) -> Rule:
-    """The token, with ``preceded_by`` among the ``within`` tokens before it."""
-    t, p = _norm(token), _norm(preceded_by)
-    return Rule("context", f"{t!r} within {within} tokens after {p!r}",
-                lambda toks, i: _norm(toks[i]) == t and any(
-                    _norm(x) == p for x in toks[max(0, i - within):i]))
+def word(text_of_word: str) -> Rule:
+    """Any piece of the word ``text_of_word`` (case-insensitive)."""
+    w = text_of_word.lower()
+    return Rule("word", f"pieces of the word {w!r}", lambda text: text.word == w,
+                f"the word {w!r}")
+
+
+def one_of(keys: Sequence[str]) -> Rule:
+    """The token is any of several unrelated things: never an explanation, only a rejection."""
+    wanted = frozenset(keys)
+    shown = ", ".join(repr(k) for k in sorted(wanted))
+    return Rule("unrelated", f"one of the tokens {shown}",
+                lambda text: _in(text.family, wanted), f"one of {shown}")
+
+
+def after(rule: Rule) -> Rule:
+    return Rule("after", f"the token after {rule.noun}",
+                lambda text: text.shifted(rule.evaluate(text), 1), f"a token after {rule.noun}")
+
+
+def before(rule: Rule) -> Rule:
+    return Rule("before", f"the token before {rule.noun}",
+                lambda text: text.shifted(rule.evaluate(text), -1),
+                f"a token before {rule.noun}")
+
+
+def both(first: Rule, second: Rule) -> Rule:
+    """``first`` where ``second`` holds too (e.g. a token after another: an n-gram)."""
+    return Rule("both", f"{first.noun} where it is {second.noun}",
+                lambda text: first.evaluate(text) & second.evaluate(text),
+                f"{first.noun} as {second.noun}")
+
+
+def after_on_line(key: str) -> Rule:
+    """A token later on a line where (a form of) ``key`` came earlier."""
+    return Rule("line", f"tokens after {key!r} on the same line",
+                lambda text: np.fromiter((key in s for s in text.earlier_on_line), bool,
+                                         text.n), f"a token after {key!r} on its line")
+
+
+def after_on_line_any(keys: frozenset[str], noun: str) -> Rule:
+    """A token later on a line where any of ``keys`` came earlier (e.g. an ``if`` header)."""
+    return Rule("line", f"tokens after {noun} on the same line",
+                lambda text: np.fromiter((bool(keys & s) for s in text.earlier_on_line), bool,
+                                         text.n), f"a token after {noun} on its line")
+
+
+def word_shape(description: str, noun: str, test: Callable[[str], bool]) -> Rule:
+    """Any piece of a word (the token's adjacent pieces joined) whose text passes ``test``."""
+    def evaluate(text: TokenText) -> np.ndarray:
+        joined = np.array(["".join(text.stripped[i:j]) for i, j in text.word_spans()],
+                          dtype=object)
+        ok = np.fromiter((bool(test(w)) for w in joined), bool, len(joined))
+        return ok[text.word_index]
+    return Rule("shape", description, evaluate, noun)
+
+
+def suffix(end: str) -> Rule:
+    return Rule("suffix", f"words ending in '-{end}'", lambda text: np.fromiter(
+        (len(w) > len(end) + 2 and w.endswith(end) for w in text.word), bool, text.n),
+        f"a word ending in '-{end}'")
 
 
 def regex(pattern: str, description: str | None = None) -> Rule:
@@ -63,53 +241,170 @@ def regex(pattern: str, description: str | None = None) -> Rule:
         compiled = re.compile(pattern)
     except re.error as e:
         raise SolulabError(f"bad regular expression {pattern!r}: {e}") from None
-    return Rule("regex", description or f"tokens matching /{pattern}/",
-                lambda toks, i: compiled.search(toks[i]) is not None)
+    description = description or f"tokens matching /{pattern}/"
+    return Rule("regex", description, lambda text: np.fromiter(
+        (compiled.search(t) is not None for t in text.tokens), bool, text.n), description)
 
 
-def _run(toks: Sequence[str], i: int, pattern: re.Pattern, min_chars: int) -> bool:
-    """The token lies in a run of adjacent tokens (no space inside the run; the first may
-    start with one) that each match ``pattern`` and together have ``min_chars`` characters."""
-    def fits(j: int) -> bool:
-        return pattern.fullmatch(toks[j].lstrip()) is not None
-
-    if not fits(i):
-        return False
-    start = i
-    while start > 0 and not toks[start][:1].isspace() and fits(start - 1):
-        start -= 1
-    end = i + 1
-    while end < len(toks) and not toks[end][:1].isspace() and fits(end):
-        end += 1
-    return sum(len(t.strip()) for t in toks[start:end]) >= min_chars
+def _each(test: Callable[[str], bool]) -> Callable[[TokenText], np.ndarray]:
+    """A rule of the stripped token alone, computed once per distinct token."""
+    def evaluate(text: TokenText) -> np.ndarray:
+        cache: dict[str, bool] = {}
+        out = np.empty(text.n, bool)
+        for i, token in enumerate(text.stripped):
+            if token not in cache:
+                cache[token] = bool(test(token))
+            out[i] = cache[token]
+        return out
+    return evaluate
 
 
-BASE64 = re.compile(r"[A-Za-z0-9+/=]+")
-HEX = re.compile(r"(0x)?[0-9a-fA-F]+")
-CODE_KEYWORDS = frozenset(keyword.kwlist)
+def _run(text: TokenText, pattern: re.Pattern, min_chars: int) -> np.ndarray:
+    """Tokens inside a run of adjacent tokens (no space inside; the first may start with one)
+    that each match ``pattern`` and together have at least ``min_chars`` characters."""
+    fits = np.fromiter((pattern.fullmatch(t.lstrip()) is not None for t in text.tokens), bool,
+                       text.n)
+    out = np.zeros(text.n, bool)
+    i = 0
+    while i < text.n:
+        if not fits[i]:
+            i += 1
+            continue
+        end = i + 1
+        while (end < text.n and fits[end] and not text.seq_start[end]
+               and not text.tokens[end][:1].isspace()):
+            end += 1
+        if sum(len(t.strip()) for t in text.tokens[i:end]) >= min_chars:
+            out[i:end] = True
+        i = end
+    return out
 
 
-def _non_latin(text: str) -> bool:
-    letters = [c for c in text if c.isalpha()]
+def _non_latin(token: str) -> bool:
+    letters = [c for c in token if c.isalpha()]
     return bool(letters) and all("LATIN" not in unicodedata.name(c, "LATIN") for c in letters)
 
 
+def _punctuation(token: str) -> bool:
+    return token != "" and all(unicodedata.category(c).startswith("P") for c in token)
+
+
+DETERMINERS = frozenset("a an the this that these those its their his her our your my each every "
+                        "some any no another".split())
+MODALS = frozenset("can could may might must shall should will would cannot".split())
+BE = frozenset("be is are was were been being am".split())
+PREPOSITIONS = frozenset("of in on at by for with from into onto to over under about after "
+                         "before between through during without within".split())
+CONJUNCTIONS = frozenset("and or but nor so yet if because while although unless".split())
+PRONOUNS = frozenset("i you he she it we they me him us them this that which who what".split())
+NUMBER = re.compile(r"(0[xX])?[0-9a-fA-F]*[0-9][0-9a-fA-F]*|[xX][0-9a-fA-F]{2,}")
+BASE64 = re.compile(r"[A-Za-z0-9+/=]+")
+HEX = re.compile(r"(0x)?[0-9a-fA-F]+")
+SNAKE = re.compile(r"[a-z0-9]+(_[a-z0-9]+)+")
+CAMEL = re.compile(r"[A-Z][a-z0-9]+([A-Z][a-z0-9]+)+")
+
+
+def _class(description: str, noun: str, test: Callable[[str], bool]) -> Rule:
+    return Rule("class", description, _each(test), noun)
+
+
+def _words(description: str, noun: str, words: frozenset[str]) -> Rule:
+    """A closed class of words (any case)."""
+    return _class(description, noun, lambda t: t.lower() in words)
+
+
+def punctuation_mark(mark: str) -> Rule:
+    """One punctuation mark, alone or fused with other punctuation (``,`` in ``"``,``)."""
+    return _class(f"the mark {mark!r}, alone or fused with markup", f"a {mark!r}",
+                  lambda t: mark in t and not any(c.isalnum() or c.isspace() for c in t))
+
+
+def _stem_piece(text: TokenText) -> np.ndarray:
+    """A piece of a word that the word's next piece completes (``comput`` in ``comput|ed``)."""
+    continues = np.append(text.word_index[1:] == text.word_index[:-1], False)
+    alpha = np.fromiter((t.isalpha() for t in text.stripped), bool, text.n)
+    return continues & alpha & text.shifted(alpha, -1)
+
+
+def _initial_letter(text: TokenText) -> np.ndarray:
+    """A single letter that starts a longer word (``S`` in ``S|ubject``)."""
+    starts = np.append(True, text.word_index[1:] != text.word_index[:-1])
+    continues = np.append(text.word_index[1:] == text.word_index[:-1], False)
+    letter = np.fromiter((len(t) == 1 and t.isalpha() for t in text.stripped), bool, text.n)
+    return starts & continues & letter
+
+
+def _position(description: str, noun: str, attribute: str) -> Rule:
+    return Rule("position", description, lambda text: getattr(text, attribute).copy(), noun)
+
+
+DIGITS = _class("digits", "a number", str.isdigit)
+DET = _words("articles and determiners", "an article or determiner", DETERMINERS)
+MODAL = _words("modal verbs", "a modal verb", MODALS)
+TO_BE = _words("forms of 'be'", "a form of 'be'", BE)
+PREPOSITION = _words("prepositions", "a preposition", PREPOSITIONS)
+PUNCTUATION = _class("punctuation", "punctuation", _punctuation)
+OPENING = _class("opening brackets", "an opening bracket", lambda t: t != "" and t[-1] in OPEN)
+CLOSING = _class("closing brackets", "a closing bracket", lambda t: t != "" and t[0] in CLOSE)
+KEYWORDS = _class("Python keywords", "a Python keyword", lambda t: t in CODE_KEYWORDS)
+NEWLINES = Rule("class", "newlines", lambda text: np.fromiter(
+    ("\n" in t for t in text.tokens), bool, text.n), "a newline")
+LINE_START = _position("the first token of a line", "the first token of a line", "line_start")
+
 LIBRARY: tuple[Rule, ...] = (
-    Rule("class", "all-caps words", lambda t, i: len(_norm(t[i])) > 1 and _norm(t[i]).isupper()
-         and _norm(t[i]).isalpha()),
-    Rule("class", "digits", lambda t, i: _norm(t[i]).isdigit()),
-    Rule("class", "a number followed by a comma", lambda t, i: _norm(t[i]).isdigit()
-         and i + 1 < len(t) and t[i + 1].startswith(",")),
-    Rule("class", "base64-like runs", lambda t, i: _run(t, i, BASE64, 16)
-         and any(c.isdigit() for c in "".join(t[max(0, i - 4):i + 5]))),
-    Rule("class", "hex-like runs", lambda t, i: _run(t, i, HEX, 6)
-         and any(c.isdigit() for c in t[i])),
-    Rule("class", "whitespace and indentation", lambda t, i: t[i] != "" and t[i].isspace()),
-    Rule("class", "newlines", lambda t, i: "\n" in t[i]),
-    Rule("class", "punctuation", lambda t, i: _norm(t[i]) != "" and all(
-        unicodedata.category(c).startswith("P") for c in _norm(t[i]))),
-    Rule("class", "Python keywords", lambda t, i: _norm(t[i]) in CODE_KEYWORDS),
-    Rule("class", "capitalised words", lambda t, i: _norm(t[i])[:1].isupper()
-         and _norm(t[i])[1:].islower()),
-    Rule("class", "non-Latin script", lambda t, i: _non_latin(t[i])),
+    _class("all-caps words", "an all-caps word", lambda t: len(t) > 1 and t.isupper()
+           and t.isalpha()),
+    DIGITS,
+    Rule("class", "a number followed by a comma", lambda text: (
+        _each(str.isdigit)(text) & text.shifted(np.array(
+            [t.startswith(",") for t in text.tokens], bool), -1)), "a number before a comma"),
+    Rule("class", "base64-like runs", lambda text: _run(text, BASE64, 16) & np.fromiter(
+        (any(c.isdigit() for c in "".join(text.tokens[max(0, i - 4):i + 5]))
+         for i in range(text.n)), bool, text.n), "a base64-like run"),
+    Rule("class", "hex-like runs", lambda text: _run(text, HEX, 6) & np.fromiter(
+        (any(c.isdigit() for c in t) for t in text.tokens), bool, text.n), "a hex-like run"),
+    Rule("class", "whitespace and indentation", lambda text: np.fromiter(
+        (t != "" and t.isspace() for t in text.tokens), bool, text.n), "whitespace"),
+    NEWLINES,
+    PUNCTUATION,
+    OPENING,
+    CLOSING,
+    KEYWORDS,
+    _class("capitalised words", "a capitalised word", lambda t: t[:1].isupper()
+           and t[1:].islower()),
+    _class("non-Latin script", "non-Latin script", _non_latin),
+    _class("snake_case names", "a snake_case name", lambda t: SNAKE.fullmatch(t) is not None),
+    _class("CamelCase names", "a CamelCase name", lambda t: CAMEL.fullmatch(t) is not None),
+    word_shape("pieces of ALL_CAPS names", "a piece of an ALL_CAPS name",
+               lambda w: len(w) > 3 and "_" in w.strip("_") and w.upper() == w
+               and any(c.isalpha() for c in w)),
+    word_shape("pieces of snake_case names", "a piece of a snake_case name",
+               lambda w: SNAKE.fullmatch(w.strip("_")) is not None),
+    word_shape("pieces of CamelCase names", "a piece of a CamelCase name",
+               lambda w: CAMEL.fullmatch(w.lstrip("_")) is not None),
+    _class("a capital letter", "a capital letter", lambda t: len(t) == 1 and t.isupper()),
+    word_shape("pieces of numbers (decimal or hex)", "a piece of a number",
+               lambda w: NUMBER.fullmatch(w) is not None),
+    Rule("shape", "a single letter starting a longer word", _initial_letter,
+         "the first letter of a split word"),
+    Rule("shape", "the stem of a word split before its ending", _stem_piece,
+         "a word's stem before its ending"),
+    DET, MODAL, TO_BE, PREPOSITION,
+    _words("conjunctions", "a conjunction", CONJUNCTIONS),
+    _words("pronouns", "a pronoun", PRONOUNS),
+    Rule("position", "line breaks and the first token of a line", lambda text: np.fromiter(
+        ("\n" in t for t in text.tokens), bool, text.n) | text.line_start,
+        "the start of a line"),
+    after_on_line_any(frozenset({"if", "elif", "while", "for", "assert", "return"}),
+                      "a statement keyword (if, elif, while, for, assert, return)"),
+    LINE_START,
+    _position("the last token of a line", "the last token of a line", "line_end"),
+    _position("tokens inside a string", "inside a string", "in_string"),
+    _position("tokens inside a comment", "inside a comment", "in_comment"),
+    _position("tokens inside brackets", "inside brackets", "in_brackets"),
 )
+"""Classes and positions, offered for every neuron."""
+
+CONTEXT_CLASSES: tuple[Rule, ...] = (DIGITS, OPENING, CLOSING, KEYWORDS, NEWLINES, LINE_START,
+                                     DET, MODAL, TO_BE, PREPOSITION)
+"""Classes offered as a neighbour: the token after (or before) one of these."""

@@ -57,6 +57,8 @@ def show(
     intervals: bool = typer.Option(False, "--intervals", help="Also print interval samples."),
 ):
     """Print a neuron's top examples, shaded by activation, its statistics and logit effects."""
+    from solulab.autointerp.explain import Explanation
+    from solulab.autointerp.run import load_explanations
     from solulab.neurons.collect import open_store
     from solulab.neurons.terminal import (
         format_examples,
@@ -85,6 +87,10 @@ def show(
                 typer.echo(line)
     for line in format_logit_effects(store.logit_effects(layer, neuron)):
         typer.echo(line)
+    explanation = load_explanations(store.path).get((layer, neuron))
+    typer.echo("automated explanation: " + (
+        Explanation(**explanation).why() if explanation
+        else f"none yet (run `solulab autointerp {run}`)"))
 
 
 @app.command("trace")

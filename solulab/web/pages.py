@@ -97,7 +97,9 @@ def explanation_block(explanation: dict | None) -> str:
             f"{explanation['coverage']:.0%} of the top 20)</p><p class=note>On held-out text: "
             f"precision {fmt('precision')} (random rule: {fmt('firing_rate')}), recall "
             f"{fmt('recall')} (random rule: {fmt('frequency')}), AUROC {fmt('auroc')} "
-            f"(random rule: 0.5), simulation correlation {fmt('simulation')}.</p>")
+            f"(random rule: 0.5), simulation correlation {fmt('simulation')}.</p>"
+            f"<p class=note>Best rejected: {html.escape(explanation['rejected'])} "
+            f"({html.escape(explanation['rejected_reason'])}).</p>")
 
 
 def neuron_page(run: str, store: NeuronStore, layer: int, neuron: int, point: str,

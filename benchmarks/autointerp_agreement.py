@@ -1,0 +1,93 @@
+"""How well the automated verdict agrees with blinded raters, per model: the program's fraction
+interpretable and the raters', Cohen's kappa program-rater beside rater-rater, and the confusion
+table.
+
+    python benchmarks/autointerp_agreement.py STUDY.sqlite [STUDY ...] [--runs DIR]
+
+Each study's ratings are read with the neurons they are of; each model's run is explained afresh
+with ``solulab autointerp`` (so the figures are of the code as it is). ``--runs DIR`` finds the
+runs as ``DIR/<name of the run directory the study recorded>``, for studies made elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sqlite3
+from collections import defaultdict
+from pathlib import Path
+
+from solulab.autointerp.run import autointerp
+from solulab.stats import cohens_kappa, proportion
+
+YES = "interpretable"
+
+
+def ratings(study: Path, runs: Path | None) -> list[dict]:
+    """Every rating: annotator, model, run directory, layer, neuron, label (True/False)."""
+    conn = sqlite3.connect(study)
+    conn.row_factory = sqlite3.Row
+    rows = conn.execute("SELECT r.annotator, s.model, s.run, s.layer, s.neuron, r.label "
+                        "FROM ratings r JOIN secrets s ON s.item_id = r.item_id").fetchall()
+    conn.close()
+    return [{"annotator": r["annotator"], "model": r["model"], "layer": r["layer"],
+             "neuron": r["neuron"], "label": r["label"] == YES,
+             "run": (runs / Path(r["run"]).name) if runs else Path(r["run"])} for r in rows]
+
+
+def table(pairs: list[tuple[bool, bool]]) -> str:
+    """Confusion counts: rows the rater (yes/no), columns the program (yes/no)."""
+    count = defaultdict(int)
+    for human, program in pairs:
+        count[human, program] += 1
+    return (f"rater yes: program yes {count[True, True]:>3}, no {count[True, False]:>3}; "
+            f"rater no: program yes {count[False, True]:>3}, no {count[False, False]:>3}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("studies", type=Path, nargs="+")
+    parser.add_argument("--runs", type=Path, default=None)
+    parser.add_argument("--tokens", type=int, default=16_384, help="Held-out tokens.")
+    args = parser.parse_args()
+    rows = [r for study in args.studies for r in ratings(study, args.runs)]
+    verdicts = {}
+    for run in sorted({r["run"] for r in rows}):
+        explained = autointerp(run, n_tokens=args.tokens, progress=False)
+        verdicts[run] = {key: e.interpretable for key, e in explained.items()}
+    for r in rows:
+        r["program"] = verdicts[r["run"]][f"{r['layer']}:{r['neuron']}"]
+
+    print(f"{'model':<16} {'neurons':>7} {'program':>8} {'raters':>8} {'kappa p-r':>10} "
+          f"{'kappa r-r':>10}  raters")
+    for model, group in itertools.groupby(sorted(rows, key=lambda r: r["model"]),
+                                          key=lambda r: r["model"]):
+        group = list(group)
+        neurons = {(r["layer"], r["neuron"]): r["program"] for r in group}
+        program = proportion(sum(neurons.values()), len(neurons))
+        human = proportion(sum(r["label"] for r in group), len(group))
+        pairs = [(r["label"], r["program"]) for r in group]
+        by_rater = defaultdict(dict)
+        for r in group:
+            by_rater[r["annotator"]][r["layer"], r["neuron"]] = r["label"]
+        raters = sorted(by_rater)
+        between = "-"
+        pairs_of_raters = [(len(set(by_rater[a]) & set(by_rater[b])), a, b)
+                           for a, b in itertools.combinations(raters, 2)]
+        if pairs_of_raters and max(pairs_of_raters)[0]:
+            _, a, b = max(pairs_of_raters)
+            shared = sorted(set(by_rater[a]) & set(by_rater[b]))
+            kappa = cohens_kappa([by_rater[a][k] for k in shared],
+                                 [by_rater[b][k] for k in shared])
+            between = f"{kappa:.2f}"
+        print(f"{model:<16} {len(neurons):>7} {program.fraction:>8.2f} {human.fraction:>8.2f} "
+              f"{cohens_kappa([h for h, _ in pairs], [p for _, p in pairs]):>10.2f} "
+              f"{between:>10}  {', '.join(raters)}")
+        for rater in raters:
+            mine = [(r["label"], r["program"]) for r in group if r["annotator"] == rater]
+            print(f"    {rater:<10} kappa {cohens_kappa(*map(list, zip(*mine))):.2f}  "
+                  f"{table(mine)}")
+
+
+if __name__ == "__main__":
+    main()
