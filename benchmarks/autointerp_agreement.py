@@ -3,15 +3,18 @@ interpretable and the raters', Cohen's kappa program-rater beside rater-rater, a
 table.
 
     python benchmarks/autointerp_agreement.py STUDY.sqlite [STUDY ...] [--runs DIR]
+    python benchmarks/autointerp_agreement.py --labels LABELS.csv --set test --runs DIR
 
-Each study's ratings are read with the neurons they are of; each model's run is explained afresh
-with ``solulab autointerp`` (so the figures are of the code as it is). ``--runs DIR`` finds the
-runs as ``DIR/<name of the run directory the study recorded>``, for studies made elsewhere.
+Ratings come from study databases (with the neurons they are of) or from a labels CSV such as
+``benchmarks/data/autointerp-labels/labels.csv`` (``--set`` picks its rows). Each model's run is
+explained afresh with ``solulab autointerp``, so the figures are of the code as it is. ``--runs
+DIR`` finds a run as ``DIR/<model name>`` for a CSV, or ``DIR/<run directory name>`` for a study.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import sqlite3
 from collections import defaultdict
@@ -35,6 +38,15 @@ def ratings(study: Path, runs: Path | None) -> list[dict]:
              "run": (runs / Path(r["run"]).name) if runs else Path(r["run"])} for r in rows]
 
 
+def labels_csv(path: Path, wanted: str | None, runs: Path) -> list[dict]:
+    """Rows of a labels CSV (columns set, annotator, model, layer, neuron, label)."""
+    with open(path, newline="") as f:
+        return [{"annotator": r["annotator"], "model": r["model"], "layer": int(r["layer"]),
+                 "neuron": int(r["neuron"]), "label": r["label"] == YES,
+                 "run": runs / r["model"]} for r in csv.DictReader(f)
+                if wanted is None or r["set"] == wanted]
+
+
 def table(pairs: list[tuple[bool, bool]]) -> str:
     """Confusion counts: rows the rater (yes/no), columns the program (yes/no)."""
     count = defaultdict(int)
@@ -46,11 +58,19 @@ def table(pairs: list[tuple[bool, bool]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("studies", type=Path, nargs="+")
+    parser.add_argument("studies", type=Path, nargs="*")
+    parser.add_argument("--labels", type=Path, default=None, help="A labels CSV instead.")
+    parser.add_argument("--set", default=None, help="Only the CSV rows of this set.")
     parser.add_argument("--runs", type=Path, default=None)
     parser.add_argument("--tokens", type=int, default=16_384, help="Held-out tokens.")
     args = parser.parse_args()
+    if args.labels and not args.runs:
+        parser.error("--labels needs --runs DIR (see the labels' README)")
     rows = [r for study in args.studies for r in ratings(study, args.runs)]
+    if args.labels:
+        rows += labels_csv(args.labels, args.set, args.runs)
+    if not rows:
+        parser.error("no ratings: give study databases or --labels")
     verdicts = {}
     for run in sorted({r["run"] for r in rows}):
         explained = autointerp(run, n_tokens=args.tokens, progress=False)

@@ -126,7 +126,8 @@ def main() -> None:
         runs = build_runs(root)
         names = [f"a{i:02d}" for i in range(args.annotators)]
         rows = []
-        for label, hostile in (("annotators alone", 0), (f"+ {args.hostile} hostile", args.hostile)):
+        rounds = (("annotators alone", 0), (f"+ {args.hostile} hostile", args.hostile))
+        for label, hostile in rounds:
             study = create_study(runs, root / f"study-{hostile}.sqlite", args.items,
                                  annotators=names)
             process, url = serve(study.path)
