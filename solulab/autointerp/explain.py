@@ -32,9 +32,22 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from solulab.autointerp.rules import (CONTEXT_CLASSES, LIBRARY, SUFFIXES, Rule, TokenText, after,
-                                      after_on_line, before, both, forms, one_of,
-                                      punctuation_mark, suffix, word)
+from solulab.autointerp.rules import (
+    CONTEXT_CLASSES,
+    LIBRARY,
+    SUFFIXES,
+    Rule,
+    TokenText,
+    after,
+    after_on_line,
+    before,
+    both,
+    forms,
+    one_of,
+    punctuation_mark,
+    suffix,
+    word,
+)
 from solulab.stats import auroc, pearson, precision_recall
 
 THRESHOLD = 0.8  # the paper's criterion
