@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -94,6 +97,7 @@ def train(
     eval_every: int = typer.Option(100),
     log_every: int = typer.Option(10),
     checkpoint_every: int = typer.Option(200),
+    checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint after this long."),
     seed: int = typer.Option(0, help="Seeds the data order and the initial weights."),
     compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
     fsdp: bool = typer.Option(False, "--fsdp", help="Shard with FSDP2 under torchrun."),
@@ -123,12 +127,42 @@ def train(
     cfg = TrainConfig(batch_size=batch_size, grad_accum=grad_accum, steps=steps, tokens=tokens,
                       lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
                       grad_clip=grad_clip, eval_every=eval_every, log_every=log_every,
-                      checkpoint_every=checkpoint_every, seed=seed, compile=compile, fsdp=fsdp,
+                      checkpoint_every=checkpoint_every,
+                      checkpoint_minutes=checkpoint_minutes, seed=seed, compile=compile, fsdp=fsdp,
                       tp=tp, device=device)
-    result = Trainer(model_cfg, cfg, corpus, out, resume=resume).run()
-    if _is_main_process():
+    with reports_interruption():
+        result = Trainer(model_cfg, cfg, corpus, out, resume=resume).run()
+    if not _is_main_process():
+        return
+    if result.already_finished:
+        typer.echo(f"{out} is finished ({result.steps} steps, val loss {result.val_loss:.4f}): "
+                   "nothing to do")
+    else:
         typer.echo(f"{act}: {result.steps} steps, {result.tokens:,} tokens, "
                    f"val loss {result.val_loss:.4f} -> {out}")
+
+
+@contextlib.contextmanager
+def reports_interruption(resume_flag: bool = True):
+    """A training stopped by SIGINT or SIGTERM: say where it stopped and how to go on (the same
+    command, with ``--resume`` where the command takes it), and exit with the shell's code for
+    the signal."""
+    from solulab.train import TrainingInterrupted
+
+    again = [a for a in sys.argv if a != "--resume"] + ["--resume"] * resume_flag
+    command = " ".join(shlex.quote(a) for a in again)
+    try:
+        yield
+    except TrainingInterrupted as stop:
+        if _is_main_process():
+            typer.echo(f"stopped at step {stop.step} of {stop.total_steps}; checkpoint "
+                       f"{stop.checkpoint}\nresume with: {command}", err=True)
+        raise typer.Exit(stop.exit_code) from None
+    except KeyboardInterrupt:
+        if _is_main_process():
+            typer.echo("stopped at once; every file is whole. Resume from the last checkpoint "
+                       f"with: {command}", err=True)
+        raise typer.Exit(128 + signal.SIGINT) from None
 
 
 def _is_main_process() -> bool:
@@ -156,6 +190,7 @@ def sweep(
     lr: float = typer.Option(1e-3),
     eval_every: int = typer.Option(100),
     checkpoint_every: int = typer.Option(200),
+    checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint after this long."),
     seed: int = typer.Option(0),
     device: Optional[str] = typer.Option(None),
 ):
@@ -165,8 +200,10 @@ def sweep(
 
     cfg = TrainConfig(tokens=tokens, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
                       lr=lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                      checkpoint_minutes=checkpoint_minutes,
                       seed=seed, device=device)
-    run_sweep(corpus, out, _split(sizes), _split(acts), {"n_ctx": n_ctx}, cfg)
+    with reports_interruption(resume_flag=False):
+        run_sweep(corpus, out, _split(sizes), _split(acts), {"n_ctx": n_ctx}, cfg)
     typer.echo(f"sweep finished: {out}  (next: solulab compare {out})")
 
 

@@ -1,12 +1,15 @@
 """Atomic file writes: a reader sees the old file or the new one, never a torn one.
 
-Each write goes to a temporary file in the target's directory, is flushed and fsynced, then
-renamed over the target; the directory is fsynced so the rename itself survives a crash.
+Each write goes to a temporary file in the target's directory, is flushed and fsynced, given the
+permissions the user's umask asks for (a temporary file starts owner-only), then renamed over the
+target; the directory is fsynced so the rename itself survives a crash. JSON is always valid:
+NaN and infinities are written as null.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -28,6 +31,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(file)`` on a temporary file, then atomically rename it to ``path``."""
     path = Path(path)
@@ -37,6 +49,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), FILE_MODE)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -53,5 +66,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (JSON has no such numbers)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, **kwargs) -> str:
+    """Strict JSON: non-finite floats as null."""
+    return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json_text(obj, indent=2, sort_keys=True) + "\n")

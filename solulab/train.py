@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -34,12 +37,15 @@ from solulab.distributed import (
     parallelize,
 )
 from solulab.errors import SolulabError
-from solulab.io import atomic_write_json, atomic_write_text
+from solulab.io import atomic_write_json, atomic_write_text, json_text
 from solulab.model import Transformer, lm_loss
 from solulab.parallel import clip_grad_norm
 from solulab.train_state import (
+    CHECKPOINT_DIR,
     TrainState,
     check_identity,
+    checkpoint_path,
+    list_checkpoints,
     load_latest_checkpoint,
     restore_rng_states,
     rng_states,
@@ -62,6 +68,45 @@ class TrainError(SolulabError):
     """Training cannot start as asked; the message says what to change."""
 
 
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training after a step, with a checkpoint written."""
+
+    def __init__(self, signum: int, step: int, total_steps: int, checkpoint: Path):
+        super().__init__(f"{signal.Signals(signum).name} at step {step} of {total_steps}")
+        self.signum, self.step, self.total_steps, self.checkpoint = (signum, step, total_steps,
+                                                                     checkpoint)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM ask training to stop after the current step; a second
+    SIGINT stops at once (``KeyboardInterrupt``; every file is written atomically)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this step and writing a "
+              "checkpoint (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings; identical across the runs of a comparison."""
@@ -80,6 +125,7 @@ class TrainConfig:
     eval_sequences: int = 32
     log_every: int = 10
     checkpoint_every: int = 200
+    checkpoint_minutes: float = 10.0  # also checkpoint when this long has passed since the last
     keep_checkpoints: int = 2
     seed: int = 0
     compile: bool = False
@@ -98,6 +144,8 @@ class TrainConfig:
             raise TrainError(f"steps must be >= 1, got {self.steps}")
         if self.tokens is not None and self.tokens < 1:
             raise TrainError(f"tokens must be >= 1, got {self.tokens}")
+        if not self.checkpoint_minutes > 0:
+            raise TrainError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise TrainError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         self.betas = tuple(self.betas)
@@ -157,6 +205,7 @@ class TrainResult:
     final_loss: float
     val_loss: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    already_finished: bool = False  # a resume of a finished run: nothing was done
 
 
 class Trainer:
@@ -186,22 +235,49 @@ class Trainer:
             if len(tokens) < n_ctx:
                 raise TrainError(f"n_ctx ({n_ctx}) is longer than the {split} split "
                                  f"({len(tokens)} tokens): lower --n-ctx or use a larger corpus")
-        if not resume and self.out.exists() and any(self.out.iterdir()):
-            raise TrainError(f"{self.out} already holds files: pass --resume to continue that "
-                             "run, or choose another --out")
+        if not resume and self.out.exists() and any(self.out.iterdir()) \
+                and not self.unfinished_without_checkpoint():
+            raise TrainError(f"{self.out} already holds a run: pass --resume to continue it, "
+                             "or choose another --out")
         self.resume = resume
         self.info: DistInfo | None = None
 
     # -- identity and bookkeeping -----------------------------------------------------------
+    def unfinished_without_checkpoint(self) -> bool:
+        """The run directory holds only what a run stopped before its first checkpoint leaves:
+        starting afresh loses nothing."""
+        record = self.out / RUN_FILE
+        complete = record.is_file() and json.loads(record.read_text() or "{}").get("complete")
+        leftovers = {p.name for p in self.out.iterdir()} - {METRICS_FILE, RUN_FILE, CHECKPOINT_DIR}
+        return not complete and not leftovers and not list_checkpoints(self.out)
+
+    def finished_record(self) -> dict[str, Any] | None:
+        """``run.json`` of a run that has finished (weights written), else None."""
+        record = self.out / RUN_FILE
+        if not record.is_file() or not (self.out / "model.safetensors").is_file():
+            return None
+        saved = json.loads(record.read_text())
+        return saved if saved.get("complete") else None
+
     def identity(self, dp_size: int) -> dict[str, Any]:
         ident = {f"model.{k}": v for k, v in self.model_cfg.to_dict().items()}
         ident.update(tokenizer_sha256=self.corpus.tokenizer_sha256, seed=self.cfg.seed,
                      global_batch=self.cfg.global_batch(dp_size))
         return ident
 
+    @staticmethod
+    def _identity_of(record: dict[str, Any]) -> dict[str, Any]:
+        """The identity a finished run's ``run.json`` records."""
+        train = record["train"]
+        ident = {f"model.{k}": v for k, v in record["model"].items()}
+        ident.update(tokenizer_sha256=record["tokenizer_sha256"], seed=train["seed"],
+                     global_batch=train["batch_size"] * train["grad_accum"]
+                     * record.get("world_size", 1) // max(1, train.get("tp", 1)))
+        return ident
+
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out / METRICS_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json_text(record) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metrics past ``step`` (written after the checkpoint a resume starts from)."""
@@ -246,12 +322,18 @@ class Trainer:
         global_batch = cfg.global_batch(info.dp_size)
         identity = self.identity(info.dp_size)
 
+        finished = self.finished_record() if self.resume else None
+        if finished is not None:
+            check_identity(self._identity_of(finished), identity, self.out)
+            steps = finished["total_steps"]
+            return TrainResult(self.out, steps, steps * global_batch * n_ctx, float("nan"),
+                               finished.get("val_loss") or float("nan"), already_finished=True)
         model = Transformer(self.model_cfg)
         start_step, optimizer_state = 0, None
-        if self.resume:
-            state = load_latest_checkpoint(self.out)
-            if state is None:
-                raise TrainError(f"nothing to resume in {self.out}: no readable checkpoint")
+        state = load_latest_checkpoint(self.out) if self.resume else None
+        if self.resume and state is None:
+            self._say(f"no checkpoint in {self.out}: starting from step 0")
+        if state is not None:
             check_identity(state.identity, identity, self.out)
             model.load_state_dict(state.model)
             start_step, optimizer_state = state.step, state.optimizer
@@ -277,10 +359,34 @@ class Trainer:
 
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            if self.resume:
-                self._truncate_metrics(start_step)
+            self._truncate_metrics(start_step)
             atomic_write_json(self.out / RUN_FILE, self._run_record(identity, total_steps, None))
+            self._say(self._summary(model, total_steps, start_step, global_batch))
         barrier()
+        with StopSignals() as signals:
+            return self._train(model, train_model, step_model, optimizer, start_step,
+                               total_steps, identity, signals)
+
+    def _say(self, text: str) -> None:
+        if self.progress and (self.info is None or self.info.is_main):
+            print(text, file=sys.stderr, flush=True)
+
+    def _summary(self, model: Transformer, total_steps: int, start_step: int,
+                 global_batch: int) -> str:
+        cfg, n_ctx = self.cfg, self.model_cfg.n_ctx
+        per_step = global_batch * n_ctx
+        where = f"from step {start_step} " if start_step else ""
+        return (f"training {self.model_cfg.act_fn} {where}on {self.info.device}: "
+                f"{model.n_params():,} parameters, {per_step:,} tokens per step, {total_steps:,} "
+                f"steps ({total_steps * per_step:,} tokens); checkpoints every "
+                f"{cfg.checkpoint_every} steps and {cfg.checkpoint_minutes:g} minutes -> "
+                f"{self.out}")
+
+    def _train(self, model, train_model, step_model, optimizer, start_step: int,
+               total_steps: int, identity: dict[str, Any], signals: StopSignals) -> TrainResult:
+        cfg, info, n_ctx = self.cfg, self.info, self.model_cfg.n_ctx
+        global_batch = cfg.global_batch(info.dp_size)
+        last_checkpoint = time.monotonic()
 
         history: list[dict[str, Any]] = []
         bar = tqdm(total=total_steps, initial=start_step, desc=f"train {self.model_cfg.act_fn}",
@@ -332,9 +438,16 @@ class Trainer:
                 if info.is_main:
                     self._log(record)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-            if done % cfg.checkpoint_every == 0 or is_last:
+            stop, overdue = self._agree(signals.signum is not None, time.monotonic()
+                                        - last_checkpoint > 60 * cfg.checkpoint_minutes)
+            if done % cfg.checkpoint_every == 0 or is_last or stop or overdue:
                 self._checkpoint(model, optimizer, done, identity)
+                last_checkpoint = time.monotonic()
             bar.update(1)
+            if stop and not is_last:
+                bar.close()
+                raise TrainingInterrupted(signals.signum or signal.SIGTERM, done, total_steps,
+                                          checkpoint_path(self.out, done))
             for callback in self.callbacks:
                 callback(done, record or {})
         bar.close()
@@ -345,6 +458,13 @@ class Trainer:
         barrier()
         return TrainResult(self.out, total_steps, total_steps * global_batch * n_ctx,
                            step_loss, val_loss, history)
+
+    def _agree(self, *flags: bool) -> list[bool]:
+        """Each flag true on any rank, so that every rank takes the same branch."""
+        if not self.info.distributed:
+            return list(flags)
+        votes = torch.tensor([float(f) for f in flags], device=self.info.device)
+        return [bool(v > 0) for v in all_reduce_sum(votes)]
 
     # -- files ------------------------------------------------------------------------------
     @property

@@ -1,7 +1,8 @@
 """Run a short training in a child process and SIGKILL it at a chosen moment.
 
 usage: python _train_child.py CORPUS OUT STEPS MODE KILL_STEP [--resume]
-MODE: after-checkpoint, during-checkpoint or none.
+MODE: after-checkpoint, during-checkpoint (SIGKILL), signal-during-checkpoint (SIGTERM while the
+checkpoint of KILL_STEP is written; prints where training stopped) or none.
 """
 
 import os
@@ -9,7 +10,7 @@ import signal
 import sys
 
 from solulab import ModelConfig
-from solulab.train import Trainer
+from solulab.train import Trainer, TrainingInterrupted
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_train import small_model_cfg, small_train_cfg  # noqa: E402
@@ -24,20 +25,24 @@ def main() -> None:
             if step == kill_step:
                 os.kill(os.getpid(), signal.SIGKILL)
         callbacks.append(kill_after)
-    elif mode == "during-checkpoint":
+    elif mode in ("during-checkpoint", "signal-during-checkpoint"):
         import solulab.io
 
         real_replace = os.replace
+        sent = signal.SIGKILL if mode == "during-checkpoint" else signal.SIGTERM
 
-        def replace_then_die(src, dst):
+        def replace_with_signal(src, dst):
             if str(dst).endswith(f"step_{kill_step:08d}.pt"):
-                os.kill(os.getpid(), signal.SIGKILL)  # the temporary file is fully written
+                os.kill(os.getpid(), sent)  # the temporary file is fully written
             real_replace(src, dst)
 
-        solulab.io.os.replace = replace_then_die
+        solulab.io.os.replace = replace_with_signal
     cfg = ModelConfig(**small_model_cfg())
-    Trainer(cfg, small_train_cfg(steps), corpus, out, resume="--resume" in sys.argv,
-            progress=False, callbacks=callbacks).run()
+    try:
+        Trainer(cfg, small_train_cfg(steps), corpus, out, resume="--resume" in sys.argv,
+                progress=False, callbacks=callbacks).run()
+    except TrainingInterrupted as stop:
+        print(f"stopped at step {stop.step}")
 
 
 if __name__ == "__main__":

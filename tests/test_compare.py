@@ -108,3 +108,15 @@ def test_evals_side_by_side_with_the_difference_from_the_baseline(tmp_path):
     assert rows == [["cloze", "s1", "0.300 ± 0.010", "0.340 ± 0.010", "+0.040"],
                     ["cloze", "s2", "0.400 ± 0.010", "", ""]]
     assert plot_evals(points, "gelu", tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_each_task_and_size_is_one_row_when_the_activations_differ_in_parameters():
+    from solulab.evals.compare import EvalPoint
+
+    points = [EvalPoint("1l", "gelu", 1000, "cloze", 0.3, 0.01, 100, 0.0),
+              EvalPoint("1l", "solu_ln", 1064, "cloze", 0.4, 0.01, 100, 0.0),
+              EvalPoint("2l", "gelu", 2000, "cloze", 0.5, 0.01, 100, 0.0),
+              EvalPoint("2l", "solu_ln", 2128, "cloze", 0.5, 0.01, 100, 0.0)]
+    _, rows = side_by_side(points, "gelu")
+    assert [row[:2] for row in rows] == [["cloze", "1l"], ["cloze", "2l"]]
+    assert rows[0][-1] == "+0.100"

@@ -228,3 +228,10 @@ def test_serve_binds_loopback_by_default():
 
     serve = typer.main.get_command(app).commands["serve"]
     assert {p.name: p.default for p in serve.params}["host"] == "127.0.0.1"
+
+
+def test_the_instructions_say_what_one_rule_is_and_what_the_checks_ask(client, study):
+    page = client.get(f"/study/{study.tokens['ann']}").text
+    assert "is not one rule" in page and "forms of one word" in page
+    assert "The strength is not shown (no shading)" in page
+    assert "⟨start⟩" in page and "Finish" in page

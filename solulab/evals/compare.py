@@ -41,7 +41,10 @@ def side_by_side(points: list[EvalPoint], baseline: str) -> tuple[list[str], lis
     each other activation's difference from the baseline."""
     acts = sorted({p.act for p in points}, key=lambda a: (a != baseline, a))
     by_key = {(p.task, p.size, p.act): p for p in points}
-    order = sorted({(p.task, p.n_params, p.size) for p in points})
+    smallest = {}  # the activations of one size differ a little in parameters: one row each
+    for p in points:
+        smallest[p.task, p.size] = min(p.n_params, smallest.get((p.task, p.size), p.n_params))
+    order = sorted((task, n, size) for (task, size), n in smallest.items())
     header = ["task", "size", *acts, *(f"{a} - {baseline}" for a in acts if a != baseline)]
     rows = []
     for task, _, size in order:
