@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import shlex
 import signal
 import sys
 from pathlib import Path
@@ -12,7 +10,13 @@ from typing import Optional
 import typer
 
 from solulab.autointerp.cli import app as autointerp_app
-from solulab.cli_errors import reports_errors
+from solulab.cli_errors import (
+    is_main_process,
+    raise_on_sigterm,
+    reports_errors,
+    reports_interruption,
+    stops_cleanly,
+)
 from solulab.errors import SolulabError
 from solulab.interop import cli as interop_cli
 from solulab.neurons.cli import app as neurons_app
@@ -49,8 +53,10 @@ def corpus_build(
     """Tokenize text sources into a corpus directory (tokenizer + token shards)."""
     from solulab.data import build_corpus
 
-    manifest = build_corpus(out, sources=source or None, vocab_size=vocab_size,
-                            val_fraction=val_fraction, max_bytes=max_bytes, tokenizer=tokenizer)
+    with stops_cleanly(f"the partial corpus was removed; nothing was written to {out}"):
+        manifest = build_corpus(out, sources=source or None, vocab_size=vocab_size,
+                                val_fraction=val_fraction, max_bytes=max_bytes,
+                                tokenizer=tokenizer)
     typer.echo(manifest.summary())
     typer.echo(f"corpus written to {out}")
 
@@ -132,7 +138,7 @@ def train(
                       tp=tp, device=device)
     with reports_interruption():
         result = Trainer(model_cfg, cfg, corpus, out, resume=resume).run()
-    if not _is_main_process():
+    if not is_main_process():
         return
     if result.already_finished:
         typer.echo(f"{out} is finished ({result.steps} steps, val loss {result.val_loss:.4f}): "
@@ -140,35 +146,6 @@ def train(
     else:
         typer.echo(f"{act}: {result.steps} steps, {result.tokens:,} tokens, "
                    f"val loss {result.val_loss:.4f} -> {out}")
-
-
-@contextlib.contextmanager
-def reports_interruption(resume_flag: bool = True):
-    """A training stopped by SIGINT or SIGTERM: say where it stopped and how to go on (the same
-    command, with ``--resume`` where the command takes it), and exit with the shell's code for
-    the signal."""
-    from solulab.train import TrainingInterrupted
-
-    again = [a for a in sys.argv if a != "--resume"] + ["--resume"] * resume_flag
-    command = " ".join(shlex.quote(a) for a in again)
-    try:
-        yield
-    except TrainingInterrupted as stop:
-        if _is_main_process():
-            typer.echo(f"stopped at step {stop.step} of {stop.total_steps}; checkpoint "
-                       f"{stop.checkpoint}\nresume with: {command}", err=True)
-        raise typer.Exit(stop.exit_code) from None
-    except KeyboardInterrupt:
-        if _is_main_process():
-            typer.echo("stopped at once; every file is whole. Resume from the last checkpoint "
-                       f"with: {command}", err=True)
-        raise typer.Exit(128 + signal.SIGINT) from None
-
-
-def _is_main_process() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
 
 
 def _split(value: str) -> list[str]:
@@ -317,6 +294,7 @@ def serve(
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
     app()
 
 

@@ -1,8 +1,14 @@
-"""How the ``solulab`` commands report bad input: one line on stderr, exit status 2."""
+"""How the ``solulab`` commands report bad input (one line on stderr, exit status 2) and
+interruptions (what was kept, how to go on, the shell's exit status for the signal)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import shlex
+import signal
+import sys
 
 import typer
 
@@ -21,3 +27,51 @@ def reports_errors(command):
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that partial outputs are removed on the way out."""
+
+
+def raise_on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def stops_cleanly(what_happened: str):
+    """Ctrl-C or SIGTERM during a command that writes atomically: say what was left and exit
+    with the shell's code for the signal (130 or 143)."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        typer.echo(f"interrupted: {what_happened}", err=True)
+        signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        raise typer.Exit(128 + signum) from None
+
+
+@contextlib.contextmanager
+def reports_interruption(resume_flag: bool = True):
+    """A training stopped by SIGINT or SIGTERM: say where it stopped and how to go on (the same
+    command, with ``--resume`` where the command takes it), and exit with the shell's code for
+    the signal."""
+    from solulab.train import TrainingInterrupted
+
+    again = [a for a in sys.argv if a != "--resume"] + ["--resume"] * resume_flag
+    command = " ".join(shlex.quote(a) for a in again)
+    try:
+        yield
+    except TrainingInterrupted as stop:
+        if is_main_process():
+            typer.echo(f"stopped at step {stop.step} of {stop.total_steps}; checkpoint "
+                       f"{stop.checkpoint}\nresume with: {command}", err=True)
+        raise typer.Exit(stop.exit_code) from None
+    except KeyboardInterrupt:
+        if is_main_process():
+            typer.echo("stopped at once; every file is whole. Resume from the last checkpoint "
+                       f"with: {command}", err=True)
+        raise typer.Exit(128 + signal.SIGINT) from None
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (or no torchrun): the process that speaks."""
+    return os.environ.get("RANK", "0") == "0"

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from solulab.autointerp.run import load_explanations
 from solulab.demo import DemoSettings, run_demo
 from solulab.neurons.store import NeuronStore
@@ -31,3 +33,9 @@ def test_the_demo_pipeline_at_a_small_size(tmp_path, monkeypatch):
     before = [path.stat().st_mtime_ns for path in kept]
     run_demo(tmp_path / "demo", settings, progress=False)
     assert [path.stat().st_mtime_ns for path in kept] == before
+    # Every JSON file is strict JSON (no NaN or Infinity), and each eval row appears once.
+    for path in (tmp_path / "demo").rglob("*.json"):
+        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {path}"))
+    for task in ("arithmetic", "cloze"):
+        for size in settings.sizes:
+            assert page.count(f"<td>{task}</td><td>{size}</td>") == 1

@@ -144,3 +144,23 @@ def test_files_follow_the_umask(small_corpus, straight):
     os.umask(mask)
     for name in ("run.json", "config.json", "model.safetensors", "tokenizer.json"):
         assert (straight / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_corpus_build_leaves_nothing_and_says_so(tmp_path, signum):
+    from conftest import write_text_tree
+
+    source = write_text_tree(tmp_path / "text", n_docs=400, words_per_doc=3000)
+    out = tmp_path / "corpus"
+    process = subprocess.Popen([sys.executable, "-m", "solulab.cli", "corpus", "build", "--out",
+                                str(out), "--source", str(source), "--vocab-size", "2000"],
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".corpus.partial-*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, err
+    assert "interrupted: the partial corpus was removed" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text"]

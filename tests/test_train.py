@@ -168,7 +168,7 @@ def test_bad_inputs_are_one_clear_line_and_exit_2(small_corpus, tmp_path):
     assert _cli(*base, "--out", run, "--checkpoint-every", 1).exit_code == 0
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     r = _cli(*base, "--out", run)
-    assert r.exit_code == 2 and "already holds files: pass --resume" in r.output
+    assert r.exit_code == 2 and "already holds a run: pass --resume" in r.output
     r = _cli(*base, "--out", run, "--d-model", 64, "--resume")
     assert r.exit_code == 2 and "model.d_model: checkpoint 32 vs now 64" in r.output
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from solulab.cli_errors import reports_errors
+from solulab.cli_errors import is_main_process, reports_errors, stops_cleanly
 
 app = typer.Typer(help="Collect and read per-neuron dataset examples.", no_args_is_help=True)
 
@@ -40,10 +40,12 @@ def collect_command(
     """Stream the model over a corpus split and write the neuron store (torchrun-aware)."""
     from solulab.neurons.collect import collect
 
-    path = collect(run, corpus, out, split, tokens, parse_layers(layers), k=k, samples=samples,
-                   n_intervals=intervals, threshold=threshold, batch_size=batch_size,
-                   device=device)
-    typer.echo(f"neuron store: {path}")
+    with stops_cleanly("no neuron store was written"):
+        path = collect(run, corpus, out, split, tokens, parse_layers(layers), k=k,
+                       samples=samples, n_intervals=intervals, threshold=threshold,
+                       batch_size=batch_size, device=device)
+    if is_main_process():
+        typer.echo(f"neuron store: {path}")
 
 
 @app.command()
