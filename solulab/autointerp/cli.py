@@ -39,9 +39,10 @@ def run_command(
     simulate_tokens: int = typer.Option(256, help="Held-out tokens an LM simulator scores."),
 ):
     """Explain every neuron by a rule (the default command: `solulab autointerp RUN`)."""
-    from solulab.autointerp.run import autointerp
+    from solulab.autointerp.run import RESULTS_FILE, autointerp
     from solulab.autointerp.simulate import make_simulator
     from solulab.neurons.cli import parse_layers
+    from solulab.neurons.collect import open_store
     from solulab.stats import proportion
 
     results = autointerp(run, parse_layers(layers), tokens, fire_fraction, pattern,
@@ -57,6 +58,8 @@ def run_command(
                    f"{median([e.auroc for e in explanations]):>13} "
                    f"{median([e.simulation for e in explanations]):>18}")
     typer.echo("random rule of the same frequency: AUROC 0.5")
+    typer.echo(f"explanations: {open_store(run).path / RESULTS_FILE}  "
+               f"(read one with `solulab neurons show {run} --layer L --neuron N`)")
 
 
 def median(values: list[float]) -> str:

@@ -10,6 +10,7 @@ file with ``load_tokenizer`` (other loaders would turn the literal string into i
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, n_texts: int | None =
         vocab_size=vocab_size,
         special_tokens=[EOT_TOKEN],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=progress,
+        show_progress=progress and sys.stderr.isatty(),  # off a terminal it prints blank lines
     )
     tokenizer.train_from_iterator(texts, trainer=trainer, length=n_texts)
     assert tokenizer.token_to_id(EOT_TOKEN) == EOT_ID

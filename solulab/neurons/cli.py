@@ -113,7 +113,10 @@ def trace_command(
     tokens, acts, other = trace(run, text, layer, neuron, post_ln)
     scale = float(np.max(acts)) if len(acts) else 0.0
     typer.echo(shade(tokens, acts, scale, int(np.argmax(acts)), use_colour()))
-    header = "activation" + ("   other point" if other is not None else "")
+    other_name = "pre-LN (hook_mid)" if post_ln else "post-LN (hook_post)"
+    this_name = "post-LN (hook_post)" if post_ln else ("pre-LN (hook_mid)" if other is not None
+                                                       else "activation")
+    header = f"{this_name:>10}" + (f"   {other_name}" if other is not None else "")
     typer.echo(f"{'token':<20} {header}")
     for i, token in enumerate(tokens):
         extra = "" if other is None else f"   {other[i]:+10.4f}"

@@ -128,8 +128,9 @@ def plot_figures(summary: dict[str, Any], out: Path) -> list[Path]:
     ax.set_ylim(0, 1)
     ax.set_xlabel("non-embedding parameters")
     ax.set_ylabel("fraction of neurons interpretable")
-    ax.set_title("Blinded study (Wilson 95% intervals)")
-    ax.legend()
+    ax.set_title("Blinded study (Wilson 95% intervals)" if by_act else "No ratings yet")
+    if by_act:
+        ax.legend()
     fig.tight_layout()
     paths.append(out / "fig4.png")
     fig.savefig(paths[-1], dpi=120)
