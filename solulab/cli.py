@@ -104,6 +104,7 @@ def train(
     log_every: int = typer.Option(10),
     checkpoint_every: int = typer.Option(200),
     checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint after this long."),
+    eval_sequences: int = typer.Option(32, help="Validation windows per evaluation."),
     seed: int = typer.Option(0, help="Seeds the data order and the initial weights."),
     compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
     fsdp: bool = typer.Option(False, "--fsdp", help="Shard with FSDP2 under torchrun."),
@@ -134,7 +135,8 @@ def train(
                       lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
                       grad_clip=grad_clip, eval_every=eval_every, log_every=log_every,
                       checkpoint_every=checkpoint_every,
-                      checkpoint_minutes=checkpoint_minutes, seed=seed, compile=compile, fsdp=fsdp,
+                      checkpoint_minutes=checkpoint_minutes, eval_sequences=eval_sequences,
+                      seed=seed, compile=compile, fsdp=fsdp,
                       tp=tp, device=device)
     with reports_interruption():
         result = Trainer(model_cfg, cfg, corpus, out, resume=resume).run()

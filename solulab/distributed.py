@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -47,6 +48,16 @@ class DistInfo:
         return self.world_size > 1
 
 
+def collective_timeout() -> timedelta:
+    """How long a collective may wait for the other ranks before it fails with an error
+    (``SOLULAB_DIST_TIMEOUT_S``, default 600 s) instead of hanging."""
+    seconds = os.environ.get("SOLULAB_DIST_TIMEOUT_S", "600")
+    try:
+        return timedelta(seconds=float(seconds))
+    except ValueError:
+        raise SolulabError(f"SOLULAB_DIST_TIMEOUT_S must be a number, got {seconds!r}") from None
+
+
 def init_distributed(device: str | None = None, tp: int = 1) -> DistInfo:
     """Join the ``torchrun`` process group if there is one; pick the device; build the mesh."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -63,7 +74,8 @@ def init_distributed(device: str | None = None, tp: int = 1) -> DistInfo:
     mesh = None
     if world_size > 1:
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
+                                    timeout=collective_timeout())
         from torch.distributed.device_mesh import init_device_mesh
 
         mesh = init_device_mesh(dev.type, (world_size // tp, tp), mesh_dim_names=("dp", "tp"))

@@ -294,22 +294,29 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> float:
-        """Mean loss over the first ``eval_sequences`` windows of the validation split."""
+        """Mean loss over the first ``eval_sequences`` windows of the validation split. Every
+        rank runs the same number of forward passes (a rank short of windows repeats one and
+        counts it with weight 0), so sharded models never wait on a rank that has stopped."""
         info, n_ctx = self.info, self.model_cfg.n_ctx
         n = min(self.cfg.eval_sequences, len(self.val_tokens) // n_ctx)
         mine = list(range(info.dp_rank, n, info.dp_size))
+        per_rank = math.ceil(n / info.dp_size)
+        padded = mine + [-1] * (per_rank - len(mine))
         model.eval()
         total = torch.zeros(2, dtype=torch.float64, device=info.device)
-        for i in range(0, len(mine), self.cfg.batch_size):
-            starts = [j * n_ctx for j in mine[i:i + self.cfg.batch_size]]
+        for i in range(0, per_rank, self.cfg.batch_size):
+            batch = padded[i:i + self.cfg.batch_size]
+            starts = [max(j, 0) * n_ctx for j in batch]
+            weight = torch.tensor([float(j >= 0) for j in batch], dtype=torch.float64,
+                                  device=info.device)
             tokens = gather_windows(self.val_tokens, starts, n_ctx).to(info.device)
             with self._autocast(info.device):
                 logits = model(tokens)
             per_seq = torch.nn.functional.cross_entropy(
                 logits[:, :-1].transpose(1, 2).float(), tokens[:, 1:], reduction="none"
             ).mean(dim=1)
-            total[0] += per_seq.sum().double()
-            total[1] += len(starts)
+            total[0] += (per_seq.double() * weight).sum()
+            total[1] += weight.sum()
         model.train()
         total = all_reduce_sum(total)
         return (total[0] / total[1]).item()

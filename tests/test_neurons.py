@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from servers import free_port
 
 from solulab import ModelConfig, Transformer
 from solulab.data import Corpus
@@ -202,7 +203,7 @@ def test_two_process_collection_equals_one_process(small_corpus, tmp_path):
     single = NeuronStore.open(collect(run, out=tmp_path / "single", **kwargs))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_port", "29533", str(ROOT / "tests" / "_neurons_child.py"),
+                    "--master_port", str(free_port()), str(ROOT / "tests" / "_neurons_child.py"),
                     str(run), str(tmp_path / "double"), json.dumps(kwargs)],
                    check=True, env=env, timeout=300)
     double = NeuronStore.open(tmp_path / "double")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from servers import free_port
 from typer.testing import CliRunner
 
 from solulab import ModelConfig
@@ -123,16 +124,21 @@ def test_kill_during_checkpoint_write_keeps_the_previous_checkpoint(small_corpus
 
 @pytest.mark.parametrize("fsdp", [False, True])
 def test_two_process_ddp_matches_one_process_at_the_same_global_batch(small_corpus, tmp_path, fsdp):
+    """Also with uneven evaluation data: 9 validation windows over 2 ranks of batch 4 give one
+    rank two forward passes and the other one, which left FSDP waiting forever."""
     single = tmp_path / "single"
-    train(small_corpus, single, steps=6, batch_size=8, checkpoint_every=3)
+    train(small_corpus, single, steps=6, batch_size=8, checkpoint_every=3, eval_every=3,
+          eval_sequences=9)
     args = ["--corpus", str(small_corpus), "--act", "solu_ln", "--n-layers", "1",
             "--d-model", "32", "--n-heads", "2", "--d-mlp", "64", "--n-ctx", "32",
-            "--steps", "6", "--batch-size", "4", "--lr", "3e-3", "--eval-every", "10",
-            "--log-every", "5", "--checkpoint-every", "3", "--device", "cpu"]
+            "--steps", "6", "--batch-size", "4", "--lr", "3e-3", "--eval-every", "3",
+            "--eval-sequences", "9", "--log-every", "5", "--checkpoint-every", "3",
+            "--device", "cpu"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29533", "-m", "solulab.cli", "train", "--out",
+           "--master_port", str(free_port()), "-m", "solulab.cli", "train", "--out",
            str(tmp_path / "ddp"), *args] + (["--fsdp"] if fsdp else [])
-    subprocess.run(cmd, env=CHILD_ENV, check=True, capture_output=True)
+    subprocess.run(cmd, env={**CHILD_ENV, "SOLULAB_DIST_TIMEOUT_S": "60"}, check=True,
+                   capture_output=True, timeout=300)
     a, b = _weights(single), _weights(tmp_path / "ddp")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
@@ -140,6 +146,10 @@ def test_two_process_ddp_matches_one_process_at_the_same_global_batch(small_corp
     assert [r["step"] for r in la] == [r["step"] for r in lb]
     for ra, rb in zip(la, lb):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4)
+        assert ("val_loss" in ra) == ("val_loss" in rb)
+        if "val_loss" in ra:
+            assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4)
+    assert sum("val_loss" in r for r in lb) == 2
 
 
 runner = CliRunner()
