@@ -1,7 +1,9 @@
 """Under torchrun: the tensor-parallel model against the single-process blocked model.
 
-usage: torchrun --nproc_per_node 2 _tp_child.py OUT_JSON
-Writes the largest relative differences of the logits and of every parameter's gradient.
+usage: torchrun --nproc_per_node 2 _tp_child.py OUT_JSON [--plant-nan]
+Writes the largest relative differences of the logits and of every parameter's gradient; a NaN
+anywhere counts as an infinite difference. ``--plant-nan`` puts a NaN in one split gradient, to
+prove that it would be caught.
 """
 
 import json
@@ -14,6 +16,13 @@ from solulab import ModelConfig, Transformer
 from solulab.distributed import init_distributed, shutdown_distributed
 from solulab.model import lm_loss
 from solulab.parallel import apply_tensor_parallel
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest |a - b| over largest |a|; infinite when either holds a NaN."""
+    if torch.isnan(a).any() or torch.isnan(b).any():
+        return float("inf")
+    return ((a - b).abs().max() / a.abs().max()).item()
 
 
 def main() -> None:
@@ -35,10 +44,10 @@ def main() -> None:
                 grads[key] = g
             outputs[name] = (logits, grads)
         (la, ga), (lb, gb) = outputs["single"], outputs["split"]
-        worst = ((la - lb).abs().max() / la.abs().max()).item()
-        for key in ga:
-            worst = max(worst, ((ga[key] - gb[key]).abs().max() / ga[key].abs().max()).item())
-        errors[act] = worst
+        if "--plant-nan" in sys.argv:
+            next(iter(gb.values())).view(-1)[0] = float("nan")
+        pairs = [(la, lb)] + [(ga[key], gb[key]) for key in ga]
+        errors[act] = max(relative_difference(a, b) for a, b in pairs)
     if info.is_main:
         with open(sys.argv[1], "w") as f:
             json.dump(errors, f)

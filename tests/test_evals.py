@@ -102,8 +102,10 @@ def test_evaluate_run_writes_results_and_checks_its_input(tmp_path, small_corpus
     saved = json.loads((run / "evals.json").read_text())
     assert saved == json.loads(json.dumps(results))
     assert saved["arithmetic"]["n"] == 12 and 0 <= saved["cloze"]["accuracy"] <= 1
-    tokenizer = load_tokenizer(run / "tokenizer.json")
-    assert tokenizer.encode(" 12").ids  # the run's tokenizer loads on its own
+    own, corpus = (load_tokenizer(path / "tokenizer.json") for path in (run, small_corpus))
+    text = "def f(x): return 12 + x"  # the run's own tokenizer file is the corpus's
+    assert own.encode(text).ids == corpus.encode(text).ids
+    assert own.decode(own.encode(text).ids) == text
     with pytest.raises(SolulabError, match="unknown tasks \\['mmlu'\\]"):
         evaluate_run(run, ["mmlu"])
     (run / "tokenizer.json").write_text((run / "tokenizer.json").read_text().replace(
