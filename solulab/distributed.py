@@ -48,6 +48,22 @@ class DistInfo:
         return self.world_size > 1
 
 
+def resolve_device(name: str) -> torch.device:
+    """``name`` as a device this machine has, or a SolulabError saying what it has."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise SolulabError(f"unknown device {name!r}: use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SolulabError(f"--device {name}: this machine has no CUDA GPU (PyTorch "
+                           f"{torch.__version__}); use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SolulabError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise SolulabError(f"--device {name}: solulab runs on cpu or cuda")
+    return dev
+
+
 def collective_timeout() -> timedelta:
     """How long a collective may wait for the other ranks before it fails with an error
     (``SOLULAB_DIST_TIMEOUT_S``, default 600 s) instead of hanging."""
@@ -65,7 +81,7 @@ def init_distributed(device: str | None = None, tp: int = 1) -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
         torch.cuda.set_device(dev)

@@ -289,3 +289,29 @@ def test_the_c_pass_equals_the_pytorch_path(small_corpus, tmp_path, monkeypatch)
     monkeypatch.setattr(native_stats, "ready", lambda v: False)
     plain = NeuronStore.open(collect(run, out=tmp_path / "plain", **kwargs))
     _stores_equal(native, plain)
+
+
+def test_collect_says_when_the_split_is_smaller_than_asked(collected_runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from solulab.cli import app
+
+    result = CliRunner().invoke(app, ["neurons", "collect", str(collected_runs / "gelu"),
+                                      "--tokens", "10000000", "--out", str(tmp_path / "s"),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    collected = NeuronStore.open(tmp_path / "s").meta["n_tokens"]
+    assert f"note: collected {collected:,} tokens, not 10,000,000" in result.output
+
+
+def test_a_device_this_machine_lacks_is_one_clear_line(collected_runs):
+    from typer.testing import CliRunner
+
+    from solulab.cli import app
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(app, ["neurons", "collect", str(collected_runs / "gelu"),
+                                      "--device", "cuda"])
+    assert result.exit_code == 2 and "has no CUDA GPU" in result.output
+    assert "Traceback" not in result.output

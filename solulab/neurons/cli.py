@@ -39,6 +39,7 @@ def collect_command(
 ):
     """Stream the model over a corpus split and write the neuron store (torchrun-aware)."""
     from solulab.neurons.collect import collect
+    from solulab.neurons.store import NeuronStore
 
     with stops_cleanly("no neuron store was written"):
         path = collect(run, corpus, out, split, tokens, parse_layers(layers), k=k,
@@ -46,6 +47,10 @@ def collect_command(
                        batch_size=batch_size, device=device)
     if is_main_process():
         typer.echo(f"neuron store: {path}")
+        collected = NeuronStore.open(path).meta["n_tokens"]
+        if collected < tokens:
+            typer.echo(f"note: collected {collected:,} tokens, not {tokens:,}: the {split} split "
+                       "holds no more whole sequences of the model's context", err=True)
 
 
 @app.command()
