@@ -42,13 +42,16 @@ app.command("export")(interop_cli.export_command)
 def corpus_build(
     out: Path = typer.Option(..., help="Directory to create for the corpus."),
     source: Optional[list[Path]] = typer.Option(
-        None, help="File or directory of .txt .md .rst .py .jsonl .parquet (repeatable). "
-        "Default: the built-in corpus (this Python's standard library source)."),
+        None, help="File or directory of .txt .md .py .rst .html .jsonl .parquet (repeatable; "
+        ".rst and .html lose their markup). Default: the built-in corpus (this Python's "
+        "standard library source)."),
     vocab_size: int = typer.Option(4096, help="BPE vocabulary size."),
     val_fraction: float = typer.Option(0.05, help="Share of documents held out for validation."),
     max_bytes: Optional[int] = typer.Option(None, help="Stop reading after this many bytes."),
     tokenizer: Optional[Path] = typer.Option(
         None, help="Tokenize with this tokenizer.json (a model's own) instead of training one."),
+    keep_markup: bool = typer.Option(False, "--keep-markup",
+                                     help="Read .rst and .html files as they are."),
 ):
     """Tokenize text sources into a corpus directory (tokenizer + token shards)."""
     from solulab.data import build_corpus
@@ -56,7 +59,7 @@ def corpus_build(
     with stops_cleanly(f"the partial corpus was removed; nothing was written to {out}"):
         manifest = build_corpus(out, sources=source or None, vocab_size=vocab_size,
                                 val_fraction=val_fraction, max_bytes=max_bytes,
-                                tokenizer=tokenizer)
+                                tokenizer=tokenizer, keep_markup=keep_markup)
     typer.echo(manifest.summary())
     typer.echo(f"corpus written to {out}")
 

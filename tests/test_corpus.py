@@ -67,10 +67,10 @@ def _generated_text(rng: random.Random, n_bytes: int) -> str:
 def write_source_tree(root: Path, seed: int = 0, names=None) -> list[str]:
     """Write the test sources under ``root``; returns the texts of the documents they hold."""
     rng = random.Random(seed)
-    suffixes = [".txt", ".md", ".py", ".rst"]
+    suffixes = [".txt", ".md", ".py"]  # read verbatim (.rst and .html: test_markup.py)
     docs = []
     for i in range(N_GENERATED):
-        name = names[i] if names else f"doc_{i:02d}{suffixes[i % 4]}"
+        name = names[i] if names else f"doc_{i:02d}{suffixes[i % len(suffixes)]}"
         path = root / ("sub" if i % 3 == 0 else "") / name
         path.parent.mkdir(parents=True, exist_ok=True)
         text = _generated_text(rng, 6000)

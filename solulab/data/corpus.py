@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from solulab.data.shards import SHARD_TOKENS, ShardInfo, ShardWriter, TokenArray, token_dtype
 from solulab.data.sources import (
+    SUPPORTED_SUFFIXES,
     Document,
     SourceError,
     SourceFiles,
@@ -338,7 +339,7 @@ def _build_into(tmp: Path, files: SourceFiles, stats: SourceStats, plan: SplitPl
         format_version=FORMAT_VERSION, dtype=token_dtype(vocab).name, vocab_size=vocab,
         eot_id=EOT_ID, tokenizer_sha256=sha, splits=splits, sources=list(files.labels),
         counts=stats, settings=dict(vocab_size=vocab_size, val_fraction=plan.val_fraction,
-                                    max_bytes=max_bytes),
+                                    max_bytes=max_bytes, keep_markup=files.keep_markup),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 
@@ -358,9 +359,10 @@ def load_given_tokenizer(path: Path) -> Tokenizer:
 def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int = 4096,
                  val_fraction: float = 0.05, max_bytes: int | None = None,
                  progress: bool = True, *, shard_tokens: int = SHARD_TOKENS,
-                 tokenizer: Path | None = None) -> Manifest:
+                 tokenizer: Path | None = None, keep_markup: bool = False) -> Manifest:
     """Tokenize ``sources`` (default: the built-in corpus) into the new corpus directory ``out``,
     with a new BPE tokenizer of ``vocab_size`` or the given ``tokenizer`` file (a model's own).
+    ``.rst`` and ``.html`` sources lose their markup unless ``keep_markup``.
 
     Raises ``CorpusError`` for a missing or unreadable source, when no documents are found, and
     when ``out`` already holds a corpus or other files.
@@ -377,10 +379,12 @@ def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int =
     if tokenizer is not None:
         load_given_tokenizer(tokenizer)  # refuse a bad file before the scan
     try:
-        files = resolve_sources(sources)
+        files = resolve_sources(sources, keep_markup)
         stats, plan = _scan(files, val_fraction, max_bytes, progress)
         if stats.documents == 0:
-            raise CorpusError(f"no documents found in {', '.join(files.labels)}")
+            skipped = (f" (passed over for their suffix: {files.skipped_text()}; readable: "
+                       f"{' '.join(sorted(SUPPORTED_SUFFIXES))})" if files.skipped_suffixes else "")
+            raise CorpusError(f"no documents found in {', '.join(files.labels)}{skipped}")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
         tmp.mkdir()

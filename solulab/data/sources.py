@@ -2,14 +2,17 @@
 
 A source is a directory (walked recursively) or a file. Supported files:
 
-* ``.txt .md .rst .py``: the whole file is one document;
+* ``.txt .md .py``: the whole file is one document;
+* ``.rst`` (and ``.rst.txt``, as Sphinx ships sources) and ``.html .htm``: one document each,
+  markup removed (``solulab.data.markup``);
 * ``.jsonl``: one document per line, the line's JSON object's ``text`` field (blank lines ignored);
 * ``.parquet``: one document per row of the ``text`` column, read in batches.
 
 Order: sources in the order given; inside a directory, files sorted by relative path (POSIX form);
 inside a ``.jsonl`` or ``.parquet`` file, row order. Names starting with ``.`` (``.git``,
 ``.venv``, dotfiles) and ``__pycache__`` directories are not walked. Files with another suffix
-found in a directory are counted as ``skipped_unsupported``; naming one directly is an error.
+found in a directory are counted as ``skipped_unsupported`` (by suffix, so that a source of only
+unsupported files can say what it held); naming one directly is an error.
 
 Bytes are decoded as UTF-8 with invalid sequences replaced by U+FFFD (counted). A document that
 is empty or only whitespace is skipped (``skipped_empty``, counted per file for whole-file formats
@@ -29,6 +32,7 @@ import os
 import re
 import sys
 import sysconfig
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +40,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from solulab.data.markup import html_to_text, rst_to_text
 from solulab.errors import SolulabError
 
-TEXT_SUFFIXES = frozenset({".txt", ".md", ".rst", ".py"})
+TEXT_SUFFIXES = frozenset({".txt", ".md", ".rst", ".py", ".html", ".htm"})
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | {".jsonl", ".parquet"}
 BINARY_SNIFF_BYTES = 8192
 PARQUET_BATCH_ROWS = 1024
@@ -78,6 +83,12 @@ class SourceFiles:
     files: tuple[Path, ...]
     skipped_unsupported: int
     labels: tuple[str, ...]  # how the manifest names the sources
+    skipped_suffixes: tuple[tuple[str, int], ...] = ()  # the commonest suffixes passed over
+    keep_markup: bool = False  # read .rst and .html verbatim
+
+    def skipped_text(self) -> str:
+        """``.png 40, .js 3`` for messages; empty when nothing was skipped."""
+        return ", ".join(f"{suffix or '(none)'} {n}" for suffix, n in self.skipped_suffixes)
 
 
 def builtin_stdlib_dir() -> Path:
@@ -88,10 +99,11 @@ def builtin_label() -> str:
     return "builtin:stdlib " + ".".join(map(str, sys.version_info[:3]))
 
 
-def _walk(root: Path, suffixes: frozenset[str], excluded: frozenset[str]) -> tuple[list[Path], int]:
-    """Supported files under ``root`` sorted by relative path, and the count of other files."""
+def _walk(root: Path, suffixes: frozenset[str], excluded: frozenset[str]
+          ) -> tuple[list[Path], Counter]:
+    """Supported files under ``root`` sorted by relative path, and the other files' suffixes."""
     found: list[tuple[str, Path]] = []
-    unsupported = 0
+    unsupported: Counter = Counter()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames
                        if not d.startswith(".") and d != "__pycache__" and d not in excluded]
@@ -102,18 +114,20 @@ def _walk(root: Path, suffixes: frozenset[str], excluded: frozenset[str]) -> tup
             if path.suffix.lower() in suffixes:
                 found.append((path.relative_to(root).as_posix(), path))
             else:
-                unsupported += 1
+                unsupported[path.suffix.lower()] += 1
     found.sort()
     return [p for _, p in found], unsupported
 
 
-def resolve_sources(sources: list[Path] | None) -> SourceFiles:
-    """List the files of ``sources`` (``None``: the built-in corpus); check that each exists."""
+def resolve_sources(sources: list[Path] | None, keep_markup: bool = False) -> SourceFiles:
+    """List the files of ``sources`` (``None``: the built-in corpus); check that each exists.
+    ``keep_markup`` reads ``.rst`` and ``.html`` files as they are."""
     if sources is None:
         files, unsupported = _walk(builtin_stdlib_dir(), frozenset({".py"}), BUILTIN_EXCLUDED_DIRS)
-        return SourceFiles(tuple(files), unsupported, (builtin_label(),))
+        return SourceFiles(tuple(files), sum(unsupported.values()), (builtin_label(),),
+                           tuple(unsupported.most_common(5)))
     all_files: list[Path] = []
-    unsupported = 0
+    unsupported: Counter = Counter()
     for source in map(Path, sources):
         if source.is_dir():
             files, skipped = _walk(source, SUPPORTED_SUFFIXES, frozenset())
@@ -126,7 +140,9 @@ def resolve_sources(sources: list[Path] | None) -> SourceFiles:
             all_files.append(source)
         else:
             raise SourceError(f"source not found: {source}")
-    return SourceFiles(tuple(all_files), unsupported, tuple(str(Path(s)) for s in sources))
+    return SourceFiles(tuple(all_files), sum(unsupported.values()),
+                       tuple(str(Path(s)) for s in sources), tuple(unsupported.most_common(5)),
+                       keep_markup)
 
 
 def _decode(data: bytes) -> tuple[str, int]:
@@ -153,9 +169,16 @@ def _count_replacements(replaced: int, first_in_file: bool, stats: SourceStats) 
             stats.files_with_replacements += 1
 
 
-def _read_text_file(path: Path, stats: SourceStats) -> Iterator[str]:
+def _read_text_file(path: Path, stats: SourceStats, keep_markup: bool) -> Iterator[str]:
     text, replaced = _decode(path.read_bytes())
     _count_replacements(replaced, True, stats)
+    name = path.name.lower()
+    if keep_markup:
+        pass
+    elif name.endswith((".html", ".htm")):
+        text = html_to_text(text)
+    elif name.endswith((".rst", ".rst.txt")):
+        text = rst_to_text(text)
     yield text
 
 
@@ -215,7 +238,7 @@ def iter_documents(files: SourceFiles, stats: SourceStats,
             elif suffix == ".parquet":
                 texts = _read_parquet(path, stats)
             else:
-                texts = _read_text_file(path, stats)
+                texts = _read_text_file(path, stats, files.keep_markup)
             for text in texts:
                 if text is None or not text.strip():
                     stats.skipped_empty += 1

@@ -11,7 +11,7 @@ docs=/usr/share/doc/python3.11/html/_sources
 mkdir -p "$out"
 [ -d "$out/code-corpus" ] || solulab corpus build --out "$out/code-corpus" \
     --tokenizer "$here/models/code-gelu/tokenizer.json"
-[ -d "$out/prose-corpus" ] || solulab corpus build --out "$out/prose-corpus" --source "$docs" \
+[ -d "$out/prose-corpus" ] || solulab corpus build --out "$out/prose-corpus" --source "$docs" --keep-markup \
     --tokenizer "$here/models/prose-gelu/tokenizer.json"
 for model in code-gelu code-solu_ln prose-gelu prose-solu_ln; do
     [ -d "$out/$model/neurons" ] && continue
