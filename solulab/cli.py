@@ -42,9 +42,9 @@ app.command("export")(interop_cli.export_command)
 def corpus_build(
     out: Path = typer.Option(..., help="Directory to create for the corpus."),
     source: Optional[list[Path]] = typer.Option(
-        None, help="File or directory of .txt .md .py .rst .html .jsonl .parquet (repeatable; "
-        ".rst and .html lose their markup). Default: the built-in corpus (this Python's "
-        "standard library source)."),
+        None, help="File or directory of .txt .md .py .rst .html, .jsonl(.gz|.zst), .parquet "
+        "shards or a saved `datasets` directory (repeatable; .rst and .html lose their markup). "
+        "Default: the built-in corpus (this Python's standard library source)."),
     vocab_size: int = typer.Option(4096, help="BPE vocabulary size."),
     val_fraction: float = typer.Option(0.05, help="Share of documents held out for validation."),
     max_bytes: Optional[int] = typer.Option(None, help="Stop reading after this many bytes."),
@@ -52,6 +52,8 @@ def corpus_build(
         None, help="Tokenize with this tokenizer.json (a model's own) instead of training one."),
     keep_markup: bool = typer.Option(False, "--keep-markup",
                                      help="Read .rst and .html files as they are."),
+    text_field: str = typer.Option("text", help="The field or column holding each record's "
+                                   "text (.jsonl, .parquet, datasets)."),
 ):
     """Tokenize text sources into a corpus directory (tokenizer + token shards)."""
     from solulab.data import build_corpus
@@ -59,7 +61,8 @@ def corpus_build(
     with stops_cleanly(f"the partial corpus was removed; nothing was written to {out}"):
         manifest = build_corpus(out, sources=source or None, vocab_size=vocab_size,
                                 val_fraction=val_fraction, max_bytes=max_bytes,
-                                tokenizer=tokenizer, keep_markup=keep_markup)
+                                tokenizer=tokenizer, keep_markup=keep_markup,
+                                text_field=text_field)
     typer.echo(manifest.summary())
     typer.echo(f"corpus written to {out}")
 

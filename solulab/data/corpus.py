@@ -339,7 +339,8 @@ def _build_into(tmp: Path, files: SourceFiles, stats: SourceStats, plan: SplitPl
         format_version=FORMAT_VERSION, dtype=token_dtype(vocab).name, vocab_size=vocab,
         eot_id=EOT_ID, tokenizer_sha256=sha, splits=splits, sources=list(files.labels),
         counts=stats, settings=dict(vocab_size=vocab_size, val_fraction=plan.val_fraction,
-                                    max_bytes=max_bytes, keep_markup=files.keep_markup),
+                                    max_bytes=max_bytes, keep_markup=files.keep_markup,
+                                    text_field=files.text_field),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 
@@ -359,10 +360,12 @@ def load_given_tokenizer(path: Path) -> Tokenizer:
 def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int = 4096,
                  val_fraction: float = 0.05, max_bytes: int | None = None,
                  progress: bool = True, *, shard_tokens: int = SHARD_TOKENS,
-                 tokenizer: Path | None = None, keep_markup: bool = False) -> Manifest:
+                 tokenizer: Path | None = None, keep_markup: bool = False,
+                 text_field: str = "text") -> Manifest:
     """Tokenize ``sources`` (default: the built-in corpus) into the new corpus directory ``out``,
     with a new BPE tokenizer of ``vocab_size`` or the given ``tokenizer`` file (a model's own).
-    ``.rst`` and ``.html`` sources lose their markup unless ``keep_markup``.
+    ``.rst`` and ``.html`` sources lose their markup unless ``keep_markup``; records' text is in
+    ``text_field``.
 
     Raises ``CorpusError`` for a missing or unreadable source, when no documents are found, and
     when ``out`` already holds a corpus or other files.
@@ -379,7 +382,7 @@ def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int =
     if tokenizer is not None:
         load_given_tokenizer(tokenizer)  # refuse a bad file before the scan
     try:
-        files = resolve_sources(sources, keep_markup)
+        files = resolve_sources(sources, keep_markup, text_field)
         stats, plan = _scan(files, val_fraction, max_bytes, progress)
         if stats.documents == 0:
             skipped = (f" (passed over for their suffix: {files.skipped_text()}; readable: "

@@ -5,8 +5,13 @@ A source is a directory (walked recursively) or a file. Supported files:
 * ``.txt .md .py``: the whole file is one document;
 * ``.rst`` (and ``.rst.txt``, as Sphinx ships sources) and ``.html .htm``: one document each,
   markup removed (``solulab.data.markup``);
-* ``.jsonl``: one document per line, the line's JSON object's ``text`` field (blank lines ignored);
-* ``.parquet``: one document per row of the ``text`` column, read in batches.
+* ``.jsonl``, and compressed ``.jsonl.gz`` and ``.jsonl.zst``: one document per line, the line's
+  JSON object's text field (blank lines ignored);
+* ``.parquet`` (a directory of shards is a directory of these) and ``.arrow`` (the shards of a
+  Hugging Face ``datasets`` directory saved with ``save_to_disk``): one document per row of the
+  text column, read in batches.
+
+The text field or column is ``text`` unless another is named (``--text-field``).
 
 Order: sources in the order given; inside a directory, files sorted by relative path (POSIX form);
 inside a ``.jsonl`` or ``.parquet`` file, row order. Names starting with ``.`` (``.git``,
@@ -27,6 +32,7 @@ keeps the corpus the same across installs of one Python version).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -44,7 +50,9 @@ from solulab.data.markup import html_to_text, rst_to_text
 from solulab.errors import SolulabError
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".rst", ".py", ".html", ".htm"})
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | {".jsonl", ".parquet"}
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
+TABLE_SUFFIXES = frozenset({".parquet", ".arrow"})
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | TABLE_SUFFIXES | set(JSONL_SUFFIXES)
 BINARY_SNIFF_BYTES = 8192
 PARQUET_BATCH_ROWS = 1024
 BUILTIN_EXCLUDED_DIRS = frozenset({"site-packages", "test", "tests", "idle_test"})
@@ -85,6 +93,7 @@ class SourceFiles:
     labels: tuple[str, ...]  # how the manifest names the sources
     skipped_suffixes: tuple[tuple[str, int], ...] = ()  # the commonest suffixes passed over
     keep_markup: bool = False  # read .rst and .html verbatim
+    text_field: str = "text"  # the field of .jsonl records and the column of tables
 
     def skipped_text(self) -> str:
         """``.png 40, .js 3`` for messages; empty when nothing was skipped."""
@@ -99,6 +108,12 @@ def builtin_label() -> str:
     return "builtin:stdlib " + ".".join(map(str, sys.version_info[:3]))
 
 
+def supported(path: Path, suffixes: frozenset[str] = SUPPORTED_SUFFIXES) -> bool:
+    name = path.name.lower()
+    return path.suffix.lower() in suffixes or (
+        suffixes is SUPPORTED_SUFFIXES and name.endswith(JSONL_SUFFIXES))
+
+
 def _walk(root: Path, suffixes: frozenset[str], excluded: frozenset[str]
           ) -> tuple[list[Path], Counter]:
     """Supported files under ``root`` sorted by relative path, and the other files' suffixes."""
@@ -111,7 +126,7 @@ def _walk(root: Path, suffixes: frozenset[str], excluded: frozenset[str]
             if name.startswith("."):
                 continue
             path = Path(dirpath) / name
-            if path.suffix.lower() in suffixes:
+            if supported(path, suffixes):
                 found.append((path.relative_to(root).as_posix(), path))
             else:
                 unsupported[path.suffix.lower()] += 1
@@ -119,9 +134,11 @@ def _walk(root: Path, suffixes: frozenset[str], excluded: frozenset[str]
     return [p for _, p in found], unsupported
 
 
-def resolve_sources(sources: list[Path] | None, keep_markup: bool = False) -> SourceFiles:
+def resolve_sources(sources: list[Path] | None, keep_markup: bool = False,
+                    text_field: str = "text") -> SourceFiles:
     """List the files of ``sources`` (``None``: the built-in corpus); check that each exists.
-    ``keep_markup`` reads ``.rst`` and ``.html`` files as they are."""
+    ``keep_markup`` reads ``.rst`` and ``.html`` files as they are; ``text_field`` names the
+    field or column that holds each record's text."""
     if sources is None:
         files, unsupported = _walk(builtin_stdlib_dir(), frozenset({".py"}), BUILTIN_EXCLUDED_DIRS)
         return SourceFiles(tuple(files), sum(unsupported.values()), (builtin_label(),),
@@ -134,7 +151,7 @@ def resolve_sources(sources: list[Path] | None, keep_markup: bool = False) -> So
             all_files += files
             unsupported += skipped
         elif source.is_file():
-            if source.suffix.lower() not in SUPPORTED_SUFFIXES:
+            if not supported(source):
                 raise SourceError(f"unsupported source file {source}: expected one of "
                                   f"{' '.join(sorted(SUPPORTED_SUFFIXES))}")
             all_files.append(source)
@@ -142,7 +159,7 @@ def resolve_sources(sources: list[Path] | None, keep_markup: bool = False) -> So
             raise SourceError(f"source not found: {source}")
     return SourceFiles(tuple(all_files), sum(unsupported.values()),
                        tuple(str(Path(s)) for s in sources), tuple(unsupported.most_common(5)),
-                       keep_markup)
+                       keep_markup, text_field)
 
 
 def _decode(data: bytes) -> tuple[str, int]:
@@ -182,41 +199,71 @@ def _read_text_file(path: Path, stats: SourceStats, keep_markup: bool) -> Iterat
     yield text
 
 
-def _read_jsonl(path: Path, stats: SourceStats) -> Iterator[str]:
-    file_had_replacements = False
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            line, replaced = _decode(raw)
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{path}:{line_no}: not a JSON object ({e.msg})") from None
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise SourceError(f"{path}:{line_no}: expected a JSON object with a string "
-                                  "'text' field")
-            # JSON escapes can spell unpaired surrogates, which are not text.
-            text, surrogates = _LONE_SURROGATE.subn("\ufffd", text)
-            _count_replacements(replaced + surrogates, not file_had_replacements, stats)
-            file_had_replacements |= replaced + surrogates > 0
-            yield text
-
-
-def _read_parquet(path: Path, stats: SourceStats) -> Iterator[str | None]:
+def _lines(path: Path) -> Iterator[bytes]:
+    """The lines of a file, decompressed by its suffix (``.gz``, ``.zst``)."""
     try:
-        pf = pq.ParquetFile(path)
-        index = pf.schema_arrow.get_field_index("text")
-        if index < 0:
-            raise SourceError(f"{path} has no 'text' column")
-        column_type = pf.schema_arrow.field(index).type
-        if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
-            raise SourceError(f"column 'text' of {path} holds {column_type}, not strings")
-        for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=["text"]):
-            yield from batch.column(0).to_pylist()
+        with pa.input_stream(str(path), compression="detect") as stream, \
+                io.BufferedReader(stream) as f:
+            yield from f
+    except (pa.ArrowException, OSError, EOFError) as e:
+        raise SourceError(f"cannot read {path}: {e} (a damaged or truncated file?)") from None
+
+
+def _read_jsonl(path: Path, stats: SourceStats, field: str) -> Iterator[str]:
+    file_had_replacements = False
+    for line_no, raw in enumerate(_lines(path), start=1):
+        line, replaced = _decode(raw)
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SourceError(f"{path}:{line_no}: not a JSON object ({e.msg})") from None
+        text = record.get(field) if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            raise SourceError(f"{path}:{line_no}: expected a JSON object with a string "
+                              f"{field!r} field (choose another with --text-field)")
+        # JSON escapes can spell unpaired surrogates, which are not text.
+        text, surrogates = _LONE_SURROGATE.subn("\ufffd", text)
+        _count_replacements(replaced + surrogates, not file_had_replacements, stats)
+        file_had_replacements |= replaced + surrogates > 0
+        yield text
+
+
+def _check_column(path: Path, schema: pa.Schema, field: str) -> int:
+    index = schema.get_field_index(field)
+    if index < 0:
+        raise SourceError(f"{path} has no {field!r} column (it has {', '.join(schema.names)}; "
+                          "choose one with --text-field)")
+    column_type = schema.field(index).type
+    if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
+        raise SourceError(f"column {field!r} of {path} holds {column_type}, not strings")
+    return index
+
+
+def _read_table(path: Path, stats: SourceStats, field: str) -> Iterator[str | None]:
+    """Rows of a parquet file, or of an Arrow IPC file or stream (``datasets`` shards)."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            pf = pq.ParquetFile(path)
+            _check_column(path, pf.schema_arrow, field)
+            for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[field]):
+                yield from batch.column(0).to_pylist()
+            return
+        with pa.memory_map(str(path)) as source:
+            try:
+                reader = pa.ipc.open_stream(source)
+            except pa.ArrowInvalid:
+                source.seek(0)
+                file_reader = pa.ipc.open_file(source)
+                reader = (file_reader.get_batch(i) for i in range(file_reader.num_record_batches))
+                _check_column(path, file_reader.schema, field)
+            else:
+                _check_column(path, reader.schema, field)
+            for batch in reader:
+                yield from batch.column(batch.schema.get_field_index(field)).to_pylist()
     except (pa.ArrowException, OSError) as e:
-        raise SourceError(f"cannot read {path} as parquet: {e}") from None
+        raise SourceError(f"cannot read {path} as {path.suffix.lstrip('.')}: {e}") from None
 
 
 def iter_documents(files: SourceFiles, stats: SourceStats,
@@ -228,15 +275,15 @@ def iter_documents(files: SourceFiles, stats: SourceStats,
     """
     stats.skipped_unsupported = files.skipped_unsupported
     for path in files.files:
-        suffix = path.suffix.lower()
+        suffix, name = path.suffix.lower(), path.name.lower()
         try:
-            if suffix != ".parquet" and _is_binary(path):
+            if suffix not in TABLE_SUFFIXES | {".gz", ".zst"} and _is_binary(path):
                 stats.skipped_binary += 1
                 continue
-            if suffix == ".jsonl":
-                texts: Iterator[str | None] = _read_jsonl(path, stats)
-            elif suffix == ".parquet":
-                texts = _read_parquet(path, stats)
+            if name.endswith(JSONL_SUFFIXES):
+                texts: Iterator[str | None] = _read_jsonl(path, stats, files.text_field)
+            elif suffix in TABLE_SUFFIXES:
+                texts = _read_table(path, stats, files.text_field)
             else:
                 texts = _read_text_file(path, stats, files.keep_markup)
             for text in texts:
