@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -123,3 +124,34 @@ def test_harness_command_line_runs_a_local_task(run, tmp_path):
     assert result["acc,none"] == pytest.approx(accuracy)
     stderr = (accuracy * (1 - accuracy) / (len(items) - 1)) ** 0.5  # the harness's sample s.e.
     assert result["acc_stderr,none"] == pytest.approx(stderr, rel=1e-6)
+
+
+def test_device_given_both_ways_is_one_value(run):
+    lm = SolulabLM.create_from_arg_string(f"path={run},device=cpu",
+                                          {"device": "cuda", "batch_size": 4})
+    assert lm.torch_device.type == "cpu" and lm.batch_size == 4
+
+
+def adapter(run, *args, env_extra=None, tmp_path):
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": str(Path(__file__).parent.parent), **(env_extra or {})}
+    env.pop("HF_DATASETS_OFFLINE", None)
+    env.pop("HF_HUB_OFFLINE", None)
+    return subprocess.run([sys.executable, "-m", "solulab.evals.lm_eval_adapter", "run",
+                           "--model", "solulab", "--model_args", f"path={run},device=cpu",
+                           *args], env=env, timeout=600, capture_output=True, text=True)
+
+
+def test_the_shipped_task_runs_offline_and_a_network_task_is_refused_by_name(run, tmp_path):
+    out = tmp_path / "results"
+    done = adapter(run, "--tasks", "solulab_arithmetic", "--limit", "12", "--output_path",
+                   str(out), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (result_file,) = list(out.rglob("results*.json"))
+    result = json.loads(result_file.read_text())["results"]["solulab_arithmetic"]
+    assert 0 <= result["acc,none"] <= 1
+    started = time.monotonic()
+    refused = adapter(run, "--tasks", "lambada_openai", tmp_path=tmp_path)
+    assert refused.returncode == 2
+    assert "task 'lambada_openai' cannot be loaded offline" in refused.stderr
+    assert "Traceback" not in refused.stderr and time.monotonic() - started < 120

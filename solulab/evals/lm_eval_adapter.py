@@ -6,7 +6,12 @@ Its command line does not look for models in other packages, so run it through t
 with the harness's own arguments::
 
     python -m solulab.evals.lm_eval_adapter run --model solulab --model_args path=RUN \\
-        --tasks lambada_openai arc_easy
+        --tasks solulab_arithmetic lambada_openai
+
+Nothing is downloaded: the harness runs offline (``HF_DATASETS_OFFLINE``, ``HF_HUB_OFFLINE``), a
+task whose dataset is not in the local Hugging Face cache is refused up front, by name, and
+``solulab_arithmetic`` (300 arithmetic items, made here) is there unless ``--include_path``
+names a directory of your own tasks.
 
 or from Python: ``import solulab.evals.lm_eval_adapter`` then ``lm_eval.simple_evaluate(
 model="solulab", model_args="path=RUN", tasks=[...])``.
@@ -18,6 +23,7 @@ continuation.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -56,6 +62,19 @@ class SolulabLM(LM):
         self.eot_id = self.tokenizer.token_to_id(EOT)
         if self.eot_id is None:
             raise SolulabError(f"the tokenizer of {run} has no {EOT} token")
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+        """``--model_args`` win over the harness's own settings (``device=cpu`` given both ways
+        is one value, not two)."""
+        args = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls(**{**args, **arg_dict})
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
@@ -139,12 +158,79 @@ class SolulabLM(LM):
         return outputs
 
 
+LOCAL_TASK = "solulab_arithmetic"
+
+
+def write_local_task(directory: Path) -> Path:
+    """``solulab_arithmetic`` as a harness task over a JSON-lines file in ``directory``."""
+    from solulab.evals.tasks import arithmetic_items
+
+    data = directory / f"{LOCAL_TASK}.jsonl"
+    with open(data, "w") as f:
+        for prompt, answer, wrong in arithmetic_items(300):
+            choices = sorted([answer, *wrong], key=lambda c: int(c))
+            f.write(json.dumps({"question": prompt, "choices": choices,
+                                "answer": choices.index(answer)}) + "\n")
+    (directory / f"{LOCAL_TASK}.yaml").write_text(
+        f"task: {LOCAL_TASK}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {json.dumps(str(data))}\noutput_type: multiple_choice\ntest_split: test\n"
+        'doc_to_text: "{{question}}"\ndoc_to_target: "{{answer}}"\n'
+        'doc_to_choice: "{{choices}}"\nmetric_list:\n  - metric: acc\n'
+        "    aggregation: mean\n    higher_is_better: true\nmetadata:\n  version: 1.0\n")
+    return directory
+
+
+def _requested_tasks(argv: list[str]) -> list[str]:
+    names = []
+    for i, arg in enumerate(argv):
+        if arg == "--tasks":
+            for value in argv[i + 1:]:
+                if value.startswith("--"):
+                    break
+                names += [n for n in value.split(",") if n]
+        elif arg.startswith("--tasks="):
+            names += [n for n in arg.split("=", 1)[1].split(",") if n]
+    return names
+
+
+def check_tasks_offline(names: list[str], include: list[str]) -> None:
+    """Load each task as the harness will; a task whose data needs the network is refused by
+    name before any model is loaded."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    manager = TaskManager(include_path=include)
+    for name in names:
+        try:
+            get_task_dict([name], manager)
+        except Exception as e:  # the harness and datasets raise many kinds; all mean "cannot"
+            raise SolulabError(
+                f"task {name!r} cannot be loaded offline ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200] if str(e) else 'no message'}): its dataset is not "
+                "in the local Hugging Face cache and solulab downloads nothing. Put it there "
+                f"(HF_HOME), or give a local task with --include_path; {LOCAL_TASK} needs "
+                "nothing") from None
+
+
 def main() -> None:
-    """The harness's command line, with ``solulab`` registered."""
+    """The harness's command line, with ``solulab`` registered, offline, with the local task."""
+    import os
+    import tempfile
+
     from lm_eval.__main__ import cli_evaluate
 
-    sys.argv[0] = "lm-eval"
-    cli_evaluate()
+    for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        os.environ.setdefault(variable, "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = sys.argv[1:]
+        given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--include_path"]
+        include = given or [str(write_local_task(Path(tmp)))]  # the harness takes one path
+        try:
+            check_tasks_offline(_requested_tasks(argv), include)
+        except SolulabError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        sys.argv = ["lm-eval", *argv] + ([] if given else ["--include_path", include[0]])
+        cli_evaluate()
 
 
 if __name__ == "__main__":
