@@ -247,7 +247,10 @@ class Trainer:
         """The run directory holds only what a run stopped before its first checkpoint leaves:
         starting afresh loses nothing."""
         record = self.out / RUN_FILE
-        complete = record.is_file() and json.loads(record.read_text() or "{}").get("complete")
+        try:
+            complete = record.is_file() and json.loads(record.read_text()).get("complete")
+        except (json.JSONDecodeError, AttributeError):
+            complete = False  # torn or foreign: not a finished run
         leftovers = {p.name for p in self.out.iterdir()} - {METRICS_FILE, RUN_FILE, CHECKPOINT_DIR}
         return not complete and not leftovers and not list_checkpoints(self.out)
 
