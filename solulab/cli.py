@@ -256,14 +256,15 @@ def regex_command(
     tokens: int = typer.Option(16_384, help="Held-out tokens."),
     fire_fraction: float = typer.Option(0.5, help="Fires above this fraction of its max."),
 ):
-    """Rank neurons by how well PATTERN predicts where they fire (AUROC)."""
+    """Rank neurons by how well PATTERN predicts where they fire (F1, then AUROC)."""
     from solulab.autointerp.run import rank_by_pattern
 
     ranked = rank_by_pattern(run, pattern, None, tokens, fire_fraction, top)
-    typer.echo(f"{'layer':>5} {'neuron':>7} {'AUROC':>7} {'precision':>10} {'recall':>7}")
+    typer.echo(f"{'layer':>5} {'neuron':>7} {'F1':>6} {'precision':>10} {'recall':>7} "
+               f"{'AUROC':>7}")
     for r in ranked:
-        typer.echo(f"{r['layer']:>5} {r['neuron']:>7} {r['auroc']:>7.3f} "
-                   f"{r['precision']:>10.3f} {r['recall']:>7.3f}")
+        typer.echo(f"{r['layer']:>5} {r['neuron']:>7} {r['f1']:>6.3f} {r['precision']:>10.3f} "
+                   f"{r['recall']:>7.3f} {r['auroc']:>7.3f}")
 
 
 @app.command()

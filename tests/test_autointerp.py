@@ -243,6 +243,13 @@ def test_regex_ranks_the_planted_neuron_first(planted):
     ranked = rank_by_pattern(run, rf"^\s*{word}$", n_tokens=4096, top=3)
     assert (ranked[0]["layer"], ranked[0]["neuron"]) == (0, 0)
     assert ranked[0]["auroc"] > 0.99
+    # Ranked by F1: a broad pattern's high-recall, near-chance-precision neurons come last.
+    ranked = rank_by_pattern(run, r"\S", n_tokens=4096, top=8)
+    f1 = [r["f1"] for r in ranked]
+    assert f1 == sorted(f1, reverse=True)
+    for r in ranked:
+        p, q = r["precision"], r["recall"]
+        assert r["f1"] == pytest.approx(2 * p * q / (p + q))
 
 
 def test_compare_gives_the_study_statistics_and_agreement_with_humans(planted, tmp_path):

@@ -98,8 +98,10 @@ def load_explanations(store_path: str | Path) -> dict[tuple[int, int], dict]:
 def rank_by_pattern(run_dir: str | Path, pattern: str, layers: list[int] | None = None,
                     n_tokens: int = 16_384, fire_fraction: float = 0.5,
                     top: int = 20) -> list[dict]:
-    """Neurons ranked by the AUROC of ``pattern`` (on each token's text) predicting where they
-    fire above ``fire_fraction`` of their max on held-out text."""
+    """Neurons ranked by how well ``pattern`` (on each token's text) predicts where they fire
+    above ``fire_fraction`` of their max on held-out text: by F1, the balance of precision and
+    recall (AUROC alone puts a rarely firing neuron first when the pattern is broad: high recall
+    at precision near chance), then AUROC."""
     rule = regex(pattern)
     store = open_store(run_dir)
     layers = store.layers if layers is None else layers
@@ -110,8 +112,11 @@ def rank_by_pattern(run_dir: str | Path, pattern: str, layers: list[int] | None 
         for neuron in range(store.d_mlp):
             fires = acts[layer][:, neuron] > fire_fraction * store.stats(layer, neuron).max
             precision, recall = precision_recall(predicted, fires)
-            ranked.append({"layer": layer, "neuron": neuron,
+            f1 = (2 * precision * recall / (precision + recall)
+                  if precision + recall > 0 else float("nan"))
+            ranked.append({"layer": layer, "neuron": neuron, "f1": f1,
                            "auroc": auroc(predicted.astype(float), fires),
                            "precision": precision, "recall": recall})
-    ranked.sort(key=lambda r: -np.nan_to_num(r["auroc"], nan=-1.0))
+    ranked.sort(key=lambda r: (-np.nan_to_num(r["f1"], nan=-1.0),
+                               -np.nan_to_num(r["auroc"], nan=-1.0)))
     return ranked[:top]
