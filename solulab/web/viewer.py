@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -62,18 +63,21 @@ class RunIndex:
         self.root, self.capacity, self.rescan_seconds = root.resolve(), capacity, rescan_seconds
         self.names, self.scanned_at = find_runs(self.root), time.monotonic()
         self.open: OrderedDict[str, NeuronStore] = OrderedDict()
+        self.lock = threading.Lock()  # requests are served from a thread pool
 
     def store(self, name: str) -> NeuronStore:
-        if name not in self.names and time.monotonic() - self.scanned_at > self.rescan_seconds:
-            self.names, self.scanned_at = find_runs(self.root), time.monotonic()
-        if name not in self.names:
-            raise HTTPException(404, "no run with a neuron store of that name")
-        if name not in self.open:
-            self.open[name] = NeuronStore.open(self.root / name / STORE_DIR)
-            while len(self.open) > self.capacity:
-                self.open.popitem(last=False)
-        self.open.move_to_end(name)
-        return self.open[name]
+        with self.lock:
+            if name not in self.names and \
+                    time.monotonic() - self.scanned_at > self.rescan_seconds:
+                self.names, self.scanned_at = find_runs(self.root), time.monotonic()
+            if name not in self.names:
+                raise HTTPException(404, "no run with a neuron store of that name")
+            if name not in self.open:
+                self.open[name] = NeuronStore.open(self.root / name / STORE_DIR)
+                while len(self.open) > self.capacity:
+                    self.open.popitem(last=False)
+            self.open.move_to_end(name)
+            return self.open[name]
 
 
 def viewer_router(runs: Path) -> APIRouter:
