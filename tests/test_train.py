@@ -152,6 +152,31 @@ def test_two_process_ddp_matches_one_process_at_the_same_global_batch(small_corp
     assert sum("val_loss" in r for r in lb) == 2
 
 
+def test_two_nodes_under_torchrun_match_one_process(small_corpus, tmp_path):
+    """``torchrun --nnodes 2 --nproc_per_node 1``, a rendezvous on localhost, each node its own
+    launcher (as a cluster runs them), trains what one process trains at the same global batch."""
+    single = tmp_path / "single"
+    train(small_corpus, single, steps=6, batch_size=8, checkpoint_every=3, eval_every=3)
+    args = ["--corpus", str(small_corpus), "--act", "solu_ln", "--n-layers", "1",
+            "--d-model", "32", "--n-heads", "2", "--d-mlp", "64", "--n-ctx", "32",
+            "--steps", "6", "--batch-size", "4", "--lr", "3e-3", "--eval-every", "3",
+            "--eval-sequences", "8", "--log-every", "5", "--checkpoint-every", "3",
+            "--device", "cpu", "--out", str(tmp_path / "nodes")]
+    endpoint = f"127.0.0.1:{free_port()}"
+    env = {**CHILD_ENV, "SOLULAB_DIST_TIMEOUT_S": "60"}
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+         "--node_rank", str(rank), "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint,
+         "--rdzv_id", "solulab-test", "-m", "solulab.cli", "train", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    for node in nodes:
+        _, err = node.communicate(timeout=300)
+        assert node.returncode == 0, err[-3000:]
+    a, b = _weights(single), _weights(tmp_path / "nodes")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
 runner = CliRunner()
 
 
