@@ -35,7 +35,8 @@ class HookPoint(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm with gain ``w`` and bias ``b``; statistics in float32."""
+    """LayerNorm with gain ``w`` and bias ``b``; statistics in float32 (PyTorch's fused kernel
+    for float32 inputs, the same formula in readable ops for lower precisions)."""
 
     def __init__(self, d: int, eps: float):
         super().__init__()
@@ -44,6 +45,8 @@ class LayerNorm(nn.Module):
         self.b = nn.Parameter(torch.zeros(d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.w.dtype == torch.float32:
+            return F.layer_norm(x, self.w.shape, self.w, self.b, self.eps)
         return blocked_layer_norm(x, self.w, self.b, 1, self.eps)
 
 
@@ -291,5 +294,7 @@ class Transformer(nn.Module):
 
 
 def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy in nats: position ``t`` predicts token ``t + 1``."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
+    """Mean next-token cross-entropy in nats: position ``t`` predicts token ``t + 1`` (the last
+    position has no target; it is ignored rather than sliced off, which would copy the logits)."""
+    targets = F.pad(tokens[:, 1:].long(), (0, 1), value=-100)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)

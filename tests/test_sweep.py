@@ -35,7 +35,9 @@ def test_sizes_are_presets_or_layers_by_width():
 
 def test_interrupted_sweep_restarted_equals_an_uninterrupted_one(small_corpus, tmp_path):
     straight = tmp_path / "straight"
-    run_test_sweep(small_corpus, straight)
+    # Both in child processes: bit-for-bit holds for the same number of threads.
+    subprocess.run([sys.executable, str(HERE / "_sweep_child.py"), str(small_corpus),
+                    str(straight)], env=CHILD_ENV, check=True)
     child = [sys.executable, str(HERE / "_sweep_child.py"), str(small_corpus),
              str(tmp_path / "resumed")]
     killed = subprocess.run(child + ["3", "6"], env=CHILD_ENV)  # inside run 3, after step 6

@@ -95,7 +95,9 @@ def _weights(run):
 
 def test_kill_and_resume_is_bit_identical_to_a_straight_run(small_corpus, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train(small_corpus, straight, steps=20)
+    # Both in child processes: bit-for-bit holds for the same number of threads.
+    subprocess.run([sys.executable, str(HERE / "_train_child.py"), str(small_corpus),
+                    str(straight), "20", "none", "0"], env=CHILD_ENV, check=True)
     child = [sys.executable, str(HERE / "_train_child.py"), str(small_corpus), str(resumed), "20"]
     killed = subprocess.run(child + ["after-checkpoint", "10"], env=CHILD_ENV)
     assert killed.returncode == -9

@@ -1,0 +1,108 @@
+"""Training speed against nanoGPT's ``model.py`` at the same configuration, side by side.
+
+    python benchmarks/vs_nanogpt.py --nanogpt PATH/TO/nanoGPT   # the directory with model.py
+
+nanoGPT is read from the path given (it is not part of solulab). Both models: GELU, learned
+positions, tied embeddings, biases, no dropout, the same sizes; both train with the same AdamW on
+the same random tokens. A second nanoGPT model is timed alongside as the noise floor. Steps
+alternate between the models in rounds (the order reversed every other round); the figure is the
+median over rounds of tokens per second, and the ratio solulab / nanoGPT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from solulab import ModelConfig, Transformer
+from solulab.model import lm_loss
+
+
+def load_nanogpt(path: Path):
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path / "model.py")
+    if spec is None or not (path / "model.py").is_file():
+        sys.exit(f"no model.py in {path}: give --nanogpt the nanoGPT checkout")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def nanogpt_step(module, args, tokens: torch.Tensor):
+    cfg = module.GPTConfig(block_size=args.n_ctx, vocab_size=args.vocab, n_layer=args.n_layers,
+                           n_head=args.d_model // 64, n_embd=args.d_model, dropout=0.0,
+                           bias=True)
+    model = module.GPT(cfg)
+    targets = torch.roll(tokens, -1, dims=1)
+    return train_step(model, lambda: model(tokens, targets)[1])
+
+
+def solulab_step(args, tokens: torch.Tensor):
+    cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64,
+                      n_ctx=args.n_ctx, d_vocab=args.vocab, act_fn="gelu", positional="learned",
+                      tie_embeddings=True)
+    model = Transformer(cfg)
+    return train_step(model, lambda: lm_loss(model(tokens), tokens))
+
+
+def train_step(model: torch.nn.Module, loss_fn):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+
+    def step() -> None:
+        loss_fn().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def timed(step, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nanogpt", type=Path, required=True)
+    parser.add_argument("--n-layers", type=int, default=2)
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--n-ctx", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--steps-per-round", type=int, default=5)
+    args = parser.parse_args()
+    module = load_nanogpt(args.nanogpt)
+    torch.manual_seed(0)
+    tokens = torch.randint(0, args.vocab, (args.batch, args.n_ctx))
+    steps = {"solulab": solulab_step(args, tokens), "nanoGPT": nanogpt_step(module, args, tokens),
+             "nanoGPT'": nanogpt_step(module, args, tokens)}
+    for step in steps.values():  # warm up
+        timed(step, 2)
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(args.rounds):
+        order = list(steps) if r % 2 == 0 else list(reversed(steps))
+        for name in order:
+            seconds[name].append(timed(steps[name], args.steps_per_round))
+    per_step = {name: statistics.median(s) for name, s in seconds.items()}
+    tokens_per_step = args.batch * args.n_ctx
+    print(f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"{args.n_layers} layers, d_model {args.d_model}, n_ctx {args.n_ctx}, batch "
+          f"{args.batch}, vocab {args.vocab}; median of {args.rounds} rounds")
+    for name, s in per_step.items():
+        print(f"  {name:<9} {s * 1000:8.1f} ms/step {tokens_per_step / s:10,.0f} tokens/s")
+    ratio, floor = (per_step["nanoGPT"] / per_step[name] for name in ("solulab", "nanoGPT'"))
+    print(f"solulab / nanoGPT tokens/s: {ratio:.3f}   (noise floor nanoGPT' / nanoGPT: "
+          f"{floor:.3f})")
+
+
+if __name__ == "__main__":
+    main()
