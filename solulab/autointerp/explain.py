@@ -123,6 +123,11 @@ def _commonest(values, n: int) -> list:
     return [v for v, _ in Counter(v for v in values if v).most_common(n)]
 
 
+def _is_marks(token: str) -> bool:
+    """Punctuation or symbols only (``,`` ``"``,`` ``):``)."""
+    return bool(token) and not any(c.isalnum() or c.isspace() for c in token)
+
+
 def candidates(text: TokenText, fired: np.ndarray, extra: Sequence[Rule] = ()) -> list[Rule]:
     """Rules suggested by the firing tokens and their contexts, then the library, ``extra`` and
     (to be rejected) the firing tokens' commonest unrelated forms together."""
@@ -133,20 +138,21 @@ def candidates(text: TokenText, fired: np.ndarray, extra: Sequence[Rule] = ()) -
     inside = fired[~text.seq_start[fired]]
     last = np.flatnonzero(np.roll(text.seq_start, -1) | (np.arange(text.n) == text.n - 1))
     ahead = np.setdiff1d(fired, last)
-    for neighbour, positions, wrap in ((after, inside - 1, 1), (before, ahead + 1, -1)):
+    for neighbour, positions in ((after, inside - 1), (before, ahead + 1)):
         for key in _commonest(text.family[positions], 3):
             rule = neighbour(forms(key))
             rules.append(rule)
-            rules += [both(forms(k), rule) for k in keys[:1]]
+            if keys:  # the commonest firing token next to it: an n-gram
+                rules.append(both(forms(keys[0]), rule))
         rules += [neighbour(c) for c in CONTEXT_CLASSES]
     rules += [after_on_line(k) for k in _commonest(
-        (k for i in fired for k in text.earlier_on_line[i] if len(k) > 1 and k.isalnum()), 3)]
+        (k for i in fired for k in sorted(text.earlier_on_line[i]) if len(k) > 1 and k.isalnum()),
+        3)]
     rules += [suffix(s) for s in _commonest(
         (next((s for s in SUFFIXES if text.word[i].endswith(s) and len(text.word[i]) > len(s) + 2),
               "") for i in fired), 2)]
-    marks = (c for i in fired if text.stripped[i] and not any(ch.isalnum() for ch in
-                                                               text.stripped[i])
-             for c in set(text.stripped[i]))
+    marks = (mark for i in fired if _is_marks(text.stripped[i])
+             for mark in sorted(set(text.stripped[i])))
     rules += [punctuation_mark(m) for m in _commonest(marks, 2)]
     rules += list(LIBRARY) + list(extra)
     if len(keys) > 1:
