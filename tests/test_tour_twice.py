@@ -1,6 +1,6 @@
 """The README's tour (all but the servers, torchrun and the TransformerLens round trip), run
-twice in a row at a tiny size: the second run changes no file (or,
-where a command creates something once, refuses with one clear line and changes nothing)."""
+twice in a row at a tiny size: the second run changes no file (or, where a command creates
+something once, refuses with one clear line and changes nothing)."""
 
 import hashlib
 from pathlib import Path
