@@ -47,8 +47,9 @@ def collect_command(
                        batch_size=batch_size, device=device)
     if is_main_process():
         typer.echo(f"neuron store: {path}")
-        collected = NeuronStore.open(path).meta["n_tokens"]
-        if collected < tokens:
+        meta = NeuronStore.open(path).meta
+        collected, whole = meta["n_tokens"], tokens // meta["n_ctx"] * meta["n_ctx"]
+        if collected < whole:  # fewer than the whole sequences asked for
             typer.echo(f"note: collected {collected:,} tokens, not {tokens:,}: the {split} split "
                        "holds no more whole sequences of the model's context", err=True)
 
