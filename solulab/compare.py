@@ -80,7 +80,7 @@ def compare_sweep(root: Path, baseline: str = "gelu", n_bootstrap: int = 200) ->
         result["fit"] = fit.to_dict()
         result["curves"] = multiplier_curves(summaries, baseline)
     result["runs"] = [asdict(s) for s in summaries]
-    atomic_write_json(root / COMPARE_FILE, _finite(result))
+    atomic_write_json(root / COMPARE_FILE, result)  # non-finite numbers are written as null
     return result
 
 
@@ -103,17 +103,6 @@ def multiplier_curves(summaries: list[RunSummary], baseline: str) -> dict[str, l
             if s.act != baseline:
                 curves[f"{s.size}/{s.act}"].append((tokens, fit.multiplier(s.n_params, at[id(s)])))
     return curves
-
-
-def _finite(obj):
-    """JSON has no infinity: replace non-finite floats with None."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _gap(high: float | None, low: float | None) -> float:
