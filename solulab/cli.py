@@ -247,6 +247,43 @@ def demo(
     run_demo(out, DemoSettings(steps=steps))
 
 
+@app.command()
+@reports_errors
+def replicate(
+    corpus: Path = typer.Option(..., help="Corpus directory (from `solulab corpus build`)."),
+    out: Path = typer.Option(..., help="Where everything goes; run again to continue."),
+    budget_minutes: Optional[float] = typer.Option(
+        None, help="Minutes of training for all models together (or give --plan)."),
+    plan: Optional[Path] = typer.Option(None, help="A replicate.json to redo without timing."),
+    acts: str = typer.Option("gelu,solu_ln,gelu_ln", help="Activations; gelu is the baseline."),
+    n_ctx: int = typer.Option(256),
+    batch_size: int = typer.Option(16),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    neurons_per_model: int = typer.Option(60, help="Neurons of each model in the study."),
+    collect_tokens: int = typer.Option(262_144, help="Validation tokens per neuron store."),
+    annotators: str = typer.Option("rater1,rater2", help="Comma-separated annotator names."),
+    base_url: str = typer.Option("http://127.0.0.1:8000", help="Where `solulab serve` runs."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if present)."),
+):
+    """GELU vs SoLU-LN (and the LayerNorm-only ablation) at the largest size the budget
+    trains well: loss, multipliers, automated verdicts, a blinded study, results.md."""
+    from solulab.replicate import Request, read_plan_file, replicate, request_from_plan
+
+    if (budget_minutes is None) == (plan is None):
+        raise SolulabError("give exactly one of --budget-minutes or --plan")
+    if plan is not None:
+        request = request_from_plan(read_plan_file(plan), corpus)
+    else:
+        request = Request(corpus, budget_minutes, tuple(a.strip() for a in acts.split(",")),
+                          n_ctx, batch_size, lr, seed, neurons_per_model, collect_tokens,
+                          tuple(a.strip() for a in annotators.split(",")), device)
+    with reports_interruption(resume_flag=False):
+        results = replicate(request, out, plan, base_url,
+                            log=lambda message: typer.echo(message, err=True))
+    typer.echo(f"results: {results}")
+
+
 @app.command("regex")
 @reports_errors
 def regex_command(

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import typer
 
-from solulab.autointerp.run import autointerp, load_explanations
+from solulab.autointerp.run import ensure_explanations
 from solulab.cache import cache_dir
 from solulab.compare import compare_sweep, format_table
 from solulab.data import build_corpus, is_corpus
-from solulab.errors import SolulabError
 from solulab.evals.runner import evaluate_run
-from solulab.neurons.collect import STORE_DIR, collect, open_store
+from solulab.neurons.collect import ensure_store
 from solulab.report import write_report
 from solulab.stats import proportion
 from solulab.sweep import run_sweep
@@ -56,26 +55,6 @@ def builtin_corpus(vocab_size: int = DEMO_VOCAB, max_bytes: int | None = None,
     return path
 
 
-def neuron_store(run: Path, corpus: Path, settings: DemoSettings, progress: bool) -> Path:
-    """The run's neuron store, collected unless one of this size exists for this model."""
-    try:
-        store = open_store(run)
-        if store.meta["n_tokens"] == settings.neuron_tokens:
-            return store.path
-    except SolulabError:
-        pass
-    return collect(run, corpus, n_tokens=settings.neuron_tokens, progress=progress)
-
-
-def auto_labels(run: Path, progress: bool) -> list[bool]:
-    """Each neuron's auto-interpretable label, explaining the run unless its store has them."""
-    explanations = load_explanations(run / STORE_DIR)
-    if not explanations:
-        autointerp(run, progress=progress)
-        explanations = load_explanations(run / STORE_DIR)
-    return [e["interpretable"] for e in explanations.values()]
-
-
 def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool = True) -> Path:
     """Run every stage into ``out``; returns the report's path."""
     out = Path(out)
@@ -108,8 +87,9 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
     say(f"[5/6] neurons: top examples, interval samples and logit effects over "
         f"{settings.neuron_tokens:,} validation tokens per run, then automated explanations")
     for key in runs:
-        store = neuron_store(sweep_dir / key, corpus, settings, progress)
-        labels = auto_labels(sweep_dir / key, progress)
+        store = ensure_store(sweep_dir / key, corpus, settings.neuron_tokens, progress)
+        labels = [e["interpretable"] for e in ensure_explanations(sweep_dir / key,
+                                                                  progress).values()]
         p = proportion(sum(labels), len(labels))
         say(f"      {key}: {store}; auto-interpretable {p.fraction:.1%} "
             f"(95% Wilson {p.low:.2f}-{p.high:.2f})")

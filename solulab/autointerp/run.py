@@ -95,6 +95,17 @@ def load_explanations(store_path: str | Path) -> dict[tuple[int, int], dict]:
     return {tuple(int(x) for x in key.split(":")): value for key, value in neurons.items()}
 
 
+def ensure_explanations(run_dir: str | Path, progress: bool = True
+                        ) -> dict[tuple[int, int], dict]:
+    """The run's explanations, explaining its neurons unless its store has them."""
+    store_path = open_store(run_dir).path
+    explanations = load_explanations(store_path)
+    if not explanations:
+        autointerp(run_dir, progress=progress)
+        explanations = load_explanations(store_path)
+    return explanations
+
+
 def rank_by_pattern(run_dir: str | Path, pattern: str, layers: list[int] | None = None,
                     n_tokens: int = 16_384, fire_fraction: float = 0.5,
                     top: int = 20) -> list[dict]:

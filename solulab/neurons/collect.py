@@ -163,7 +163,8 @@ def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
             "n_layers": model.cfg.n_layers, "layers": layers, "d_mlp": model.cfg.d_mlp,
             "k": k, "window_before": window_before, "window_after": window_after,
             "samples": samples, "n_intervals": n_intervals, "threshold": threshold,
-            "n_tokens": n_seq * n_ctx, "n_ctx": n_ctx, "split": split, "seed": seed,
+            "n_tokens": n_seq * n_ctx, "requested_tokens": n_tokens, "n_ctx": n_ctx,
+            "split": split, "seed": seed,
             "corpus": str(corpus.path), "points": list(collector.points),
             "main_point": collector.points[0],
             "logit_effects_complete": model.cfg.n_layers == 1,
@@ -172,3 +173,17 @@ def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
     if info.distributed:
         dist.barrier()
     return path
+
+
+def ensure_store(run_dir: Path, corpus_dir: Path | None, n_tokens: int,
+                 progress: bool = True) -> Path:
+    """The run's neuron store, collected unless one over ``n_tokens`` tokens (or the whole
+    split, when it is shorter) exists for these weights."""
+    try:
+        store = open_store(run_dir)
+        fresh = store.meta["model_sha256"] == file_sha256(Path(run_dir) / WEIGHTS_FILE)
+        if fresh and store.meta.get("requested_tokens", store.meta["n_tokens"]) == n_tokens:
+            return store.path
+    except SolulabError:
+        pass
+    return collect(run_dir, corpus_dir, n_tokens=n_tokens, progress=progress)

@@ -1,0 +1,292 @@
+"""``solulab replicate``: the paper's central comparison at the size a budget affords.
+
+It times a training step of each activation at growing sizes on this machine, plans the largest
+size whose models still get ``TOKENS_PER_PARAM`` tokens per non-embedding parameter inside the
+budget (with the two sizes below it, so the baseline has a scaling law), trains GELU, SoLU-LN
+and the LayerNorm-only ablation with identical settings, collects the largest models' neurons,
+explains them automatically, creates the blinded study over them, and writes ``results.md``.
+Every stage keeps what it finished, so running the command again resumes; once annotators have
+rated, running it again adds the blinded fractions, kappas and Figures 4 and 9.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from solulab.autointerp.run import ensure_explanations
+from solulab.compare import compare_sweep, plot_comparison
+from solulab.data import Corpus
+from solulab.errors import SolulabError
+from solulab.io import atomic_write_json, atomic_write_text
+from solulab.model import Transformer, lm_loss
+from solulab.neurons.collect import ensure_store
+from solulab.replicate_results import write_results
+from solulab.study.create import create_study
+from solulab.sweep import SweepPlan, run_sweep
+from solulab.train import TrainConfig
+
+PLAN_FILE = "replicate.json"
+LINKS_FILE = "annotator-links.txt"
+TIMINGS_FILE = "timings.json"
+LADDER = ("1x32", "1x64", "1x128", "1x192", "1x256", "1x384", "1x512", "2x512", "2x768",
+          "4x1024", "8x1536", "16x2048")
+ACTS = ("gelu", "solu_ln", "gelu_ln")
+# Hoffmann et al. (2022), "Training Compute-Optimal Large Language Models": about 20 training
+# tokens per parameter is compute-optimal; fewer leaves a model undertrained for its size.
+TOKENS_PER_PARAM = 20
+SIZES_IN_FIT = 3  # the planned size and the two below it
+OVERHEAD = 1.15  # evaluation, logging and checkpoints on top of the timed steps
+
+
+@dataclass
+class ReplicationPlan:
+    """What ``replicate`` decided; saved so that a re-run continues the same experiment."""
+
+    corpus: str
+    budget_minutes: float
+    sizes: list[str]
+    acts: list[str]
+    tokens: int  # per model, the same for every model
+    seconds_per_token: dict[str, float]  # per measured size, summed over the activations
+    non_embedding_params: dict[str, int]
+    device: str
+    threads: int
+    n_ctx: int
+    batch_size: int
+    lr: float
+    seed: int
+    neurons_per_model: int
+    collect_tokens: int
+    annotators: list[str]
+    undertrained: bool  # even the smallest size gets fewer than TOKENS_PER_PARAM tokens/param
+
+    @property
+    def largest(self) -> str:
+        return self.sizes[-1]
+
+    def train_config(self) -> TrainConfig:
+        steps = max(1, self.tokens // (self.batch_size * self.n_ctx))
+        return TrainConfig(tokens=self.tokens, batch_size=self.batch_size, lr=self.lr,
+                           seed=self.seed, eval_every=max(1, steps // 10),
+                           checkpoint_every=max(1, steps // 5), checkpoint_minutes=5.0,
+                           device=self.device)
+
+    def predicted_minutes(self) -> float:
+        per_token = sum(self.seconds_per_token[s] for s in self.sizes)
+        return OVERHEAD * per_token * self.tokens / 60
+
+
+@dataclass(frozen=True)
+class Request:
+    """The user's side of a replication: what a re-run must repeat to continue."""
+
+    corpus: Path
+    budget_minutes: float
+    acts: tuple[str, ...] = ACTS
+    n_ctx: int = 256
+    batch_size: int = 16
+    lr: float = 1e-3
+    seed: int = 0
+    neurons_per_model: int = 60
+    collect_tokens: int = 262_144
+    annotators: tuple[str, ...] = ("rater1", "rater2")
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.budget_minutes > 0:
+            raise SolulabError(f"--budget-minutes must be > 0, got {self.budget_minutes}")
+        if "gelu" not in self.acts or len(self.acts) < 2:
+            raise SolulabError("--acts must include the gelu baseline and at least one other")
+        for name in ("n_ctx", "batch_size", "neurons_per_model", "collect_tokens"):
+            if getattr(self, name) < 1:
+                raise SolulabError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def seconds_per_token(size: str, act: str, request: Request, d_vocab: int,
+                      device: torch.device, min_seconds: float = 1.0) -> tuple[float, int]:
+    """Seconds per training token of one size and activation, timed on random tokens (as
+    training runs: forward, loss, backward, clipping, AdamW); also the non-embedding
+    parameter count."""
+    cfg = SweepPlan([size], [act], {"n_ctx": request.n_ctx}, {}).model_config(size, act, d_vocab)
+    model = Transformer(cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=request.lr)
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, d_vocab, (request.batch_size, request.n_ctx),
+                           generator=generator).to(device)
+
+    def step() -> None:
+        loss = lm_loss(model(tokens), tokens)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up: allocation, kernel selection
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start, n = time.perf_counter(), 0
+    while n < 2 or time.perf_counter() - start < min_seconds and n < 50:
+        step()
+        n += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    return elapsed / (n * tokens.numel()), model.n_params(non_embedding=True)
+
+
+def make_plan(request: Request, log: Callable[[str], None]) -> ReplicationPlan:
+    """Time each size up the ladder and keep the largest that is trained well enough."""
+    corpus = Corpus(request.corpus)
+    device = torch.device(request.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    started = time.monotonic()
+    cost: dict[str, float] = {}
+    params: dict[str, int] = {}
+    chosen: tuple[list[str], int] | None = None
+    for i, size in enumerate(LADDER):
+        timings = [seconds_per_token(size, act, request, corpus.vocab_size, device)
+                   for act in request.acts]
+        cost[size] = sum(t for t, _ in timings)
+        params[size] = timings[0][1]
+        sizes = list(LADDER[max(0, i - SIZES_IN_FIT + 1):i + 1])
+        left = request.budget_minutes * 60 - (time.monotonic() - started)
+        tokens = int(left / (OVERHEAD * sum(cost[s] for s in sizes)))
+        enough = tokens >= TOKENS_PER_PARAM * params[size]
+        log(f"      {size}: {1 / cost[size] * len(request.acts):,.0f} tokens/s per model, "
+            f"{params[size]:,} non-embedding parameters; with {', '.join(sizes[:-1]) or 'none'} "
+            f"below it: {tokens:,} tokens each ({tokens / params[size]:.1f} per parameter)")
+        if not enough:
+            break
+        chosen = (sizes, tokens)
+    undertrained = chosen is None
+    if chosen is None:  # not even the smallest fits: train it on what the budget allows
+        size = LADDER[0]
+        left = request.budget_minutes * 60 - (time.monotonic() - started)
+        tokens = int(left / (OVERHEAD * cost[size]))
+        chosen = ([size], max(request.batch_size * request.n_ctx, tokens))
+    sizes, tokens = chosen
+    return ReplicationPlan(
+        corpus=str(Path(request.corpus).resolve()), budget_minutes=request.budget_minutes,
+        sizes=sizes, acts=list(request.acts), tokens=tokens, seconds_per_token=cost,
+        non_embedding_params=params, device=device.type, threads=torch.get_num_threads(),
+        n_ctx=request.n_ctx, batch_size=request.batch_size, lr=request.lr, seed=request.seed,
+        neurons_per_model=request.neurons_per_model, collect_tokens=request.collect_tokens,
+        annotators=list(request.annotators), undertrained=undertrained)
+
+
+def load_plan(out: Path, request: Request) -> ReplicationPlan | None:
+    """The saved plan of ``out``; an error if it was made for another request."""
+    path = out / PLAN_FILE
+    if not path.is_file():
+        return None
+    plan = ReplicationPlan(**json.loads(path.read_text()))
+    asked = {"corpus": str(Path(request.corpus).resolve()),
+             "budget_minutes": request.budget_minutes, "acts": list(request.acts),
+             "n_ctx": request.n_ctx, "batch_size": request.batch_size, "lr": request.lr,
+             "seed": request.seed, "neurons_per_model": request.neurons_per_model,
+             "collect_tokens": request.collect_tokens, "annotators": list(request.annotators)}
+    differ = [f"{k}: {getattr(plan, k)!r} -> {v!r}" for k, v in asked.items()
+              if getattr(plan, k) != v]
+    if differ:
+        raise SolulabError(f"{out} holds a replication planned with other settings "
+                           f"({'; '.join(differ)}); use another --out")
+    return plan
+
+
+def read_plan_file(path: Path) -> ReplicationPlan:
+    """A plan saved by an earlier replication (``--plan``), to redo it without re-timing."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return ReplicationPlan(**{f.name: data[f.name] for f in fields(ReplicationPlan)})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SolulabError(f"{path} is not a replication plan ({e})") from None
+
+
+def write_links(out: Path, links: dict[str, str]) -> Path:
+    """Each annotator's secret link, readable by the owner only."""
+    path = out / LINKS_FILE
+    text = "".join(f"{name}\t{link}\n" for name, link in links.items())
+    atomic_write_text(path, text)
+    os.chmod(path, 0o600)
+    return path
+
+
+def add_train_minutes(out: Path, minutes: float) -> float:
+    """Training time over every invocation, kept in ``timings.json``; returns the total."""
+    path = out / TIMINGS_FILE
+    total = (json.loads(path.read_text())["train_minutes"] if path.is_file() else 0.0) + minutes
+    atomic_write_json(path, {"train_minutes": total})
+    return total
+
+
+def request_from_plan(plan: ReplicationPlan, corpus: Path) -> Request:
+    """The request that continues a saved plan on ``corpus`` (the plan's own path may be
+    another machine's)."""
+    return Request(corpus=corpus, budget_minutes=plan.budget_minutes, acts=tuple(plan.acts),
+                   n_ctx=plan.n_ctx, batch_size=plan.batch_size, lr=plan.lr, seed=plan.seed,
+                   neurons_per_model=plan.neurons_per_model, collect_tokens=plan.collect_tokens,
+                   annotators=tuple(plan.annotators), device=plan.device)
+
+
+def replicate(request: Request, out: Path, plan_file: Path | None = None,
+              base_url: str = "http://127.0.0.1:8000", progress: bool = True,
+              log: Callable[[str], None] = print) -> Path:
+    """Plan (or continue), train, compare, collect, explain, create the study, write
+    ``results.md``; returns its path."""
+    out = Path(out)
+    plan = load_plan(out, request)
+    log("[1/6] plan")
+    if plan is None:
+        if plan_file is not None:
+            plan = read_plan_file(plan_file)
+            plan.corpus = str(Path(request.corpus).resolve())
+            log(f"      from {plan_file}")
+        else:
+            log(f"      timing training steps of {', '.join(request.acts)} on this machine")
+            plan = make_plan(request, log)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / PLAN_FILE, asdict(plan))
+    else:
+        log(f"      continuing the plan in {out / PLAN_FILE}")
+    log(f"      sizes {', '.join(plan.sizes)} x {', '.join(plan.acts)}, {plan.tokens:,} tokens "
+        f"each, about {plan.predicted_minutes():.0f} minutes of training")
+    if plan.undertrained:
+        log(f"      warning: even {plan.largest} gets fewer than {TOKENS_PER_PARAM} tokens per "
+            "parameter in this budget; its neurons may say little")
+
+    log("[2/6] train, identical settings")
+    sweep = out / "sweep"
+    started = time.monotonic()
+    run_sweep(Path(plan.corpus), sweep, plan.sizes, plan.acts, {"n_ctx": plan.n_ctx},
+              plan.train_config(), progress=progress, log=log)
+    train_minutes = add_train_minutes(out, (time.monotonic() - started) / 60)
+
+    log("[3/6] compare: scaling law of the baseline, size-equivalent multipliers")
+    comparison = compare_sweep(sweep)
+    plot_comparison(comparison, out / "figures")
+
+    runs = {act: sweep / plan.largest / act for act in plan.acts}
+    log(f"[4/6] neurons of the {plan.largest} models: {plan.collect_tokens:,} validation tokens")
+    for act, run in runs.items():
+        ensure_store(run, Path(plan.corpus), plan.collect_tokens, progress)
+        ensure_explanations(run, progress)
+
+    study = out / "study.sqlite"
+    log("[5/6] blinded study")
+    if not study.exists():
+        links = create_study({act: run for act, run in runs.items()}, study,
+                             plan.neurons_per_model, seed=None, annotators=plan.annotators)
+        path = write_links(out, links.links(base_url))
+        log(f"      created {study}; each annotator's secret link is in {path}")
+    log(f"      serve it: solulab serve --study {study}")
+
+    log("[6/6] results")
+    results = write_results(out, plan, comparison, runs, study, train_minutes)
+    log(f"      {results}")
+    return results

@@ -1,0 +1,173 @@
+"""``results.md`` of a replication: loss and multipliers, automated and blinded fractions.
+
+Every number comes with its uncertainty: Wilson 95% intervals for fractions, Fisher's exact test
+for each activation against the baseline, bootstrap intervals for multipliers where the fit has
+them, and Cohen's kappa with the number of neurons it is computed on.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from solulab.autointerp.run import load_explanations
+from solulab.io import atomic_write_json, atomic_write_text
+from solulab.neurons.collect import open_store
+from solulab.stats import cohens_kappa, fisher_exact_2x2, proportion
+from solulab.study import db
+from solulab.study.report import plot_figures, summarise
+
+if TYPE_CHECKING:
+    from solulab.replicate import ReplicationPlan
+
+RESULTS_FILE = "results.md"
+PAPER = ("The paper (Elhage et al., 2022, section 6.2 and Figure 4) reports about 35% of the "
+         "baseline's neurons and about 60% of SoLU's interpretable in blinded ratings of 1- to "
+         "40-layer models, and 42% against 33% at 64 layers.")
+
+
+def _interval(successes: int, n: int) -> str:
+    p = proportion(successes, n)
+    return f"{successes}/{n} = {p.fraction:.0%} ({p.low:.0%}-{p.high:.0%})"
+
+
+def _p(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2g}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+
+
+def loss_lines(comparison: dict[str, Any]) -> list[str]:
+    rows = []
+    for r in comparison["runs"]:
+        mult = "-" if r["multiplier"] is None else f"{r['multiplier']:.2f}x"
+        if r["multiplier_low"] is not None:
+            mult += f" ({r['multiplier_low']:.2f}-{r['multiplier_high']:.2f})"
+        delta = "-" if r["act"] == comparison["baseline"] else f"{r['loss_vs_baseline']:+.4f}"
+        rows.append([r["size"], r["act"], f"{r['n_params']:,}", f"{r['val_loss']:.4f}", delta,
+                     mult])
+    lines = _table(["size", "activation", "non-embedding params", "validation loss",
+                    "vs gelu (nats)", "size-equivalent multiplier"], rows)
+    if comparison.get("note"):
+        lines += ["", comparison["note"]]
+    return lines + ["", "![learning curves](figures/learning_curves.png)",
+                    *(["", "![multipliers](figures/multiplier.png)"] if comparison.get("fit")
+                      else [])]
+
+
+def automated(runs: dict[str, Path]) -> dict[str, list[bool]]:
+    """Every neuron's automated verdict, per activation."""
+    return {act: [bool(e["interpretable"]) for e in
+                  load_explanations(open_store(run).path).values()] for act, run in runs.items()}
+
+
+def fraction_rows(labels: dict[str, list[bool]], baseline: str = "gelu") -> list[list[str]]:
+    rows = []
+    base = labels[baseline]
+    for act, values in labels.items():
+        p = "-" if act == baseline else _p(fisher_exact_2x2(
+            sum(values), len(values), sum(base), len(base)).p_value)
+        rows.append([act, _interval(sum(values), len(values)), p])
+    return rows
+
+
+def program_vs_raters(study: Path, runs: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Per activation: kappa between each rating and the program's verdict on that neuron."""
+    verdicts = {run.resolve(): {k: bool(e["interpretable"]) for k, e in
+                                load_explanations(open_store(run).path).items()}
+                for run in runs.values()}
+    act_of = {run.resolve(): act for act, run in runs.items()}
+    conn = db.connect(study)
+    try:
+        rows = db.neuron_labels(conn)
+    finally:
+        conn.close()
+    pairs: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    for row in rows:
+        run = Path(row["run"]).resolve()
+        if run in verdicts:
+            pairs[act_of[run]].append((row["label"] == "interpretable",
+                                       verdicts[run][(row["layer"], row["neuron"])]))
+    return {act: {"ratings": len(ps), "kappa": cohens_kappa(*zip(*ps)),
+                  "raters": sum(h for h, _ in ps), "program": sum(a for _, a in ps)}
+            for act, ps in pairs.items() if ps}
+
+
+def study_lines(out: Path, study: Path, runs: dict[str, Path]) -> tuple[list[str], dict]:
+    summary = summarise(study)
+    if not summary["ratings"]:
+        return [f"Not rated yet. Each annotator's secret link is in `{out.name}/annotator-links"
+                f".txt`; serve the study with `solulab serve --study {study}` and run this "
+                "command again once they have pressed Finish."], {}
+    models = summary["models"]
+    base = models.get("gelu")
+    rows = []
+    for name, m in models.items():
+        p = "-" if name == "gelu" or base is None else _p(fisher_exact_2x2(
+            m["interpretable"], m["rated"], base["interpretable"], base["rated"]).p_value)
+        rows.append([name, _interval(m["interpretable"], m["rated"]), p])
+    lines = _table(["activation", "rated interpretable (Wilson 95%)", "Fisher p vs gelu"], rows)
+    raters = sorted({r["annotator"] for r in summary["ratings"]})
+    seconds = [r["seconds"] for r in summary["ratings"] if r.get("seconds") is not None]
+    lines += ["", f"Raters: {', '.join(raters)}; {len(summary['ratings'])} ratings"
+              + (f", median {sorted(seconds)[len(seconds) // 2]:.0f} s per neuron"
+                 if seconds else "") + "."]
+    agreement = summary["agreement"]
+    if agreement and agreement["kappa"] is not None:
+        lines.append(f"Rater-rater agreement: {agreement['kind']} kappa {agreement['kappa']:.2f} "
+                     f"over {agreement['shared_neurons']} neurons rated by every rater.")
+    program = program_vs_raters(study, runs)
+    lines += ["", "The program's verdict on the same neurons (each rating is one pair):", "",
+              *_table(["activation", "raters interpretable", "program interpretable",
+                       "kappa program-rater"],
+                      [[act, _interval(s["raters"], s["ratings"]),
+                        _interval(s["program"], s["ratings"]), f"{s['kappa']:.2f}"]
+                       for act, s in program.items()])]
+    plot_figures(summary, out / "figures")
+    lines += ["", "![Figure 4](figures/fig4.png)"]
+    if (out / "figures" / "fig9.png").is_file():
+        lines += ["", "![Figure 9](figures/fig9.png)"]
+    blinded = {name: {k: m[k] for k in ("interpretable", "rated", "fraction", "wilson_low",
+                                        "wilson_high")} for name, m in models.items()}
+    return lines, {"blinded": blinded, "fisher": summary["fisher"], "agreement": agreement,
+                   "program_vs_raters": program}
+
+
+def write_results(out: Path, plan: ReplicationPlan, comparison: dict[str, Any],
+                  runs: dict[str, Path], study: Path, train_minutes: float) -> Path:
+    """Write ``results.md`` (and ``results.json`` with the same figures); returns its path."""
+    largest = plan.largest
+    params = plan.non_embedding_params.get(largest)
+    auto = automated(runs)
+    lines = [f"# Replication on `{Path(plan.corpus).name}`", "",
+             f"Sizes {', '.join(plan.sizes)} x {', '.join(plan.acts)}, identical settings: "
+             f"{plan.tokens:,} tokens each"
+             + (f" ({plan.tokens / params:.0f} per non-embedding parameter of {largest})"
+                if params else "")
+             + f", batch {plan.batch_size} x {plan.n_ctx} tokens, lr {plan.lr}, seed "
+             f"{plan.seed}; planned for {plan.budget_minutes:g} minutes of training on "
+             f"{plan.device} ({plan.threads} threads), {train_minutes:.1f} minutes spent.", ""]
+    if plan.undertrained:
+        lines += ["**Undertrained**: the budget did not give even the smallest size 20 tokens "
+                  "per parameter.", ""]
+    lines += ["## Loss", "", *loss_lines(comparison), "",
+              f"## Automated verdict, every neuron of the {largest} models", "",
+              "The study's criterion (one rule explains at least 80% of the top examples); "
+              "Wilson 95% intervals, Fisher's exact test against gelu.", "",
+              *_table(["activation", "auto-interpretable", "Fisher p vs gelu"],
+                      fraction_rows(auto)), "",
+              f"## Blinded study, {plan.neurons_per_model} neurons per {largest} model", ""]
+    blinded_lines, blinded = study_lines(out, study, runs)
+    lines += [*blinded_lines, "", "## The paper", "", PAPER, ""]
+    path = out / RESULTS_FILE
+    atomic_write_text(path, "\n".join(lines))
+    atomic_write_json(out / "results.json", {
+        "sizes": plan.sizes, "tokens": plan.tokens, "train_minutes": train_minutes,
+        "loss": comparison["runs"], "fit": comparison.get("fit"),
+        "automated": {act: {"interpretable": sum(v), "neurons": len(v)}
+                      for act, v in auto.items()}, **blinded})
+    return path
