@@ -33,11 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from solulab import ModelConfig, Transformer, kernels
-from solulab.activations import Activation
+from solulab.activations import REGISTRY, Activation
 from solulab.kernels.fused import fused_activation
 from solulab.kernels.native import native_activation, native_ready
 from solulab.model import lm_loss
 from solulab.train import param_groups
+
+SOLU_LN = REGISTRY["solu_ln"].kind  # what the kernels compute for solu_ln
 
 # dense bf16 peak of some GPUs, TFLOP/s (vendor data sheets, SXM forms)
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
@@ -113,16 +115,16 @@ def activation_contenders(args, device) -> dict[str, Callable[[], None]]:
 
     contenders = {
         "gelu": step(lambda: F.gelu(x)),
-        "solu_ln reference": step(lambda: act(x)),
-        "solu_ln fused": step(lambda: fused_activation(x, "solu_ln", w, b)),
-        "solu_ln fused+compile": step(lambda: compiled(x, "solu_ln", w, b)),
+        "solu_ln reference": step(lambda: act.reference(x)),
+        "solu_ln fused": step(lambda: fused_activation(x, SOLU_LN, w, b)),
+        "solu_ln fused+compile": step(lambda: compiled(x, SOLU_LN, w, b)),
     }
     if device.type == "cpu" and native_ready(x):
-        contenders["solu_ln native (C)"] = step(lambda: native_activation(x, "solu_ln", w, b))
+        contenders["solu_ln native (C)"] = step(lambda: native_activation(x, SOLU_LN, w, b))
     if device.type == "cuda" and kernels.backend_for(act, x) == "triton":
         from solulab.kernels.triton_kernels import triton_activation
 
-        contenders["solu_ln triton"] = step(lambda: triton_activation(x, "solu_ln", w, b))
+        contenders["solu_ln triton"] = step(lambda: triton_activation(x, SOLU_LN, w, b))
     return contenders
 
 
@@ -245,7 +247,7 @@ def copy_fraction(args, device) -> float:
     act = Activation("solu_ln", x.shape[1]).to(device)
     with torch.no_grad():
         timed = race({"copy": lambda: out.copy_(x),
-                      "triton": lambda: triton_activation(x, "solu_ln", act.ln.w, act.ln.b)},
+                      "triton": lambda: triton_activation(x, SOLU_LN, act.ln.w, act.ln.b)},
                      args.rounds, args.reps * 10, device)
     return timed["copy"] / timed["triton"]
 

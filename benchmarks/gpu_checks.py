@@ -92,7 +92,7 @@ def compare_with_reference(kind: str, dtype, rows: int, d: int, blocks: int, dev
     absolute error."""
     import torch
 
-    from solulab.activations import Activation
+    from solulab.activations import REGISTRY, Activation
     from solulab.kernels.triton_kernels import triton_activation
 
     gen = torch.Generator().manual_seed(0)
@@ -105,11 +105,11 @@ def compare_with_reference(kind: str, dtype, rows: int, d: int, blocks: int, dev
     x[-1] += 120.0  # a row of large values: no overflow
     x = x.to(device, dtype).requires_grad_()
     ln = [p.detach().float().requires_grad_() for p in params]  # float32, as in the model
-    out = triton_activation(x, kind, *(ln or [None, None]), blocks)
+    out = triton_activation(x, REGISTRY[kind].kind, *(ln or [None, None]), blocks)
     grad = torch.randn(rows, d, generator=gen).to(device, dtype)
     got = [out, *torch.autograd.grad(out, [x, *ln], grad)]
     x64 = x.detach().double().requires_grad_()
-    ref = ref_act(x64)
+    ref = ref_act.reference(x64)
     want = [ref, *torch.autograd.grad(ref, [x64, *params], grad.double())]
     errors = [(r - o.double()).abs().max() for r, o in zip(want, got)]
     return ([(e / r.abs().max()).item() for e, r in zip(errors, want)],
@@ -129,7 +129,7 @@ def kernels_section(device, small: bool) -> bool:
     against the reference in float64 on the same device. True if all pass."""
     import torch
 
-    from solulab.kernels.fused import KINDS
+    from solulab.activations import FUSED
 
     tolerance = {torch.float32: 1e-5, torch.bfloat16: 1e-2}  # of the reference's largest value
     shapes = [(1, 7, 1), (6, 33, 1), (4, 64, 2), (3, 129, 3), (300, 1024, 1)]  # rows, d, blocks
@@ -141,7 +141,7 @@ def kernels_section(device, small: bool) -> bool:
           "| max abs error | tolerance | |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     failures = total = 0
-    for kind in KINDS:
+    for kind in FUSED:
         for dtype, tol in tolerance.items():
             for rows, d, blocks in shapes:
                 if small and rows * d > 10_000:
@@ -169,7 +169,7 @@ def bandwidth_section(device, small: bool) -> None:
     """The Triton SoLU-LN forward, and forward + backward, as a fraction of a device copy's
     bandwidth: bytes of the input, output and gradients each read or written once."""
     import torch
-    from activation_overhead import race
+    from activation_overhead import SOLU_LN, race
 
     from solulab.activations import Activation
     from solulab.kernels.triton_kernels import triton_activation
@@ -191,10 +191,10 @@ def bandwidth_section(device, small: bool) -> None:
 
         def forward():
             with torch.no_grad():
-                triton_activation(x, "solu_ln", w, b)
+                triton_activation(x, SOLU_LN, w, b)
 
         def both():
-            torch.autograd.grad(triton_activation(xg, "solu_ln", w, b), [xg, w, b], grad)
+            torch.autograd.grad(triton_activation(xg, SOLU_LN, w, b), [xg, w, b], grad)
 
         t = race({"copy": lambda: out.copy_(x), "forward": forward, "both": both},
                  rounds, reps, device)

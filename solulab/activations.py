@@ -23,47 +23,62 @@ exponent so that large inputs cannot overflow; that is again only a rescaling.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from solulab import kernels
+from solulab.hooks import HookPoint
+from solulab.numerics import at_least_float32, split_blocks
 from solulab.parallel import local
 
-# name -> (nonlinearity, has extra LayerNorm)
-_SPECS = {
-    "gelu": ("gelu", False),
-    "relu": ("relu", False),
-    "solu": ("solu", False),
-    "solu_ln": ("solu", True),
-    "gelu_ln": ("gelu", True),
-    "exp_ln": ("exp", True),
-}
-ACTIVATIONS: tuple[str, ...] = tuple(_SPECS)
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """What an activation name means; every table of names (kernels, tensor parallelism,
+    TransformerLens) is derived from these."""
+
+    name: str
+    nonlinearity: str  # a key of NONLINEARITIES
+    has_ln: bool  # an extra LayerNorm over d_mlp follows the nonlinearity
+    transformerlens: str | None = None  # TransformerLens's act_fn computing the same, if any
+
+    @property
+    def kind(self) -> tuple[str, bool]:
+        """What a kernel computes: ``(nonlinearity, has_ln)``."""
+        return self.nonlinearity, self.has_ln
+
+    @property
+    def elementwise(self) -> bool:
+        """Each neuron depends on its own pre-activation only (no softmax, no LayerNorm), so
+        tensor parallelism can split ``d_mlp`` anywhere."""
+        return self.nonlinearity in ("gelu", "relu") and not self.has_ln
+
+
+REGISTRY: dict[str, ActivationSpec] = {s.name: s for s in (
+    ActivationSpec("gelu", "gelu", False, transformerlens="gelu"),
+    ActivationSpec("relu", "relu", False, transformerlens="relu"),
+    ActivationSpec("solu", "solu", False),
+    ActivationSpec("solu_ln", "solu", True, transformerlens="solu_ln"),
+    ActivationSpec("gelu_ln", "gelu", True),
+    ActivationSpec("exp_ln", "exp", True),
+)}
+ACTIVATIONS: tuple[str, ...] = tuple(REGISTRY)
+FUSED: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.kind in kernels.KINDS)
 DEFAULT_LN_EPS = 1e-5
-
-
-def at_least_float32(x: torch.Tensor) -> torch.Tensor:
-    """At least float32: half types are promoted, float64 stays float64."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-def _split_blocks(x: torch.Tensor, blocks: int) -> torch.Tensor:
-    """``[..., d]`` -> ``[..., blocks, d // blocks]`` (a view)."""
-    d = x.shape[-1]
-    if blocks < 1 or d % blocks:
-        raise ValueError(f"cannot split a last dimension of {d} into {blocks} equal blocks")
-    return x.unflatten(-1, (blocks, d // blocks))
 
 
 def solu(x: torch.Tensor, blocks: int = 1) -> torch.Tensor:
     """``x * softmax(x)``, the softmax over each of ``blocks`` slices of the last dim."""
-    xb = at_least_float32(_split_blocks(x, blocks))
+    xb = at_least_float32(split_blocks(x, blocks))
     return (xb * torch.softmax(xb, dim=-1)).to(x.dtype).flatten(-2)
 
 
 def x_exp(x: torch.Tensor, blocks: int = 1) -> torch.Tensor:
     """``x * exp(x - max)``, the max taken per block: ``x * exp(x)`` up to a per-block scale."""
-    xb = at_least_float32(_split_blocks(x, blocks))
+    xb = at_least_float32(split_blocks(x, blocks))
     shifted = xb - xb.amax(dim=-1, keepdim=True)
     return (xb * torch.exp(shifted)).to(x.dtype).flatten(-2)
 
@@ -90,7 +105,7 @@ def blocked_layer_norm(
 ) -> torch.Tensor:
     """LayerNorm whose mean and variance are taken over each of ``blocks`` slices of the last
     dim; the gain and bias (``[d]``) are applied over the whole dim. Statistics in float32."""
-    xb = at_least_float32(_split_blocks(x, blocks))
+    xb = at_least_float32(split_blocks(x, blocks))
     mean = xb.mean(dim=-1, keepdim=True)
     var = (xb - mean).pow(2).mean(dim=-1, keepdim=True)
     y = ((xb - mean) * torch.rsqrt(var + eps)).flatten(-2)
@@ -101,11 +116,11 @@ def blocked_layer_norm(
     return y.to(x.dtype)
 
 
-def activation_spec(name: str) -> tuple[str, bool]:
-    """``(nonlinearity name, has extra LayerNorm)`` for an activation name."""
-    if name not in _SPECS:
+def activation_spec(name: str) -> ActivationSpec:
+    """The registry entry of an activation name."""
+    if name not in REGISTRY:
         raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
-    return _SPECS[name]
+    return REGISTRY[name]
 
 
 class ExtraLayerNorm(nn.Module):
@@ -113,7 +128,7 @@ class ExtraLayerNorm(nn.Module):
 
     def __init__(self, d_mlp: int, blocks: int = 1, eps: float = DEFAULT_LN_EPS):
         super().__init__()
-        _split_blocks(torch.empty(d_mlp, device="meta"), blocks)  # validates divisibility
+        split_blocks(torch.empty(d_mlp, device="meta"), blocks)  # validates divisibility
         self.blocks, self.eps = blocks, eps
         self.w = nn.Parameter(torch.ones(d_mlp))
         self.b = nn.Parameter(torch.zeros(d_mlp))
@@ -124,18 +139,20 @@ class ExtraLayerNorm(nn.Module):
 
 
 class Activation(nn.Module):
-    """A named activation: ``nonlinearity`` then, for ``*_ln`` names, ``ln``.
+    """A named activation: ``nonlinearity`` then, for ``*_ln`` names, ``ln``; ``hook_mid``
+    sees the value between them (the neuron the paper interprets).
 
-    ``forward`` returns the whole activation; the model calls the two parts separately to hook
-    the value between them.
+    ``forward`` runs the fastest backend for the input (``kernels``); ``reference`` is the same
+    function in readable PyTorch, which the kernels are tested against.
     """
 
     def __init__(self, name: str, d_mlp: int, blocks: int = 1, eps: float = DEFAULT_LN_EPS):
         super().__init__()
-        nonlinearity, has_ln = activation_spec(name)
+        self.spec = activation_spec(name)
         self.name, self.blocks = name, blocks
-        self._nonlinearity = NONLINEARITIES[nonlinearity]
-        self.ln = ExtraLayerNorm(d_mlp, blocks, eps) if has_ln else None
+        self._nonlinearity = NONLINEARITIES[self.spec.nonlinearity]
+        self.ln = ExtraLayerNorm(d_mlp, blocks, eps) if self.spec.has_ln else None
+        self.hook_mid = HookPoint() if self.spec.has_ln else None
 
     @property
     def has_ln(self) -> bool:
@@ -144,9 +161,19 @@ class Activation(nn.Module):
     def nonlinearity(self, x: torch.Tensor) -> torch.Tensor:
         return self._nonlinearity(x, self.blocks)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
         mid = self.nonlinearity(x)
         return self.ln(mid) if self.ln is not None else mid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [..., d_mlp]`` -> the neurons ``W_out`` reads."""
+        if self.hook_mid is None or not self.hook_mid.active:
+            return kernels.activation(self, x)  # fused: the middle value is never stored
+        if self.hook_mid.patch is None:  # read only: both values in one pass where possible
+            mid, post = kernels.activation_with_mid(self, x)
+            self.hook_mid(mid)
+            return post
+        return self.ln(self.hook_mid(self.nonlinearity(x)))
 
     def extra_repr(self) -> str:
         return f"{self.name}, blocks={self.blocks}"

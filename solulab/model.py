@@ -1,37 +1,23 @@
 """The decoder language model: a GPT-style pre-LayerNorm transformer whose neurons can be read.
 
 Every intermediate value that an analysis may want passes through a ``HookPoint`` named as in
-TransformerLens (``blocks.{l}.mlp.hook_pre``, ``blocks.{l}.mlp.hook_mid``, ...). A hook point
-stores its value only while ``run_with_cache`` asks for it, so a plain forward pays nothing.
+TransformerLens (``blocks.{l}.mlp.hook_pre``, ``blocks.{l}.mlp.hook_mid``, ...): read them with
+``run_with_cache``, replace them with ``run_with_hooks``; a plain forward pays nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from solulab import kernels
-from solulab.activations import Activation, blocked_layer_norm
+from solulab.activations import Activation, ExtraLayerNorm, blocked_layer_norm
 from solulab.config import ModelConfig
-
-
-class HookPoint(nn.Module):
-    """Identity that records its input into ``sink`` while one is attached."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.name = ""
-        self.sink: dict[str, torch.Tensor] | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.sink is not None:
-            self.sink[self.name] = x
-        return x
+from solulab.hooks import HookPoint, Patch
 
 
 class LayerNorm(nn.Module):
@@ -81,6 +67,7 @@ class Attention(nn.Module):
         self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.n_heads * cfg.d_head)
         self.out = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_model)
+        self.out.writes_residual = True  # initialised smaller with depth
         self.rotary = (
             Rotary(cfg.rotary_dim, cfg.rotary_base)
             if cfg.positional == "rotary"
@@ -102,8 +89,9 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     """``W_out(act(W_in x))`` with hooks before, inside and after the activation.
 
-    ``hook_mid`` exists only for activations with an extra LayerNorm: it is the nonlinearity's
-    output, the neuron the paper interprets. ``hook_post`` is always what ``W_out`` reads.
+    ``hook_mid`` (the activation's own hook) exists only for activations with an extra
+    LayerNorm: it is the nonlinearity's output, the neuron the paper interprets. ``hook_post`` is
+    always what ``W_out`` reads.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -111,9 +99,13 @@ class MLP(nn.Module):
         self.fc_in = nn.Linear(cfg.d_model, cfg.d_mlp)
         self.act = Activation(cfg.act_fn, cfg.d_mlp, cfg.act_blocks, cfg.ln_eps)
         self.fc_out = nn.Linear(cfg.d_mlp, cfg.d_model)
+        self.fc_out.writes_residual = True
         self.hook_pre = HookPoint()
-        self.hook_mid = HookPoint() if self.act.has_ln else None
         self.hook_post = HookPoint()
+
+    @property
+    def hook_mid(self) -> HookPoint | None:
+        return self.act.hook_mid
 
     @property
     def W_out(self) -> torch.Tensor:
@@ -122,11 +114,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.hook_pre(self.fc_in(x))
-        if self.hook_mid is not None and self.hook_mid.sink is not None:  # hook_mid is read
-            mid, post = kernels.activation_with_mid(self.act, pre)
-            self.hook_mid(mid)
-        else:
-            post = kernels.activation(self.act, pre)
+        post = self.act(pre)
         return self.fc_out(self.hook_post(post))
 
 
@@ -174,29 +162,33 @@ class Transformer(nn.Module):
         self.hook_points: dict[str, HookPoint] = {}
         for name, module in self.named_modules():
             if isinstance(module, HookPoint):
-                module.name = name
-                self.hook_points[name] = module
+                # the activation's hook is addressed as in TransformerLens, on the MLP
+                module.name = name.replace(".mlp.act.hook_mid", ".mlp.hook_mid")
+                self.hook_points[module.name] = module
         self.init_weights()
 
     # -- initialisation ---------------------------------------------------------------------
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Draw every parameter from a generator seeded by ``cfg.init_seed`` and its own name."""
+        """Norms start as the identity, biases at zero, and every matrix is drawn from
+        ``N(0, init_std)`` (``/ sqrt(2 * n_layers)`` where it writes to the residual stream)
+        by a generator seeded with ``cfg.init_seed`` and the parameter's name."""
         residual_scale = 1 / math.sqrt(2 * self.cfg.n_layers)
-        for name, param in self.named_parameters():
-            if param.is_meta:  # built on the meta device to count or shape, not to run
-                continue
-            if name.endswith(".b") or name.endswith(".bias"):
-                param.zero_()
-            elif name.endswith(".w"):
-                param.fill_(1.0)
-            else:
-                std = self.cfg.init_std
-                if name.endswith("attn.out.weight") or name.endswith("mlp.fc_out.weight"):
-                    std *= residual_scale
-                gen = torch.Generator().manual_seed(_param_seed(self.cfg.init_seed, name))
-                values = torch.randn(param.shape, generator=gen, dtype=torch.float32) * std
-                param.copy_(values)
+        done: set[int] = set()  # a tied unembedding is its embedding
+        for module_name, module in self.named_modules():
+            for name, param in module.named_parameters(prefix=module_name, recurse=False):
+                if param.is_meta or id(param) in done:  # meta: built to count or shape
+                    continue
+                done.add(id(param))
+                if isinstance(module, (LayerNorm, ExtraLayerNorm)):
+                    param.fill_(1.0 if param is module.w else 0.0)
+                elif param.dim() == 1:
+                    param.zero_()
+                else:
+                    std = self.cfg.init_std
+                    std *= residual_scale if getattr(module, "writes_residual", False) else 1.0
+                    gen = torch.Generator().manual_seed(_param_seed(self.cfg.init_seed, name))
+                    param.copy_(torch.randn(param.shape, generator=gen) * std)
 
     # -- forward ----------------------------------------------------------------------------
     def _check_tokens(self, tokens: torch.Tensor) -> None:
@@ -244,6 +236,21 @@ class Transformer(nn.Module):
             for name in wanted:
                 self.hook_points[name].sink = None
         return out, cache
+
+    def run_with_hooks(self, tokens: torch.Tensor, patches: Mapping[str, Patch],
+                       stop_at_layer: int | None = None) -> torch.Tensor:
+        """The forward output with each named hook's value replaced by ``patch(value, name)``
+        (activation patching, ablation, steering)."""
+        unknown = [n for n in patches if n not in self.hook_points]
+        if unknown:
+            raise KeyError(f"unknown hook names {unknown}; see Transformer.hook_points")
+        try:
+            for name, patch in patches.items():
+                self.hook_points[name].patch = patch
+            return self(tokens, stop_at_layer=stop_at_layer)
+        finally:
+            for name in patches:
+                self.hook_points[name].patch = None
 
     def neuron_hook(self, layer: int, post_ln: bool = False) -> str:
         """The hook name of layer ``layer``'s neurons: ``hook_mid`` (the interpreted neuron)

@@ -27,7 +27,7 @@ def apply_tensor_parallel(model: nn.Module, tp_mesh) -> None:
     for layer, block in enumerate(model.blocks):
         mlp = block.mlp
         act = mlp.act
-        if act.name not in ("gelu", "relu") and act.blocks % tp:
+        if not act.spec.elementwise and act.blocks % tp:
             raise SolulabError(
                 f"tensor-parallel degree {tp} needs act_blocks to be a multiple of {tp} "
                 f"(layer {layer} has {act.blocks}) so that softmax and LayerNorm stay local: "

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from solulab import ModelConfig, Transformer, kernels
-from solulab.activations import Activation
-from solulab.kernels.fused import KINDS, fused_activation
+from solulab.activations import FUSED, REGISTRY, Activation
+from solulab.kernels.fused import fused_activation
 from solulab.kernels.native import load_library, native_activation
 
 needs_native = pytest.mark.skipif(load_library() is None, reason="no C compiler for the kernels")
@@ -49,7 +49,7 @@ def _params(act):
 @pytest.mark.parametrize("implementation", [
     "fused", pytest.param("native", marks=needs_native),
     pytest.param("triton", marks=needs_triton)])
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", FUSED)
 @pytest.mark.parametrize("rows, d, blocks", [(1, 7, 1), (6, 33, 1), (4, 64, 2), (3, 129, 3),
                                              (300, 1024, 1)])
 def test_fused_matches_the_reference_forward_and_gradients(implementation, kind, rows, d, blocks):
@@ -61,7 +61,7 @@ def test_fused_matches_the_reference_forward_and_gradients(implementation, kind,
     x[-1] += 120.0  # a row of large values: no overflow
     x = x.to(device).requires_grad_()
     w, b = (act.ln.w, act.ln.b) if act.ln is not None else (None, None)
-    out = IMPLEMENTATIONS[implementation](x, kind, w, b, blocks)
+    out = IMPLEMENTATIONS[implementation](x, REGISTRY[kind].kind, w, b, blocks)
     grad = torch.randn_like(out)
     out_grads = torch.autograd.grad(out, [x, *_params(act)], grad)
     act64, x64 = act.double().cpu(), x.detach().double().cpu().requires_grad_()  # exact reference
@@ -71,13 +71,14 @@ def test_fused_matches_the_reference_forward_and_gradients(implementation, kind,
         assert (r - o.double().cpu()).abs().max() <= 1e-5 * r.abs().max()
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", FUSED)
 def test_fused_gradcheck_float64(kind):
     act = _act(kind, 12, 3)
     x = torch.randn(2, 12, dtype=torch.float64, requires_grad=True)
     w, b = (act.ln.w, act.ln.b) if act.ln is not None else (None, None)
-    fn = (lambda x, w, b: fused_activation(x, kind, w, b, 3)) if w is not None else (
-        lambda x: fused_activation(x, kind, None, None, 3))
+    fused_kind = REGISTRY[kind].kind
+    fn = (lambda x, w, b: fused_activation(x, fused_kind, w, b, 3)) if w is not None else (
+        lambda x: fused_activation(x, fused_kind, None, None, 3))
     assert torch.autograd.gradcheck(fn, (x, w, b) if w is not None else (x,))
 
 
@@ -86,8 +87,8 @@ def test_fused_bf16_within_bf16_rounding(implementation):
     device = device_for(implementation)
     act = _act("solu_ln", 256, 1, torch.float32).to(device)
     x = (torch.randn(16, 256) * 2).bfloat16().to(device)
-    ref = act(x.float())  # the same inputs, computed in float32
-    out = IMPLEMENTATIONS[implementation](x, "solu_ln", act.ln.w, act.ln.b)
+    ref = act.reference(x.float())  # the same inputs, computed in float32
+    out = IMPLEMENTATIONS[implementation](x, REGISTRY["solu_ln"].kind, act.ln.w, act.ln.b)
     assert out.dtype == torch.bfloat16
     # Half a bf16 ulp when rounding to nearest; Triton's CPU interpreter truncates instead (a
     # whole ulp), where a GPU rounds to nearest.
@@ -138,7 +139,7 @@ def test_the_c_sources_build_wherever_there_is_a_compiler():
 
 
 @needs_native
-@pytest.mark.parametrize("kind", [k for k, (_, has_ln) in KINDS.items() if has_ln])
+@pytest.mark.parametrize("kind", [k for k in FUSED if REGISTRY[k].has_ln])
 @pytest.mark.parametrize("rows, d, blocks", [(1, 7, 1), (5, 129, 3), (64, 1024, 1)])
 def test_one_pass_gives_the_neurons_before_and_after_the_layernorm(kind, rows, d, blocks):
     act = _act(kind, d, blocks, torch.float32)

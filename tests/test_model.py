@@ -56,7 +56,36 @@ def test_hook_mid_is_what_the_extra_layernorm_reads_and_hook_post_what_w_out_rea
     # And they are the activation's parts applied to hook_pre.
     pre = cache["blocks.1.mlp.hook_pre"]
     torch.testing.assert_close(cache["blocks.1.mlp.hook_mid"], mlp.act.nonlinearity(pre))
-    torch.testing.assert_close(cache["blocks.1.mlp.hook_post"], mlp.act(pre))
+    torch.testing.assert_close(cache["blocks.1.mlp.hook_post"], mlp.act.reference(pre))
+
+
+@pytest.mark.parametrize("act", ["solu_ln", "gelu"])
+def test_patching_a_neuron_changes_the_logits_as_computed_by_hand(act):
+    """Ablate neuron 5 of the last layer through ``run_with_hooks`` and recompute the rest of
+    the forward pass by hand from the cached residual stream."""
+    model = Transformer(tiny(act_fn=act, n_layers=1)).double()
+    tokens = torch.randint(0, 50, (2, 10), generator=torch.Generator().manual_seed(1))
+    name = model.neuron_hook(0)
+    seen = []
+
+    def ablate(value, hook_name):
+        seen.append(hook_name)
+        value = value.clone()
+        value[..., 5] = 0.0
+        return value
+
+    patched = model.run_with_hooks(tokens, {name: ablate})
+    assert seen == [name] and all(h.patch is None for h in model.hook_points.values())
+    logits, cache = model.run_with_cache(tokens)
+    mlp = model.blocks[0].mlp
+    neuron = ablate(cache[name], name)
+    post = mlp.act.ln(neuron) if name.endswith("hook_mid") else neuron
+    resid = cache["blocks.0.hook_resid_mid"] + mlp.fc_out(post)
+    by_hand = model.unembed(model.ln_final(resid))
+    torch.testing.assert_close(patched, by_hand, rtol=0, atol=1e-10)
+    assert (patched - logits).abs().max() > 1e-4  # the ablation did change them
+    with pytest.raises(KeyError, match="unknown hook names"):
+        model.run_with_hooks(tokens, {"blocks.0.mlp.hook_nothing": ablate})
 
 
 def test_no_hook_mid_without_extra_layernorm():

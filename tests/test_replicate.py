@@ -7,10 +7,16 @@ import time
 import pytest
 
 from solulab.errors import SolulabError
-from solulab.replicate import (LADDER, PLAN_FILE, TOKENS_PER_PARAM, Request, ReplicationPlan,
-                               load_plan, replicate)
+from solulab.replicate import (
+    LADDER,
+    PLAN_FILE,
+    TOKENS_PER_PARAM,
+    ReplicationPlan,
+    Request,
+    load_plan,
+    replicate,
+)
 from solulab.study import db
-from solulab.study.create import create_study  # noqa: F401  (the study the command creates)
 
 SETTINGS = ["--n-ctx", "32", "--batch-size", "8", "--collect-tokens", "2048",
             "--neurons-per-model", "12", "--annotators", "ann"]

@@ -12,13 +12,16 @@ import contextlib
 import functools
 import importlib.util
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
-from solulab.activations import Activation
 from solulab.kernels.fused import KINDS, fused_activation
 from solulab.kernels.native import native_activation, native_activation_with_mid, native_ready
 from solulab.parallel import local
+
+if TYPE_CHECKING:
+    from solulab.activations import Activation
 
 BACKENDS = ("auto", "reference", "fused", "native", "triton")
 _backend = "auto"
@@ -39,7 +42,7 @@ def use_backend(name: str) -> Iterator[None]:
 
 def backend_for(act: Activation, x: torch.Tensor) -> str:
     """The backend that ``activation`` will use for this activation and input."""
-    if act.name not in KINDS or _backend == "reference":
+    if act.spec.kind not in KINDS or _backend == "reference":
         return "reference"
     if _backend != "auto":
         return _backend
@@ -57,23 +60,23 @@ def activation(act: Activation, x: torch.Tensor) -> torch.Tensor:
     """``act(x)`` through the fastest available implementation."""
     backend = backend_for(act, x)
     if backend == "reference":
-        return act(x)
+        return act.reference(x)
     w, b = (local(act.ln.w), local(act.ln.b)) if act.ln is not None else (None, None)
     eps = act.ln.eps if act.ln is not None else 0.0
     if backend == "native":
-        return native_activation(x, act.name, w, b, act.blocks, eps)
+        return native_activation(x, act.spec.kind, w, b, act.blocks, eps)
     if backend == "triton":
         from solulab.kernels.triton_kernels import triton_activation
 
-        return triton_activation(x, act.name, w, b, act.blocks, eps)
-    return fused_activation(x, act.name, w, b, act.blocks, eps)
+        return triton_activation(x, act.spec.kind, w, b, act.blocks, eps)
+    return fused_activation(x, act.spec.kind, w, b, act.blocks, eps)
 
 
 def activation_with_mid(act: Activation, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(act.nonlinearity(x), act(x))`` for an activation with an extra LayerNorm, to read
     ``hook_mid``: in one C pass where no gradient is needed, else through the reference."""
     if not torch.is_grad_enabled() and backend_for(act, x) == "native":
-        return native_activation_with_mid(x, act.name, local(act.ln.w), local(act.ln.b),
+        return native_activation_with_mid(x, act.spec.kind, local(act.ln.w), local(act.ln.b),
                                           act.blocks, act.ln.eps)
     mid = act.nonlinearity(x)
     return mid, act.ln(mid)

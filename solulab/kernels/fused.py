@@ -1,10 +1,11 @@
 """Fused SoLU-family activations with a memory-saving backward, in PyTorch ops.
 
-One ``autograd.Function`` covers ``solu``, ``solu_ln``, ``gelu_ln`` and ``exp_ln`` and their
-blocked forms. The forward saves only the input and per-row(-block) statistics (softmax max and
-sum, LayerNorm mean and reciprocal std); the backward recomputes the rest with hand-derived
-gradients, so autograd keeps no intermediate ``[rows, d_mlp]`` tensors. Under ``torch.compile``
-Inductor fuses each direction into a few vectorised loops.
+One ``autograd.Function`` covers every kind in ``KINDS`` (a nonlinearity, with or without the
+extra LayerNorm: ``solu``, ``solu_ln``, ``gelu_ln`` and ``exp_ln``) and their blocked forms. The
+forward saves only the input and per-row(-block) statistics (softmax max and sum, LayerNorm mean
+and reciprocal std); the backward recomputes the rest with hand-derived gradients, so autograd
+keeps no intermediate ``[rows, d_mlp]`` tensors. Under ``torch.compile`` Inductor fuses each
+direction into a few vectorised loops.
 
 Gradients, per block of a row (``g`` the incoming gradient):
 
@@ -21,10 +22,11 @@ import math
 
 import torch
 
-from solulab.activations import at_least_float32
+from solulab.numerics import at_least_float32
 
-KINDS = {"solu": ("solu", False), "solu_ln": ("solu", True), "gelu_ln": ("gelu", True),
-         "exp_ln": ("exp", True)}
+Kind = tuple[str, bool]  # (nonlinearity, has an extra LayerNorm)
+KINDS: frozenset[Kind] = frozenset({("solu", False), ("solu", True), ("gelu", True),
+                                    ("exp", True)})
 _SQRT_2PI = math.sqrt(2 * math.pi)
 
 
@@ -59,8 +61,8 @@ class FusedActivation(torch.autograd.Function):
     """``x [rows, d]`` -> activation; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, kind: str, blocks: int, eps: float):
-        nonlinearity, has_ln = KINDS[kind]
+    def forward(ctx, x, weight, bias, kind: Kind, blocks: int, eps: float):
+        nonlinearity, has_ln = kind
         rows, d = x.shape
         xb = at_least_float32(x.view(rows, blocks, d // blocks))
         y, stats = _nonlinearity(xb, nonlinearity)
@@ -81,7 +83,7 @@ class FusedActivation(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight, *stats = ctx.saved_tensors
         kind, blocks = ctx.config
-        nonlinearity, has_ln = KINDS[kind]
+        nonlinearity, has_ln = kind
         rows, d = x.shape
         xb = at_least_float32(x.view(rows, blocks, d // blocks))
         g = at_least_float32(grad_out.reshape(rows, blocks, d // blocks))
@@ -99,7 +101,7 @@ class FusedActivation(torch.autograd.Function):
         return grad_x.reshape(rows, d).to(x.dtype), grad_weight, grad_bias, None, None, None
 
 
-def fused_activation(x: torch.Tensor, kind: str, weight: torch.Tensor | None,
+def fused_activation(x: torch.Tensor, kind: Kind, weight: torch.Tensor | None,
                      bias: torch.Tensor | None, blocks: int = 1, eps: float = 1e-5):
     """The fused activation of ``x [..., d]`` (eager PyTorch ops)."""
     shape = x.shape

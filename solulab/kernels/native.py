@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 
 from solulab.cache import cache_dir
-from solulab.kernels.fused import KINDS
+from solulab.kernels.fused import Kind
 
 SOURCE = Path(__file__).parent / "csrc" / "solu_cpu.c"
 GRAD_CHUNKS = 64  # partial sums of the LayerNorm gain and bias gradients
-KIND_IDS = {"solu": 0, "solu_ln": 1, "gelu_ln": 2, "exp_ln": 3}
+# the kinds' numbers in the C source's enum
+KIND_IDS = {("solu", False): 0, ("solu", True): 1, ("gelu", True): 2, ("exp", True): 3}
 # No -Ofast or -ffast-math: their start-up code would make the whole process flush denormals.
 FLAG_SETS = (
     ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-fPIC",
@@ -92,7 +93,7 @@ def pointer(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _forward(x, weight, bias, kind: str, blocks: int, eps: float, with_mid: bool):
+def _forward(x, weight, bias, kind: Kind, blocks: int, eps: float, with_mid: bool):
     """``(activation, nonlinearity output or None, row statistics)`` of contiguous ``x``."""
     bias = None if bias is None else bias.contiguous()
     rows, d = x.shape
@@ -109,7 +110,7 @@ class NativeActivation(torch.autograd.Function):
     """``x [rows, d]`` float32 -> activation, through the C kernels."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, kind: str, blocks: int, eps: float):
+    def forward(ctx, x, weight, bias, kind: Kind, blocks: int, eps: float):
         x = x.contiguous()
         weight = None if weight is None else weight.contiguous()
         out, _, stats = _forward(x, weight, bias, kind, blocks, eps, with_mid=False)
@@ -125,7 +126,7 @@ class NativeActivation(torch.autograd.Function):
         chunks = min(rows, GRAD_CHUNKS)  # fixed by the shape: results independent of threads
         grad_out = grad_out.contiguous()
         grad_x = torch.empty_like(x)
-        has_ln = KINDS[kind][1]
+        has_ln = kind[1]
         parts_w = torch.empty(chunks if has_ln else 0, d)  # zeroed by the kernel
         parts_b = torch.empty(chunks if has_ln else 0, d)
         load_library().solu_backward(grad_out.data_ptr(), x.data_ptr(), pointer(weight),
@@ -138,7 +139,7 @@ class NativeActivation(torch.autograd.Function):
 
 
 @torch.compiler.disable  # an opaque C call: run it eagerly between compiled regions
-def native_activation(x: torch.Tensor, kind: str, weight, bias, blocks: int = 1,
+def native_activation(x: torch.Tensor, kind: Kind, weight, bias, blocks: int = 1,
                       eps: float = 1e-5) -> torch.Tensor:
     """The activation of ``x [..., d]`` (float32, CPU) through the C kernels."""
     shape = x.shape
@@ -152,7 +153,7 @@ def library_available() -> bool:
 
 
 @torch.no_grad()
-def native_activation_with_mid(x: torch.Tensor, kind: str, weight, bias, blocks: int = 1,
+def native_activation_with_mid(x: torch.Tensor, kind: Kind, weight, bias, blocks: int = 1,
                                eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """``(nonlinearity output, activation)`` of ``x [..., d]`` in one pass, for a kind with an
     extra LayerNorm; no autograd."""

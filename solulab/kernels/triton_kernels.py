@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from solulab.kernels.fused import KINDS
+from solulab.kernels.fused import Kind
 
 NONLINEARITY_IDS = {"solu": 0, "exp": 1, "gelu": 2}
 ROWS_PER_PROGRAM = 16
@@ -125,8 +125,8 @@ class TritonActivation(torch.autograd.Function):
     """``x [rows, d]`` -> activation, in Triton kernels; saves ``x`` and per-block statistics."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, kind: str, blocks: int, eps: float):
-        nonlinearity, has_ln = KINDS[kind]
+    def forward(ctx, x, weight, bias, kind: Kind, blocks: int, eps: float):
+        nonlinearity, has_ln = kind
         x = x.contiguous()
         rows, d = x.shape
         width = d // blocks
@@ -145,7 +145,7 @@ class TritonActivation(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight, stats = ctx.saved_tensors
         kind, blocks = ctx.config
-        nonlinearity, has_ln = KINDS[kind]
+        nonlinearity, has_ln = kind
         rows, d = x.shape
         width = d // blocks
         groups = triton.cdiv(rows, ROWS_PER_PROGRAM)
@@ -163,7 +163,7 @@ class TritonActivation(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None, None
 
 
-def triton_activation(x: torch.Tensor, kind: str, weight: torch.Tensor | None,
+def triton_activation(x: torch.Tensor, kind: Kind, weight: torch.Tensor | None,
                       bias: torch.Tensor | None, blocks: int = 1, eps: float = 1e-5):
     """The activation of ``x [..., d]`` through the Triton kernels."""
     shape = x.shape
