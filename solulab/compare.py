@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from solulab import rundir
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json
 from solulab.sweep import load_sweep
-from solulab.train import METRICS_FILE
 
 COMPARE_FILE = "compare.json"
 BAND = (0.95, 1.05)
@@ -38,7 +38,7 @@ class RunSummary:
 
 def read_curve(run_dir: Path) -> list[tuple[int, float]]:
     curve = []
-    for line in (Path(run_dir) / METRICS_FILE).read_text().splitlines():
+    for line in (Path(run_dir) / rundir.METRICS).read_text().splitlines():
         record = json.loads(line)
         if "val_loss" in record:
             curve.append((record["tokens"], record["val_loss"]))

@@ -8,6 +8,7 @@ NaN and infinities are written as null.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -84,3 +85,12 @@ def json_text(obj: Any, **kwargs) -> str:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json_text(obj, indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

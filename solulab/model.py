@@ -300,8 +300,14 @@ class Transformer(nn.Module):
         return load_pretrained(directory, device=device)
 
 
-def lm_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy in nats: position ``t`` predicts token ``t + 1`` (the last
-    position has no target; it is ignored rather than sliced off, which would copy the logits)."""
-    targets = F.pad(tokens[:, 1:].long(), (0, 1), value=-100)
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, per_sequence: bool = False
+            ) -> torch.Tensor:
+    """Mean next-token cross-entropy in nats (a ``[batch]`` tensor of each sequence's mean with
+    ``per_sequence``): position ``t`` predicts token ``t + 1`` (the last position has no target;
+    it is ignored rather than sliced off, which would copy the logits)."""
+    targets = F.pad(tokens[:, 1:].long(), (0, 1), value=-100).flatten()
+    if not per_sequence:
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=-100)
+    losses = F.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=-100,
+                             reduction="none")
+    return losses.view(tokens.shape).sum(dim=1) / (tokens.shape[1] - 1)

@@ -14,14 +14,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from solulab import rundir
 from solulab.config import ConfigError, ModelConfig
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_bytes, atomic_write_json
 from solulab.model import Transformer
 
 FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 class CheckpointError(SolulabError):
@@ -40,16 +39,16 @@ def save_pretrained(model: Transformer, directory: str | Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in _state_to_save(model).items()}
-    atomic_write_bytes(directory / WEIGHTS_FILE, save(weights))
+    atomic_write_bytes(directory / rundir.WEIGHTS, save(weights))
     atomic_write_json(
-        directory / CONFIG_FILE,
+        directory / rundir.CONFIG,
         {"solulab_format_version": FORMAT_VERSION, **model.cfg.to_dict()},
     )
 
 
 def read_config(directory: str | Path) -> ModelConfig:
     """The ``ModelConfig`` of a model directory, or a ``CheckpointError`` that says why not."""
-    path = Path(directory) / CONFIG_FILE
+    path = Path(directory) / rundir.CONFIG
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (not a solulab model directory?)")
     try:
@@ -87,7 +86,7 @@ def _check_weights(path: Path, weights: dict[str, torch.Tensor], expected: dict)
     if wrong_shape:
         problems.append("shape mismatch " + "; ".join(wrong_shape[:5]))
     if problems:
-        raise CheckpointError(f"{path} does not match {CONFIG_FILE}: " + "; ".join(problems))
+        raise CheckpointError(f"{path} does not match {rundir.CONFIG}: " + "; ".join(problems))
 
 
 def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> Transformer:
@@ -103,7 +102,7 @@ def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
     if transformerlens.is_checkpoint(directory):
         return transformerlens.load(directory).to(device)
     cfg = read_config(directory)
-    path = directory / WEIGHTS_FILE
+    path = directory / rundir.WEIGHTS
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
     try:

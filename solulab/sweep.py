@@ -18,12 +18,13 @@ from typing import Any
 
 import typer
 
+from solulab import rundir
 from solulab.config import ConfigError, ModelConfig
 from solulab.data import Corpus
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json
 from solulab.presets import PRESETS, get_preset
-from solulab.train import RUN_FILE, TrainConfig, Trainer
+from solulab.train import TrainConfig, Trainer
 from solulab.train_state import list_checkpoints
 
 SWEEP_FILE = "sweep.json"
@@ -67,21 +68,16 @@ class SweepPlan:
                            init_seed=self.train.get("seed", 0))
 
 
-def is_complete_run(run_dir: Path) -> bool:
-    record = Path(run_dir) / RUN_FILE
-    return record.is_file() and json.loads(record.read_text()).get("complete", False)
-
-
 def train_or_resume(model_cfg: ModelConfig, cfg: TrainConfig, corpus: Path, run_dir: Path,
                     progress: bool = True) -> dict[str, Any]:
     """Train ``run_dir`` unless it is complete, resuming from a checkpoint when there is one;
     returns its ``run.json``."""
-    if not is_complete_run(run_dir):
+    if not rundir.is_complete(run_dir):
         resume = bool(list_checkpoints(run_dir))
         if run_dir.exists() and not resume:  # killed before its first checkpoint
             shutil.rmtree(run_dir)
         Trainer(model_cfg, cfg, corpus, run_dir, resume=resume, progress=progress).run()
-    return json.loads((run_dir / RUN_FILE).read_text())
+    return rundir.read_record(run_dir)
 
 
 def _check_plan(root: Path, plan: SweepPlan) -> None:
@@ -128,7 +124,7 @@ def run_sweep(corpus_dir: Path, out: Path, sizes: list[str], acts: list[str],
     total = len(sizes) * len(acts)
     for i, (size, act) in enumerate((s, a) for s in sizes for a in acts):
         run_dir = plan.run_dir(out, size, act)
-        state = "done" if is_complete_run(run_dir) else "training"
+        state = "done" if rundir.is_complete(run_dir) else "training"
         log(f"  run {i + 1}/{total}: {size} {act} ({state}) -> {run_dir}")
         cfg = plan.model_config(size, act, corpus.vocab_size)
         results[f"{size}/{act}"] = train_or_resume(cfg, train_cfg, corpus_dir, run_dir, progress)
@@ -144,6 +140,6 @@ def load_sweep(root: Path) -> tuple[SweepPlan, dict[str, dict[str, Any]]]:
     runs = {}
     for key in plan.runs:
         run_dir = Path(root) / key
-        if is_complete_run(run_dir):
-            runs[key] = json.loads((run_dir / RUN_FILE).read_text())
+        if rundir.is_complete(run_dir):
+            runs[key] = rundir.read_record(run_dir)
     return plan, runs

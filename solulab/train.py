@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import signal
 import sys
 import threading
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from solulab import rundir
 from solulab.config import ModelConfig
 from solulab.data import Corpus
 from solulab.distributed import (
@@ -37,11 +37,10 @@ from solulab.distributed import (
     parallelize,
 )
 from solulab.errors import SolulabError
-from solulab.io import atomic_write_json, atomic_write_text, json_text
+from solulab.io import atomic_write_text, json_text
 from solulab.model import Transformer, lm_loss
 from solulab.parallel import clip_grad_norm
 from solulab.train_state import (
-    CHECKPOINT_DIR,
     TrainState,
     check_identity,
     checkpoint_path,
@@ -51,9 +50,6 @@ from solulab.train_state import (
     rng_states,
     save_checkpoint,
 )
-
-METRICS_FILE = "metrics.jsonl"
-RUN_FILE = "run.json"
 
 
 def _step_of(line: str) -> float:
@@ -246,21 +242,14 @@ class Trainer:
     def unfinished_without_checkpoint(self) -> bool:
         """The run directory holds only what a run stopped before its first checkpoint leaves:
         starting afresh loses nothing."""
-        record = self.out / RUN_FILE
-        try:
-            complete = record.is_file() and json.loads(record.read_text()).get("complete")
-        except (json.JSONDecodeError, AttributeError):
-            complete = False  # torn or foreign: not a finished run
-        leftovers = {p.name for p in self.out.iterdir()} - {METRICS_FILE, RUN_FILE, CHECKPOINT_DIR}
+        complete = (rundir.read_record(self.out) or {}).get("complete")  # torn: not finished
+        leftovers = ({p.name for p in self.out.iterdir()}
+                     - {rundir.METRICS, rundir.RECORD, rundir.CHECKPOINTS})
         return not complete and not leftovers and not list_checkpoints(self.out)
 
     def finished_record(self) -> dict[str, Any] | None:
         """``run.json`` of a run that has finished (weights written), else None."""
-        record = self.out / RUN_FILE
-        if not record.is_file() or not (self.out / "model.safetensors").is_file():
-            return None
-        saved = json.loads(record.read_text())
-        return saved if saved.get("complete") else None
+        return rundir.read_record(self.out) if rundir.is_complete(self.out) else None
 
     def identity(self, dp_size: int) -> dict[str, Any]:
         ident = {f"model.{k}": v for k, v in self.model_cfg.to_dict().items()}
@@ -279,12 +268,12 @@ class Trainer:
         return ident
 
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.out / METRICS_FILE, "a") as f:
+        with open(self.out / rundir.METRICS, "a") as f:
             f.write(json_text(record) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metrics past ``step`` (written after the checkpoint a resume starts from)."""
-        path = self.out / METRICS_FILE
+        path = self.out / rundir.METRICS
         if path.exists():
             kept = [line for line in path.read_text().splitlines() if _step_of(line) <= step]
             atomic_write_text(path, "".join(line + "\n" for line in kept))
@@ -315,9 +304,7 @@ class Trainer:
             tokens = gather_windows(self.val_tokens, starts, n_ctx).to(info.device)
             with self._autocast(info.device):
                 logits = model(tokens)
-            per_seq = torch.nn.functional.cross_entropy(
-                logits[:, :-1].transpose(1, 2).float(), tokens[:, 1:], reduction="none"
-            ).mean(dim=1)
+            per_seq = lm_loss(logits, tokens, per_sequence=True)
             total[0] += (per_seq.double() * weight).sum()
             total[1] += weight.sum()
         model.train()
@@ -370,7 +357,7 @@ class Trainer:
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self._truncate_metrics(start_step)
-            atomic_write_json(self.out / RUN_FILE, self._run_record(identity, total_steps, None))
+            rundir.write_record(self.out, self._run_record(identity, total_steps, None))
             self._say(self._summary(model, total_steps, start_step, global_batch))
         barrier()
         with StopSignals() as signals:
@@ -517,7 +504,7 @@ class Trainer:
         model = Transformer(self.model_cfg)
         model.load_state_dict(model_state)
         save_pretrained(model, self.out)
-        shutil.copyfile(self.corpus_dir / "tokenizer.json", self.out / "tokenizer.json")
+        rundir.copy_tokenizer(self.corpus_dir, self.out)
         record = self._run_record(identity, total_steps, val_loss)
         record["n_params"] = model.n_params()
-        atomic_write_json(self.out / RUN_FILE, record)
+        rundir.write_record(self.out, record)

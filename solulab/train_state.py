@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
+from solulab import rundir
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_bytes
 
-CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 
@@ -39,12 +39,12 @@ class TrainState:
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+    return Path(run_dir) / rundir.CHECKPOINTS / f"step_{step:08d}.pt"
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of complete-looking checkpoint files, oldest first."""
-    directory = Path(run_dir) / CHECKPOINT_DIR
+    directory = Path(run_dir) / rundir.CHECKPOINTS
     if not directory.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]

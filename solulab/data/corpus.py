@@ -35,6 +35,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from solulab import rundir
 from solulab.data.shards import SHARD_TOKENS, ShardInfo, ShardWriter, TokenArray, token_dtype
 from solulab.data.sources import (
     SUPPORTED_SUFFIXES,
@@ -51,15 +52,13 @@ from solulab.data.tokenizer import (
     MIN_VOCAB_SIZE,
     load_tokenizer,
     save_tokenizer,
-    sha256_file,
     train_tokenizer,
 )
 from solulab.errors import SolulabError
-from solulab.io import fsync_dir
+from solulab.io import fsync_dir, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
-TOKENIZER_FILE = "tokenizer.json"
 SPLITS = ("train", "val")
 ENCODE_BATCH_BYTES = 4 << 20  # UTF-8 bytes of text per encoding batch
 ENCODE_BATCH_DOCS = 4096
@@ -146,13 +145,13 @@ class Corpus:
     def __init__(self, path: Path):
         self.path = Path(path)
         manifest_path = self.path / MANIFEST_FILE
-        tokenizer_path = self.path / TOKENIZER_FILE
+        tokenizer_path = self.path / rundir.TOKENIZER
         if not manifest_path.is_file():
             raise CorpusError(f"{self.path} is not a corpus: no {MANIFEST_FILE} (build one with "
                               "`solulab corpus build`)")
         self.manifest = Manifest.from_json(manifest_path.read_text())
         if not tokenizer_path.is_file():
-            raise CorpusError(f"corpus {self.path} has no {TOKENIZER_FILE}")
+            raise CorpusError(f"corpus {self.path} has no {rundir.TOKENIZER}")
         if sha256_file(tokenizer_path) != self.manifest.tokenizer_sha256:
             raise CorpusError(f"{tokenizer_path} does not match the manifest's tokenizer_sha256")
         self.tokenizer: Tokenizer = load_tokenizer(tokenizer_path)
@@ -327,11 +326,11 @@ def _build_into(tmp: Path, files: SourceFiles, stats: SourceStats, plan: SplitPl
                       if plan.split(i, doc) == "train")
         tokenizer = train_tokenizer(train_docs, vocab_size, n_texts=plan.train_documents,
                                     progress=progress)
-        sha = save_tokenizer(tokenizer, tmp / TOKENIZER_FILE)
+        sha = save_tokenizer(tokenizer, tmp / rundir.TOKENIZER)
     else:  # copied byte for byte: its hash is the identity a model's tokenizer is checked by
         tokenizer = load_given_tokenizer(given_tokenizer)
-        shutil.copyfile(given_tokenizer, tmp / TOKENIZER_FILE)
-        sha = sha256_file(tmp / TOKENIZER_FILE)
+        shutil.copyfile(given_tokenizer, tmp / rundir.TOKENIZER)
+        sha = sha256_file(tmp / rundir.TOKENIZER)
     splits = _write_tokens(tmp, tokenizer, _documents(files, max_bytes, stats), plan,
                            stats.documents, shard_tokens, progress)
     vocab = tokenizer.get_vocab_size()
@@ -395,7 +394,7 @@ def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int =
             manifest = _build_into(tmp, files, stats, plan, vocab_size, max_bytes, shard_tokens,
                                    progress, tokenizer)
             (tmp / MANIFEST_FILE).write_text(manifest.to_json())
-            for name in (TOKENIZER_FILE, MANIFEST_FILE):  # the shards were synced when written
+            for name in (rundir.TOKENIZER, MANIFEST_FILE):  # the shards were synced when written
                 _fsync_file(tmp / name)
             fsync_dir(tmp)
             _check_out(out)

@@ -9,12 +9,13 @@ file with ``load_tokenizer`` (other loaders would turn the literal string into i
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from solulab.io import sha256_file
 
 EOT_TOKEN = "<|endoftext|>"
 EOT_ID = 0
@@ -48,10 +49,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, n_texts: int | None =
     tokenizer.train_from_iterator(texts, trainer=trainer, length=n_texts)
     assert tokenizer.token_to_id(EOT_TOKEN) == EOT_ID
     return tokenizer
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def save_tokenizer(tokenizer: Tokenizer, path: Path) -> str:

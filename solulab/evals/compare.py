@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from solulab.evals.runner import EVALS_FILE
+from solulab import rundir
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ def collect_evals(root: Path, runs: list[dict[str, Any]]) -> list[EvalPoint]:
     """Every run's ``evals.json`` results; ``runs`` are ``compare.json``'s run entries."""
     points = []
     for r in runs:
-        path = Path(root) / r["size"] / r["act"] / EVALS_FILE
+        path = Path(root) / r["size"] / r["act"] / rundir.EVALS
         if not path.is_file():
             continue
         for task, t in sorted(json.loads(path.read_text()).items()):

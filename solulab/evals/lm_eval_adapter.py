@@ -33,6 +33,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
+from solulab import rundir
 from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
 from solulab.model import Transformer
@@ -51,10 +52,10 @@ class SolulabLM(LM):
         run = Path(path)
         if device is None or (device.startswith("cuda") and not torch.cuda.is_available()):
             device = "cuda" if torch.cuda.is_available() else "cpu"  # the harness asks for cuda
-        if not (run / "tokenizer.json").is_file():
+        if not (run / rundir.TOKENIZER).is_file():
             raise SolulabError(f"{run} has no tokenizer.json: point path= at a run directory")
         self.model = Transformer.from_pretrained(run, device=device).eval()
-        self.tokenizer = load_tokenizer(run / "tokenizer.json")
+        self.tokenizer = load_tokenizer(run / rundir.TOKENIZER)
         self.torch_device = torch.device(device)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
         self.max_gen_toks = int(max_gen_toks)

@@ -7,23 +7,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from solulab import rundir
 from solulab.data import Corpus
-from solulab.data.tokenizer import load_tokenizer, sha256_file
+from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
 from solulab.evals.tasks import TASKS
-from solulab.io import atomic_write_json
+from solulab.io import atomic_write_json, sha256_file
 from solulab.model import Transformer
-from solulab.train import RUN_FILE
-
-EVALS_FILE = "evals.json"
-
-
-def run_corpus(run_dir: Path) -> Path | None:
-    """The corpus a run was trained on, from its ``run.json``."""
-    record = Path(run_dir) / RUN_FILE
-    if record.is_file():
-        return Path(json.loads(record.read_text())["corpus"])
-    return None
 
 
 def evaluate_run(run_dir: Path, tasks: list[str], corpus_dir: Path | None = None,
@@ -34,23 +24,23 @@ def evaluate_run(run_dir: Path, tasks: list[str], corpus_dir: Path | None = None
         raise SolulabError(f"unknown tasks {unknown}; known: {', '.join(TASKS)}")
     run_dir = Path(run_dir)
     model = Transformer.from_pretrained(run_dir)
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    tokenizer = load_tokenizer(run_dir / rundir.TOKENIZER)
     results = {}
     for task in tasks:
         kwargs: dict[str, Any] = {"seed": seed}
         if n is not None:
             kwargs["n"] = n
         if task == "cloze":
-            corpus_dir = corpus_dir or run_corpus(run_dir)
+            corpus_dir = corpus_dir or rundir.trained_on(run_dir)
             if corpus_dir is None:
                 raise SolulabError("cloze needs --corpus (the run records none)")
             corpus = Corpus(corpus_dir)
-            if corpus.tokenizer_sha256 != sha256_file(run_dir / "tokenizer.json"):
+            if corpus.tokenizer_sha256 != sha256_file(run_dir / rundir.TOKENIZER):
                 raise SolulabError(f"{corpus_dir} was tokenized with another tokenizer than "
                                    f"{run_dir}")
             kwargs["corpus"] = corpus
         results[task] = asdict(TASKS[task](model, tokenizer, **kwargs))
-    path = run_dir / EVALS_FILE
+    path = run_dir / rundir.EVALS
     saved = json.loads(path.read_text()) if path.is_file() else {}
     saved.update(results)
     atomic_write_json(path, saved)

@@ -9,8 +9,6 @@ LayerNorm, ``hook_post`` otherwise). Under ``torchrun`` rank ``r`` takes sequenc
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,37 +16,25 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from solulab import rundir
 from solulab.data import Corpus
-from solulab.data.tokenizer import sha256_file
 from solulab.distributed import DistInfo, init_distributed
 from solulab.errors import SolulabError
+from solulab.io import sha256_file
 from solulab.model import Transformer
 from solulab.neurons.logit_effects import top_logit_effects
 from solulab.neurons.store import NeuronStore, write_store
 from solulab.neurons.stream import PointStream, finalize
-from solulab.pretrained import WEIGHTS_FILE
-from solulab.train import RUN_FILE
-
-STORE_DIR = "neurons"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def open_corpus_for(run_dir: Path, corpus_dir: Path | None) -> Corpus:
     """The corpus to collect on (default: the run's own), refused if its tokenizer differs."""
     if corpus_dir is None:
-        record = run_dir / RUN_FILE
-        if not record.is_file():
+        corpus_dir = rundir.trained_on(run_dir)
+        if corpus_dir is None:
             raise SolulabError(f"{run_dir} records no corpus: pass --corpus")
-        corpus_dir = Path(json.loads(record.read_text())["corpus"])
     corpus = Corpus(corpus_dir)
-    if corpus.tokenizer_sha256 != sha256_file(run_dir / "tokenizer.json"):
+    if corpus.tokenizer_sha256 != sha256_file(run_dir / rundir.TOKENIZER):
         raise SolulabError(f"{corpus_dir} was tokenized with another tokenizer than {run_dir}: "
                            "collect on the run's own corpus or re-tokenize")
     return corpus
@@ -57,8 +43,9 @@ def open_corpus_for(run_dir: Path, corpus_dir: Path | None) -> Corpus:
 def open_store(path: str | Path) -> NeuronStore:
     """The store of a run directory (checked against its model) or a store directory."""
     path = Path(path)
-    if (path / WEIGHTS_FILE).is_file():
-        return NeuronStore.open(path / STORE_DIR, model_sha256=file_sha256(path / WEIGHTS_FILE))
+    if (path / rundir.WEIGHTS).is_file():
+        weights = sha256_file(path / rundir.WEIGHTS)
+        return NeuronStore.open(path / rundir.NEURONS, model_sha256=weights)
     return NeuronStore.open(path)
 
 
@@ -148,7 +135,7 @@ def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
     bar.close()
     if info.distributed:
         _gather_to_main(collector, info)
-    path = Path(out) if out else run_dir / STORE_DIR
+    path = Path(out) if out else run_dir / rundir.NEURONS
     if info.is_main:
         arrays: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
         for (layer, point), stream in collector.streams.items():
@@ -158,7 +145,7 @@ def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
             for name, tensor in top_logit_effects(model, layer).items():
                 arrays[layer][f"logits.{name}"] = tensor.cpu().numpy()
         meta = {
-            "model_sha256": file_sha256(run_dir / WEIGHTS_FILE),
+            "model_sha256": sha256_file(run_dir / rundir.WEIGHTS),
             "tokenizer_sha256": corpus.tokenizer_sha256, "act_fn": model.cfg.act_fn,
             "n_layers": model.cfg.n_layers, "layers": layers, "d_mlp": model.cfg.d_mlp,
             "k": k, "window_before": window_before, "window_after": window_after,
@@ -169,7 +156,7 @@ def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
             "main_point": collector.points[0],
             "logit_effects_complete": model.cfg.n_layers == 1,
         }
-        write_store(path, meta, arrays, run_dir / "tokenizer.json")
+        write_store(path, meta, arrays, run_dir / rundir.TOKENIZER)
     if info.distributed:
         dist.barrier()
     return path
@@ -181,7 +168,7 @@ def ensure_store(run_dir: Path, corpus_dir: Path | None, n_tokens: int,
     split, when it is shorter) exists for these weights."""
     try:
         store = open_store(run_dir)
-        fresh = store.meta["model_sha256"] == file_sha256(Path(run_dir) / WEIGHTS_FILE)
+        fresh = store.meta["model_sha256"] == sha256_file(Path(run_dir) / rundir.WEIGHTS)
         if fresh and store.meta.get("requested_tokens", store.meta["n_tokens"]) == n_tokens:
             return store.path
     except SolulabError:

@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from solulab import rundir
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json, fsync_dir
 
 META_FILE = "meta.json"
 SUMMARY_FILE = "summary.json"
-TOKENIZER_FILE = "tokenizer.json"
 STORE_VERSION = 1
 HALF_HIST = 16  # the histogram grid is symmetric: bins -HALF_HIST..HALF_HIST-1 of hist_width
 
@@ -90,7 +90,7 @@ def write_store(path: Path, meta: dict[str, Any], layers: dict[int, dict[str, np
     tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
+        shutil.copyfile(tokenizer_file, tmp / rundir.TOKENIZER)
         for layer, arrays in layers.items():
             directory = tmp / f"layer_{layer}"
             directory.mkdir()
@@ -170,7 +170,7 @@ class NeuronStore:
         if self._decoder is None:
             from solulab.data.tokenizer import load_tokenizer
 
-            self._decoder = load_tokenizer(self.path / TOKENIZER_FILE)
+            self._decoder = load_tokenizer(self.path / rundir.TOKENIZER)
         return [self._decoder.decode([int(i)], skip_special_tokens=False) for i in ids]
 
     def _examples(self, layer: int, neuron: int, point: str, prefix: str,

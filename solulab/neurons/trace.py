@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from solulab import rundir
 from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
 from solulab.model import Transformer
@@ -24,7 +25,7 @@ def trace(run_dir: str | Path, text: str, layer: int, neuron: int,
                            f"0..{model.cfg.n_layers - 1}")
     if not 0 <= neuron < model.cfg.d_mlp:
         raise SolulabError(f"neuron {neuron} out of range 0..{model.cfg.d_mlp - 1}")
-    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    tokenizer = load_tokenizer(run_dir / rundir.TOKENIZER)
     ids = tokenizer.encode(text).ids[-model.cfg.n_ctx:]
     if not ids:
         raise SolulabError("the text has no tokens")

@@ -21,18 +21,17 @@ name and renamed into place only when complete.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from solulab import rundir
 from solulab.errors import SolulabError
 from solulab.neurons.collect import open_store
 from solulab.neurons.store import Example, NeuronStore
 from solulab.study import db
-from solulab.train import RUN_FILE
 
 SNIPPETS = 20
 CHECKS_PER_NEURON = 16
@@ -118,8 +117,7 @@ def _open_stores(models: dict[str, Path]) -> dict[str, NeuronStore]:
 
 
 def _n_params(run: Path) -> int:
-    path = run / RUN_FILE
-    return json.loads(path.read_text()).get("n_params", 0) if path.is_file() else 0
+    return (rundir.read_record(run) or {}).get("n_params", 0)
 
 
 def create_study(models: dict[str, str | Path], out: str | Path, neurons_per_model: int = 60,

@@ -17,8 +17,8 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
+from solulab import rundir
 from solulab.autointerp.run import load_explanations
-from solulab.neurons.collect import STORE_DIR
 from solulab.neurons.store import META_FILE, NeuronStore
 from solulab.web import pages
 
@@ -39,7 +39,7 @@ def find_runs(root: Path) -> list[str]:
             if (info.st_dev, info.st_ino) in seen:
                 continue
             seen.add((info.st_dev, info.st_ino))
-            if (path / STORE_DIR / META_FILE).is_file():
+            if (path / rundir.NEURONS / META_FILE).is_file():
                 found.append(path)
             entries = list(os.scandir(path)) if depth < MAX_DEPTH else []
         except OSError:  # unreadable, vanished, a loop or a name too long: not a run
@@ -73,7 +73,7 @@ class RunIndex:
             if name not in self.names:
                 raise HTTPException(404, "no run with a neuron store of that name")
             if name not in self.open:
-                self.open[name] = NeuronStore.open(self.root / name / STORE_DIR)
+                self.open[name] = NeuronStore.open(self.root / name / rundir.NEURONS)
                 while len(self.open) > self.capacity:
                     self.open.popitem(last=False)
             self.open.move_to_end(name)
