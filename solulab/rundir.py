@@ -39,9 +39,9 @@ def write_record(run: Path, record: dict[str, Any]) -> None:
 
 
 def is_complete(run: Path) -> bool:
-    """A run that finished training (its weights and record written)."""
+    """A run whose record says it finished (written last, after its weights)."""
     record = read_record(run)
-    return bool(record and record.get("complete")) and (Path(run) / WEIGHTS).is_file()
+    return bool(record and record.get("complete"))
 
 
 def trained_on(run: Path) -> Path | None:

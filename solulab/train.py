@@ -249,7 +249,9 @@ class Trainer:
 
     def finished_record(self) -> dict[str, Any] | None:
         """``run.json`` of a run that has finished (weights written), else None."""
-        return rundir.read_record(self.out) if rundir.is_complete(self.out) else None
+        if not rundir.is_complete(self.out) or not (self.out / rundir.WEIGHTS).is_file():
+            return None
+        return rundir.read_record(self.out)
 
     def identity(self, dp_size: int) -> dict[str, Any]:
         ident = {f"model.{k}": v for k, v in self.model_cfg.to_dict().items()}

@@ -228,3 +228,15 @@ def test_bad_tokens_are_refused():
         model(torch.zeros(1, 17, dtype=torch.long))
     with pytest.raises(ValueError, match="must be \\[batch, pos\\]"):
         model(torch.zeros(17, dtype=torch.long))
+
+
+def test_lm_loss_against_an_explicit_log_softmax():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 11, generator=gen)
+    tokens = torch.randint(0, 11, (3, 7), generator=gen)
+    log_probs = torch.log_softmax(logits.double(), dim=-1)
+    nll = torch.stack([torch.stack([-log_probs[b, t, tokens[b, t + 1]] for t in range(6)])
+                       for b in range(3)])  # [batch, 6]: the last position has no target
+    torch.testing.assert_close(lm_loss(logits, tokens, per_sequence=True).double(),
+                               nll.mean(dim=1), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(lm_loss(logits, tokens).double(), nll.mean(), rtol=1e-6, atol=1e-6)
