@@ -61,5 +61,8 @@ def export_command(
     if to not in FORMATS:
         raise typer.BadParameter(f"--to must be one of {', '.join(FORMATS)}, got {to!r}")
     transformerlens.export(Transformer.from_pretrained(run), out, run / "tokenizer.json")
-    typer.echo(f"wrote {out}: load with HookedTransformer(HookedTransformerConfig(**config)) "
-               "and load_state_dict(torch.load('model_final.pth'), strict=False)")
+    typer.echo(f"wrote {out}: in TransformerLens 4, cfg = TransformerBridgeConfig.from_dict("
+               "json.load(open('config.json'))); bridge = TransformerBridge.boot_native(cfg); "
+               "bridge.load_state_dict(convert_tl_checkpoint(torch.load('model_final.pth'), cfg))"
+               " (convert_tl_checkpoint from transformer_lens.conversion_utils); solulab's "
+               "blocks.{l}.mlp.hook_mid is the bridge's blocks.{l}.mlp.ln.hook_in")

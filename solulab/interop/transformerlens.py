@@ -1,18 +1,24 @@
 """TransformerLens checkpoints in and out: a ``config.json`` with TransformerLens field names
-beside a ``*.pth`` state dict in ``HookedTransformer`` layout.
+beside a ``*.pth`` state dict in ``HookedTransformer`` layout (``embed.W_E``,
+``blocks.0.attn.W_Q``, ...), the layout TransformerLens 4 still reads through
+``convert_tl_checkpoint`` into a ``TransformerBridge.boot_native`` model.
 
-The two models compute the same function: a pre-LayerNorm decoder with learned positions, whose
-MLP hooks (``hook_pre``, ``hook_mid``, ``hook_post``) carry the same names and values. Only the
-parameter layout differs: TransformerLens keeps one ``[heads, d_model, d_head]`` matrix per Q, K
-and V and right-facing ``[d_in, d_out]`` matrices, solulab a fused ``qkv`` projection and
-``nn.Linear``'s ``[d_out, d_in]``. The ``*_old`` SoLU checkpoints use a still older layout:
-``norm`` for ``ln`` and, in models of up to 6 layers, every matrix transposed (up to 8 layers,
-``W_pos`` alone); it is recognised by its ``norm`` names and converted by those rules.
+The two models compute the same function: a pre-LayerNorm decoder with learned or rotary
+positions, whose MLP hooks carry the same values. Only the parameter layout differs:
+TransformerLens keeps one ``[heads, d_model, d_head]`` matrix per Q, K and V and right-facing
+``[d_in, d_out]`` matrices, solulab a fused ``qkv`` projection and ``nn.Linear``'s
+``[d_out, d_in]``. Rotary models rotate pairs of head dimensions: solulab pairs dimension ``i``
+with ``i + rotary_dim / 2`` (GPT-NeoX), TransformerLens 4 pairs ``2i`` with ``2i + 1`` (its
+config's ``rotary_adjacent_pairs``; TransformerLens 3 honoured the flag, 4 always pairs adjacent
+dimensions), so the Q and K columns are reordered. The ``*_old`` SoLU checkpoints use a still
+older layout: ``norm`` for ``ln`` and, in models of up to 6 layers, every matrix transposed (up to
+8 layers, ``W_pos`` alone); it is recognised by its ``norm`` names and converted by those rules.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +31,16 @@ from solulab.model import Transformer
 
 CONFIG_FILE = "config.json"
 EXPORT_WEIGHTS = "model_final.pth"
-ACT_FNS = ("solu_ln", "gelu", "relu")  # TransformerLens names solulab computes identically
+ACT_FNS = ("solu_ln", "solu", "gelu", "relu")  # TransformerLens names solulab computes identically
+POSITIONS = {"standard": "learned", "rotary": "rotary"}  # TransformerLens name -> solulab's
 BUFFERS = (".mask", ".IGNORE", "rotary_sin", "rotary_cos")  # recomputed, not weights
 # Fields that change the computation, and the only value solulab supports for each.
 MUST_BE = {"attn_only": False, "final_rms": False, "parallel_attn_mlp": False,
-           "gated_mlp": False, "use_attn_scale": True, "shortformer_pos": False}
+           "gated_mlp": False, "use_attn_scale": True, "shortformer_pos": False,
+           "scale_attn_by_inverse_layer_idx": False, "post_embedding_ln": False,
+           "use_qk_norm": False, "use_local_attn": False, "attention_dir": "causal",
+           "use_NTK_by_parts_rope": False, "rope_scaling": None,
+           "attn_scores_soft_cap": -1.0, "output_logits_soft_cap": -1.0}
 
 
 class TransformerLensError(SolulabError):
@@ -47,6 +58,27 @@ def is_checkpoint(directory: Path) -> bool:
         return False
 
 
+def unsupported_fields(tl: dict[str, Any]) -> list[str]:
+    """Why solulab cannot compute this TransformerLens config's function, one reason a field."""
+    allowed = {**{k: (v,) for k, v in MUST_BE.items()},
+               "n_key_value_heads": (None, tl["n_heads"]), "d_vocab_out": (-1, tl["d_vocab"]),
+               "attn_scale": (-1.0, math.sqrt(tl["d_head"]))}
+    reasons = [f"{k}={tl[k]!r} is not supported (solulab models have "
+               f"{' or '.join(map(repr, values))})"
+               for k, values in allowed.items() if tl.get(k, values[0]) not in values]
+    positions = tl.get("positional_embedding_type", "standard")
+    if positions not in POSITIONS:
+        reasons.append(f"positional_embedding_type {positions!r} is not supported "
+                       f"({' or '.join(POSITIONS)})")
+    norm = tl.get("normalization_type", tl.get("normalization", "LN"))
+    if norm not in ("LN", "LNPre"):
+        reasons.append(f"normalization_type {norm!r} is not supported (LN or LNPre)")
+    if tl["act_fn"] not in ACT_FNS:
+        reasons.append(f"act_fn {tl['act_fn']!r} is not supported; solulab reads "
+                       f"{', '.join(ACT_FNS)}")
+    return reasons
+
+
 def read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
     """The solulab ``ModelConfig`` of a TransformerLens ``config.json``, and the raw fields."""
     path = Path(directory) / CONFIG_FILE
@@ -58,29 +90,35 @@ def read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
                            "d_vocab", "act_fn") if k not in tl]
     if missing:
         raise TransformerLensError(f"{path}: missing TransformerLens fields {', '.join(missing)}")
-    for field, value in MUST_BE.items():
-        if tl.get(field, value) != value:
-            raise TransformerLensError(f"{path}: {field}={tl[field]!r} is not supported "
-                                       f"(solulab models have {field}={value})")
-    positions = tl.get("positional_embedding_type", "standard")
-    if positions != "standard":
-        raise TransformerLensError(f"{path}: positional_embedding_type {positions!r} is not "
-                                   "supported (only learned 'standard' positions)")
-    norm = tl.get("normalization_type", tl.get("normalization", "LN"))
-    if norm not in ("LN", "LNPre"):
-        raise TransformerLensError(f"{path}: normalization_type {norm!r} is not supported "
-                                   "(LN or LNPre)")
-    if tl["act_fn"] not in ACT_FNS:
-        raise TransformerLensError(f"{path}: act_fn {tl['act_fn']!r} is not supported; "
-                                   f"solulab reads {', '.join(ACT_FNS)}")
+    reasons = unsupported_fields(tl)
+    if reasons:
+        raise TransformerLensError(f"{path}: " + "; ".join(reasons))
+    positional = POSITIONS[tl.get("positional_embedding_type", "standard")]
+    rotary = {"rotary_dim": tl.get("rotary_dim") or tl["d_head"],
+              "rotary_base": float(tl.get("rotary_base", 10000))} if positional == "rotary" else {}
     try:
         cfg = ModelConfig(n_layers=tl["n_layers"], d_model=tl["d_model"], n_heads=tl["n_heads"],
                           d_head=tl["d_head"], d_mlp=tl["d_mlp"], n_ctx=tl["n_ctx"],
-                          d_vocab=tl["d_vocab"], act_fn=tl["act_fn"], positional="learned",
-                          ln_eps=tl.get("eps", 1e-5))
+                          d_vocab=tl["d_vocab"], act_fn=tl["act_fn"], positional=positional,
+                          ln_eps=tl.get("eps", 1e-5), **rotary)
     except ConfigError as e:
         raise TransformerLensError(f"{path}: {e}") from None
     return cfg, tl
+
+
+def rotary_order(cfg: ModelConfig) -> torch.Tensor:
+    """TransformerLens's Q/K head dimensions in adjacent-pair order, as solulab's: entry ``2i``
+    is solulab's dimension ``i``, entry ``2i + 1`` solulab's ``i + rotary_dim / 2``."""
+    r = cfg.rotary_dim
+    return torch.cat([torch.arange(r).view(2, r // 2).T.flatten(), torch.arange(r, cfg.d_head)])
+
+
+def import_order(cfg: ModelConfig, fields: dict[str, Any]) -> torch.Tensor:
+    """The index that puts a checkpoint's Q/K head dimensions into solulab's order (only
+    rotary checkpoints with ``rotary_adjacent_pairs`` need reordering)."""
+    if cfg.positional == "rotary" and fields.get("rotary_adjacent_pairs", False):
+        return torch.argsort(rotary_order(cfg))
+    return torch.arange(cfg.d_head)
 
 
 def weights_file(directory: Path) -> Path:
@@ -113,9 +151,10 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every weight of a ``HookedTransformer`` of this shape (LayerNorm gains and biases
     included; an ``LNPre`` checkpoint lacks them)."""
     h, d, dh, m = cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_mlp
-    shapes = {"embed.W_E": (cfg.d_vocab, d), "pos_embed.W_pos": (cfg.n_ctx, d),
-              "ln_final.w": (d,), "ln_final.b": (d,),
+    shapes = {"embed.W_E": (cfg.d_vocab, d), "ln_final.w": (d,), "ln_final.b": (d,),
               "unembed.W_U": (d, cfg.d_vocab), "unembed.b_U": (cfg.d_vocab,)}
+    if cfg.positional == "learned":
+        shapes["pos_embed.W_pos"] = (cfg.n_ctx, d)
     for layer in range(cfg.n_layers):
         p = f"blocks.{layer}."
         shapes.update({p + "ln1.w": (d,), p + "ln1.b": (d,), p + "ln2.w": (d,), p + "ln2.b": (d,),
@@ -153,23 +192,28 @@ def check_state(state: dict[str, torch.Tensor], cfg: ModelConfig, source: Path,
                                       else ""))
 
 
-def to_solulab(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """A ``HookedTransformer`` state dict in solulab's layout; absent LayerNorm weights (LNPre)
-    become the identity."""
+def to_solulab(state: dict[str, torch.Tensor], cfg: ModelConfig,
+               order: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A ``HookedTransformer`` state dict in solulab's layout, Q and K head dimensions taken in
+    ``order`` (see ``import_order``); absent LayerNorm weights (LNPre) become the identity."""
     def get(key: str, fill: float) -> torch.Tensor:
         return state[key] if key in state else torch.full(expected_shapes(cfg)[key], fill)
 
-    out = {"embed.weight": state["embed.W_E"], "pos_embed.weight": state["pos_embed.W_pos"],
+    out = {"embed.weight": state["embed.W_E"],
            "ln_final.w": get("ln_final.w", 1.0), "ln_final.b": get("ln_final.b", 0.0),
            "unembed.weight": state["unembed.W_U"].T, "unembed.bias": state["unembed.b_U"]}
+    if cfg.positional == "learned":
+        out["pos_embed.weight"] = state["pos_embed.W_pos"]
+    orders = {"Q": order, "K": order, "V": torch.arange(cfg.d_head)}
     for layer in range(cfg.n_layers):
         tl, sl = f"blocks.{layer}.", f"blocks.{layer}."
         for ln in ("ln1", "ln2"):
             out[sl + f"{ln}.w"] = get(tl + f"{ln}.w", 1.0)
             out[sl + f"{ln}.b"] = get(tl + f"{ln}.b", 0.0)
         out[sl + "attn.qkv.weight"] = torch.cat(
-            [state[tl + f"attn.W_{x}"].transpose(1, 2).flatten(0, 1) for x in "QKV"])
-        out[sl + "attn.qkv.bias"] = torch.cat([state[tl + f"attn.b_{x}"].flatten()
+            [state[tl + f"attn.W_{x}"][..., orders[x]].transpose(1, 2).flatten(0, 1)
+             for x in "QKV"])
+        out[sl + "attn.qkv.bias"] = torch.cat([state[tl + f"attn.b_{x}"][..., orders[x]].flatten()
                                                for x in "QKV"])
         out[sl + "attn.out.weight"] = state[tl + "attn.W_O"].flatten(0, 1).T
         out[sl + "attn.out.bias"] = state[tl + "attn.b_O"]
@@ -198,23 +242,39 @@ def load(directory: str | Path) -> Transformer:
     lnpre = fields.get("normalization_type", fields.get("normalization")) == "LNPre"
     check_state(state, cfg, path, lnpre)
     model = Transformer(cfg)
-    model.load_state_dict(to_solulab(state, cfg))
+    model.load_state_dict(to_solulab(state, cfg, import_order(cfg, fields)))
     return model
 
 
+def export_refusals(cfg: ModelConfig) -> list[str]:
+    """Why TransformerLens cannot compute this model's function, one reason a feature."""
+    reasons = []
+    if cfg.act_fn not in ACT_FNS:
+        reasons.append(f"act_fn {cfg.act_fn!r} has no TransformerLens equivalent "
+                       f"(it has {', '.join(ACT_FNS)})")
+    if cfg.act_blocks != 1 and cfg.act_fn in ("solu", "solu_ln"):
+        reasons.append(f"act_blocks={cfg.act_blocks}: TransformerLens's SoLU softmax and "
+                       "LayerNorm span all of d_mlp, not blocks of it")
+    if cfg.positional == "rotary" and cfg.rotary_base != int(cfg.rotary_base):
+        reasons.append(f"rotary_base={cfg.rotary_base}: TransformerLens keeps an integer base")
+    return reasons
+
+
 def to_transformerlens(model: Transformer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``(config fields, state dict)`` of the same model as a ``HookedTransformer``."""
+    """``(config fields, state dict)`` of the same model in ``HookedTransformer`` layout."""
     cfg = model.cfg
-    if cfg.positional != "learned" or cfg.act_fn not in ACT_FNS or cfg.act_blocks != 1:
-        raise TransformerLensError(
-            "TransformerLens models have learned positions, one activation block and act_fn "
-            f"{', '.join(ACT_FNS)}; this model has positional={cfg.positional!r}, "
-            f"act_blocks={cfg.act_blocks}, act_fn={cfg.act_fn!r}")
+    reasons = export_refusals(cfg)
+    if reasons:
+        raise TransformerLensError("cannot export to TransformerLens: " + "; ".join(reasons))
     h, dh = cfg.n_heads, cfg.d_head
     s = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-    state = {"embed.W_E": s["embed.weight"], "pos_embed.W_pos": s["pos_embed.weight"],
+    state = {"embed.W_E": s["embed.weight"],
              "ln_final.w": s["ln_final.w"], "ln_final.b": s["ln_final.b"],
              "unembed.W_U": s["unembed.weight"].T, "unembed.b_U": s["unembed.bias"]}
+    if cfg.positional == "learned":
+        state["pos_embed.W_pos"] = s["pos_embed.weight"]
+    order = rotary_order(cfg) if cfg.positional == "rotary" else torch.arange(dh)
+    orders = {"Q": order, "K": order, "V": torch.arange(dh)}
     for layer in range(cfg.n_layers):
         p = f"blocks.{layer}."
         for ln in ("ln1", "ln2"):
@@ -222,8 +282,8 @@ def to_transformerlens(model: Transformer) -> tuple[dict[str, Any], dict[str, to
         qkv = s[p + "attn.qkv.weight"].view(3, h, dh, cfg.d_model)
         bias = s[p + "attn.qkv.bias"].view(3, h, dh)
         for i, x in enumerate("QKV"):
-            state[p + f"attn.W_{x}"] = qkv[i].transpose(1, 2)
-            state[p + f"attn.b_{x}"] = bias[i]
+            state[p + f"attn.W_{x}"] = qkv[i].transpose(1, 2)[..., orders[x]]
+            state[p + f"attn.b_{x}"] = bias[i][..., orders[x]]
         state[p + "attn.W_O"] = s[p + "attn.out.weight"].T.reshape(h, dh, cfg.d_model)
         state[p + "attn.b_O"] = s[p + "attn.out.bias"]
         state[p + "mlp.W_in"] = s[p + "mlp.fc_in.weight"].T
@@ -233,11 +293,19 @@ def to_transformerlens(model: Transformer) -> tuple[dict[str, Any], dict[str, to
         if cfg.act_fn == "solu_ln":
             state[p + "mlp.ln.w"], state[p + "mlp.ln.b"] = (s[p + "mlp.act.ln.w"],
                                                             s[p + "mlp.act.ln.b"])
+    return config_fields(cfg), {k: v.contiguous() for k, v in state.items()}
+
+
+def config_fields(cfg: ModelConfig) -> dict[str, Any]:
+    """The TransformerLens config of a model (``TransformerBridgeConfig`` field names)."""
     fields = {"n_layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
-              "d_head": dh, "d_mlp": cfg.d_mlp, "n_ctx": cfg.n_ctx, "d_vocab": cfg.d_vocab,
-              "act_fn": cfg.act_fn, "normalization_type": "LN", "eps": cfg.ln_eps,
-              "positional_embedding_type": "standard", "attn_only": False}
-    return fields, {k: v.contiguous() for k, v in state.items()}
+              "d_head": cfg.d_head, "d_mlp": cfg.d_mlp, "n_ctx": cfg.n_ctx,
+              "d_vocab": cfg.d_vocab, "act_fn": cfg.act_fn, "normalization_type": "LN",
+              "eps": cfg.ln_eps, "attn_only": False, "positional_embedding_type": "standard"}
+    if cfg.positional == "rotary":
+        fields.update(positional_embedding_type="rotary", rotary_dim=cfg.rotary_dim,
+                      rotary_base=int(cfg.rotary_base), rotary_adjacent_pairs=True)
+    return fields
 
 
 def export(model: Transformer, out: str | Path, tokenizer: Path | None = None) -> Path:
