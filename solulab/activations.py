@@ -60,7 +60,7 @@ class ActivationSpec:
 REGISTRY: dict[str, ActivationSpec] = {s.name: s for s in (
     ActivationSpec("gelu", "gelu", False, transformerlens="gelu"),
     ActivationSpec("relu", "relu", False, transformerlens="relu"),
-    ActivationSpec("solu", "solu", False),
+    ActivationSpec("solu", "solu", False, transformerlens="solu"),
     ActivationSpec("solu_ln", "solu", True, transformerlens="solu_ln"),
     ActivationSpec("gelu_ln", "gelu", True),
     ActivationSpec("exp_ln", "exp", True),

@@ -287,18 +287,6 @@ class Transformer(nn.Module):
                 total += p.numel()
         return total
 
-    # -- persistence ------------------------------------------------------------------------
-    def save_pretrained(self, directory) -> None:
-        from solulab.pretrained import save_pretrained
-
-        save_pretrained(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory, device: str | torch.device = "cpu") -> Transformer:
-        from solulab.pretrained import load_pretrained
-
-        return load_pretrained(directory, device=device)
-
 
 def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, per_sequence: bool = False
             ) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Pretrained model directories: ``config.json`` + ``model.safetensors`` (TransformerLens
-checkpoints are read by ``solulab.interop.transformerlens``).
+checkpoints are read by ``solulab.interop.transformerlens``), and ``solulab.Transformer``: the
+model of ``solulab.model`` with ``save_pretrained`` and ``from_pretrained``.
 
 Loading checks everything before touching the model, so that a missing, truncated or mismatched
 file gives one ``CheckpointError`` naming the file and the problem.
@@ -14,11 +15,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from solulab import model as plain
 from solulab import rundir
 from solulab.config import ConfigError, ModelConfig
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_bytes, atomic_write_json
-from solulab.model import Transformer
 
 FORMAT_VERSION = 1
 
@@ -27,14 +28,26 @@ class CheckpointError(SolulabError):
     """A model directory that cannot be loaded; the message names the file and the problem."""
 
 
-def _state_to_save(model: Transformer) -> dict[str, torch.Tensor]:
+class Transformer(plain.Transformer):
+    """The transformer of ``solulab.model``, saved to and loaded from model directories."""
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path,
+                        device: str | torch.device = "cpu") -> Transformer:
+        return load_pretrained(directory, device=device)
+
+
+def _state_to_save(model: plain.Transformer) -> dict[str, torch.Tensor]:
     state = model.state_dict()
     if model.cfg.tie_embeddings:
         state.pop("unembed.weight")  # the same tensor as embed.weight
     return state
 
 
-def save_pretrained(model: Transformer, directory: str | Path) -> None:
+def save_pretrained(model: plain.Transformer, directory: str | Path) -> None:
     """Write ``config.json`` and ``model.safetensors`` atomically into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -100,7 +113,10 @@ def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such model directory")
     if transformerlens.is_checkpoint(directory):
-        return transformerlens.load(directory).to(device)
+        cfg, state = transformerlens.read_checkpoint(directory)
+        model = Transformer(cfg)
+        model.load_state_dict(state)
+        return model.to(device)
     cfg = read_config(directory)
     path = directory / rundir.WEIGHTS
     if not path.is_file():

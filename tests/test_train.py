@@ -10,9 +10,8 @@ from safetensors.torch import load_file
 from servers import free_port
 from typer.testing import CliRunner
 
-from solulab import ModelConfig
+from solulab import ModelConfig, Transformer
 from solulab.cli import app
-from solulab.model import Transformer
 from solulab.train import TrainConfig, Trainer, batch_starts, lr_at, param_groups
 from solulab.train_state import checkpoint_path, list_checkpoints, load_latest_checkpoint
 

@@ -20,8 +20,8 @@ from solulab.autointerp.rules import Rule, regex
 from solulab.autointerp.simulate import Simulator
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json
-from solulab.model import Transformer
 from solulab.neurons.collect import check_layers, open_corpus_for, open_store
+from solulab.pretrained import load_pretrained
 from solulab.stats import auroc, precision_recall
 
 RESULTS_FILE = "autointerp.json"
@@ -31,7 +31,7 @@ def held_out_activations(run_dir: Path, layers: list[int], n_tokens: int,
                          batch_size: int = 16) -> tuple[HeldOut, dict[int, np.ndarray]]:
     """Held-out token strings and each layer's interpreted activations ``[tokens, d_mlp]``."""
     store = open_store(run_dir)
-    model = Transformer.from_pretrained(run_dir).eval()
+    model = load_pretrained(run_dir).eval()
     corpus = open_corpus_for(Path(run_dir), Path(store.meta["corpus"]))
     split = "train" if store.meta["split"] != "train" else "val"
     n_ctx = model.cfg.n_ctx
@@ -59,7 +59,7 @@ def autointerp(run_dir: str | Path, layers: list[int] | None = None, n_tokens: i
     run_dir = Path(run_dir)
     store = open_store(run_dir)
     layers = store.layers if layers is None else check_layers(
-        Transformer.from_pretrained(run_dir), layers)
+        load_pretrained(run_dir), layers)
     missing = [layer for layer in layers if layer not in store.layers]
     if missing:
         raise SolulabError(f"layers {missing} are not in the neuron store: collect them first")

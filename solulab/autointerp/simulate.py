@@ -57,13 +57,13 @@ class LocalLM:
 
     def _load_solulab(self) -> None:
         from solulab.data.tokenizer import load_tokenizer
-        from solulab.model import Transformer
+        from solulab.pretrained import load_pretrained
 
         tokenizer_file = self.path / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise SolulabError(f"{self.path} has no tokenizer.json to write prompts with")
         tokenizer = load_tokenizer(tokenizer_file)
-        self.model = Transformer.from_pretrained(self.path).eval()
+        self.model = load_pretrained(self.path).eval()
         self.n_ctx = self.model.cfg.n_ctx
         self.encode = lambda text: tokenizer.encode(text).ids
         self._forward = self.model

@@ -13,7 +13,7 @@ from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
 from solulab.evals.tasks import TASKS
 from solulab.io import atomic_write_json, sha256_file
-from solulab.model import Transformer
+from solulab.pretrained import load_pretrained
 
 
 def evaluate_run(run_dir: Path, tasks: list[str], corpus_dir: Path | None = None,
@@ -23,7 +23,7 @@ def evaluate_run(run_dir: Path, tasks: list[str], corpus_dir: Path | None = None
     if unknown:
         raise SolulabError(f"unknown tasks {unknown}; known: {', '.join(TASKS)}")
     run_dir = Path(run_dir)
-    model = Transformer.from_pretrained(run_dir)
+    model = load_pretrained(run_dir)
     tokenizer = load_tokenizer(run_dir / rundir.TOKENIZER)
     results = {}
     for task in tasks:

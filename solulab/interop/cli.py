@@ -21,8 +21,10 @@ def import_command(
     out: Path = typer.Argument(..., help="New solulab run directory."),
 ):
     """Convert a TransformerLens checkpoint into a solulab run that every analysis reads."""
+    from solulab import rundir
     from solulab.interop import hub, transformerlens
-    from solulab.io import atomic_write_bytes, atomic_write_json
+    from solulab.io import atomic_write_bytes
+    from solulab.pretrained import load_pretrained
 
     directory = hub.resolve(source) if hub.is_hub_name(source) else Path(source)
     if not transformerlens.is_checkpoint(directory):
@@ -32,19 +34,19 @@ def import_command(
         raise SolulabError(f"{out} is not empty: import into a new directory")
     _, fields = transformerlens.read_config(directory)
     tokenizer = hub.find_tokenizer(fields.get("tokenizer_name"), directory)
-    model = transformerlens.load(directory)
+    model = load_pretrained(directory)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.partial-") as tmp:
         model.save_pretrained(tmp)  # all files, then one rename: a killed import leaves no run
-        atomic_write_bytes(Path(tmp) / "tokenizer.json", tokenizer.read_bytes())
-        atomic_write_json(Path(tmp) / "run.json", {"imported_from": str(source),
-                                                   "n_params": model.n_params()})
+        atomic_write_bytes(Path(tmp) / rundir.TOKENIZER, tokenizer.read_bytes())
+        rundir.write_record(Path(tmp), {"imported_from": str(source),
+                                        "n_params": model.n_params()})
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)
     typer.echo(f"{source} -> {out} ({model.cfg.n_layers} layers, {model.cfg.act_fn}, "
                f"{model.n_params():,} non-embedding parameters)")
-    typer.echo(f"next: solulab corpus build --out CORPUS --tokenizer {out / 'tokenizer.json'}, "
+    typer.echo(f"next: solulab corpus build --out CORPUS --tokenizer {out / rundir.TOKENIZER}, "
                f"then solulab neurons collect {out} --corpus CORPUS")
 
 
@@ -55,12 +57,13 @@ def export_command(
     to: str = typer.Option("transformerlens", help=f"Format: {', '.join(FORMATS)}."),
 ):
     """Write a run's model as a TransformerLens checkpoint (config.json + model_final.pth)."""
+    from solulab import rundir
     from solulab.interop import transformerlens
-    from solulab.model import Transformer
+    from solulab.pretrained import load_pretrained
 
     if to not in FORMATS:
         raise typer.BadParameter(f"--to must be one of {', '.join(FORMATS)}, got {to!r}")
-    transformerlens.export(Transformer.from_pretrained(run), out, run / "tokenizer.json")
+    transformerlens.export(load_pretrained(run), out, run / rundir.TOKENIZER)
     typer.echo(f"wrote {out}: in TransformerLens 4, cfg = TransformerBridgeConfig.from_dict("
                "json.load(open('config.json'))); bridge = TransformerBridge.boot_native(cfg); "
                "bridge.load_state_dict(convert_tl_checkpoint(torch.load('model_final.pth'), cfg))"

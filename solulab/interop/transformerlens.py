@@ -20,18 +20,22 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from solulab.activations import REGISTRY
 from solulab.config import ConfigError, ModelConfig
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_bytes, atomic_write_json
-from solulab.model import Transformer
+
+if TYPE_CHECKING:
+    from solulab.model import Transformer
 
 CONFIG_FILE = "config.json"
 EXPORT_WEIGHTS = "model_final.pth"
-ACT_FNS = ("solu_ln", "solu", "gelu", "relu")  # TransformerLens names solulab computes identically
+# TransformerLens act_fn names solulab computes identically
+ACT_FNS = tuple(s.transformerlens for s in REGISTRY.values() if s.transformerlens)
 POSITIONS = {"standard": "learned", "rotary": "rotary"}  # TransformerLens name -> solulab's
 BUFFERS = (".mask", ".IGNORE", "rotary_sin", "rotary_cos")  # recomputed, not weights
 # Fields that change the computation, and the only value solulab supports for each.
@@ -227,8 +231,8 @@ def to_solulab(state: dict[str, torch.Tensor], cfg: ModelConfig,
     return {k: v.detach().float().contiguous() for k, v in out.items()}
 
 
-def load(directory: str | Path) -> Transformer:
-    """A solulab ``Transformer`` from a TransformerLens checkpoint directory."""
+def read_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """The ``ModelConfig`` and solulab-layout state dict of a TransformerLens checkpoint."""
     directory = Path(directory)
     cfg, fields = read_config(directory)
     path = weights_file(directory)
@@ -241,9 +245,7 @@ def load(directory: str | Path) -> Transformer:
     state = modernise(state, cfg.n_layers)
     lnpre = fields.get("normalization_type", fields.get("normalization")) == "LNPre"
     check_state(state, cfg, path, lnpre)
-    model = Transformer(cfg)
-    model.load_state_dict(to_solulab(state, cfg, import_order(cfg, fields)))
-    return model
+    return cfg, to_solulab(state, cfg, import_order(cfg, fields))
 
 
 def export_refusals(cfg: ModelConfig) -> list[str]:

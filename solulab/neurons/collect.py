@@ -25,6 +25,7 @@ from solulab.model import Transformer
 from solulab.neurons.logit_effects import top_logit_effects
 from solulab.neurons.store import NeuronStore, write_store
 from solulab.neurons.stream import PointStream, finalize
+from solulab.pretrained import load_pretrained
 
 
 def open_corpus_for(run_dir: Path, corpus_dir: Path | None) -> Corpus:
@@ -111,7 +112,7 @@ def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
         raise SolulabError("window sizes must be >= 0")
     run_dir = Path(run_dir)
     info = init_distributed(device)
-    model = Transformer.from_pretrained(run_dir, device=info.device).eval()
+    model = load_pretrained(run_dir, device=info.device).eval()
     layers = check_layers(model, layers)
     corpus = open_corpus_for(run_dir, Path(corpus_dir) if corpus_dir else None)
     split_tokens = corpus.tokens(split)
