@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from solulab import kernels
+from solulab.distributed.tensor_parallel import local
 from solulab.hooks import HookPoint
 from solulab.numerics import at_least_float32, split_blocks
-from solulab.parallel import local
 
 
 @dataclass(frozen=True)

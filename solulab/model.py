@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from solulab.activations import Activation, ExtraLayerNorm, blocked_layer_norm
 from solulab.config import ModelConfig
@@ -172,7 +173,8 @@ class Transformer(nn.Module):
     def init_weights(self) -> None:
         """Norms start as the identity, biases at zero, and every matrix is drawn from
         ``N(0, init_std)`` (``/ sqrt(2 * n_layers)`` where it writes to the residual stream)
-        by a generator seeded with ``cfg.init_seed`` and the parameter's name."""
+        by a generator seeded with ``cfg.init_seed`` and the parameter's name. A sharded
+        parameter (``DTensor``) gets its shard of the same values."""
         residual_scale = 1 / math.sqrt(2 * self.cfg.n_layers)
         done: set[int] = set()  # a tied unembedding is its embedding
         for module_name, module in self.named_modules():
@@ -188,7 +190,11 @@ class Transformer(nn.Module):
                     std = self.cfg.init_std
                     std *= residual_scale if getattr(module, "writes_residual", False) else 1.0
                     gen = torch.Generator().manual_seed(_param_seed(self.cfg.init_seed, name))
-                    param.copy_(torch.randn(param.shape, generator=gen) * std)
+                    values = torch.randn(param.shape, generator=gen, dtype=torch.float32) * std
+                    if isinstance(param, DTensor):  # every rank drew the same: no communication
+                        values = distribute_tensor(values.to(param.device), param.device_mesh,
+                                                   param.placements, src_data_rank=None)
+                    param.copy_(values)
 
     # -- forward ----------------------------------------------------------------------------
     def _check_tokens(self, tokens: torch.Tensor) -> None:

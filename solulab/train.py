@@ -34,12 +34,12 @@ from solulab.distributed import (
     all_reduce_sum,
     barrier,
     init_distributed,
-    parallelize,
 )
+from solulab.distributed.build import build_model, is_sharded
+from solulab.distributed.tensor_parallel import clip_grad_norm
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_text, json_text
 from solulab.model import Transformer, lm_loss
-from solulab.parallel import clip_grad_norm
 from solulab.train_state import (
     TrainState,
     check_identity,
@@ -327,18 +327,16 @@ class Trainer:
             steps = finished["total_steps"]
             return TrainResult(self.out, steps, steps * global_batch * n_ctx, float("nan"),
                                finished.get("val_loss") or float("nan"), already_finished=True)
-        model = Transformer(self.model_cfg)
         start_step, optimizer_state = 0, None
         state = load_latest_checkpoint(self.out) if self.resume else None
         if self.resume and state is None:
             self._say(f"no checkpoint in {self.out}: starting from step 0")
         if state is not None:
             check_identity(state.identity, identity, self.out)
-            model.load_state_dict(state.model)
             start_step, optimizer_state = state.step, state.optimizer
             restore_rng_states(state.rng)
-        model.to(info.device)
-        train_model = parallelize(model, info, cfg.fsdp)
+        model, train_model = build_model(self.model_cfg, info, cfg.fsdp,
+                                         state.model if state is not None else None)
         optimizer = torch.optim.AdamW(
             param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
             fused=info.device.type == "cuda" and not self._sharded,
@@ -468,8 +466,7 @@ class Trainer:
     # -- files ------------------------------------------------------------------------------
     @property
     def _sharded(self) -> bool:
-        """Parameters are DTensors (FSDP or tensor parallelism) and need collective saving."""
-        return self.info.distributed and (self.cfg.fsdp or self.info.tp > 1)
+        return is_sharded(self.info, self.cfg.fsdp)
 
     def _full_state(self, model, optimizer) -> tuple[dict, dict]:
         if self._sharded:

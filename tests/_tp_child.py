@@ -14,8 +14,8 @@ from torch.distributed.tensor import DTensor
 
 from solulab import ModelConfig, Transformer
 from solulab.distributed import init_distributed, shutdown_distributed
+from solulab.distributed.tensor_parallel import apply_tensor_parallel
 from solulab.model import lm_loss
-from solulab.parallel import apply_tensor_parallel
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from solulab.distributed.tensor_parallel import local
 from solulab.kernels.fused import KINDS, fused_activation
 from solulab.kernels.native import native_activation, native_activation_with_mid, native_ready
-from solulab.parallel import local
 
 if TYPE_CHECKING:
     from solulab.activations import Activation

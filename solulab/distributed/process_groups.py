@@ -1,11 +1,8 @@
-"""Process-group setup under ``torchrun`` and parallelism applied from outside the model.
+"""Process groups under ``torchrun``: the device, the ``(dp, tp)`` mesh, and the collectives.
 
 One process (no ``torchrun``) is world size 1 and needs no process group. Under ``torchrun`` the
 backend is NCCL on CUDA and gloo on CPU, and the processes form a ``(dp, tp)`` mesh: ranks that
-share a data-parallel index hold one model split by tensor parallelism (``solulab.parallel``) and
-see the same data. ``parallelize`` applies tensor parallelism, then data parallelism: DDP, or
-FSDP2 (``fully_shard`` on every block, then the root) when ``fsdp`` is asked for or tensor
-parallelism is on.
+share a data-parallel index hold one model split by tensor parallelism and see the same data.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from solulab.errors import SolulabError
 
@@ -101,30 +97,6 @@ def init_distributed(device: str | None = None, tp: int = 1) -> DistInfo:
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def parallelize(model: nn.Module, info: DistInfo, fsdp: bool = False) -> nn.Module:
-    """The model to call in the training step: tensor parallelism (``info.tp > 1``), then DDP
-    or FSDP2 over the data-parallel ranks, or the model itself in one process."""
-    if not info.distributed:
-        return model
-    if info.tp > 1:
-        from solulab.parallel import apply_tensor_parallel
-
-        apply_tensor_parallel(model, info.mesh["tp"])
-    if info.dp_size == 1:
-        return model
-    if fsdp or info.tp > 1:
-        from torch.distributed.fsdp import fully_shard
-
-        for block in model.blocks:
-            fully_shard(block, mesh=info.mesh["dp"])
-        fully_shard(model, mesh=info.mesh["dp"])
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    device_ids = [info.device.index] if info.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids)
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+from torch.distributed.tensor import DTensor, Shard
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
     RowwiseParallel,
@@ -37,9 +37,10 @@ def apply_tensor_parallel(model: nn.Module, tp_mesh) -> None:
         act.blocks = max(1, act.blocks // tp)
         if act.ln is not None:
             act.ln.blocks = act.blocks
-            for name in ("w", "b"):
-                full = getattr(act.ln, name).data
-                setattr(act.ln, name, nn.Parameter(distribute_tensor(full, tp_mesh, [Shard(0)])))
+            for name in ("w", "b"):  # this rank's slice, without communication (meta too)
+                mine = getattr(act.ln, name).data.chunk(tp)[tp_mesh.get_local_rank()].clone()
+                setattr(act.ln, name, nn.Parameter(
+                    DTensor.from_local(mine, tp_mesh, [Shard(0)], run_check=False)))
 
 
 def local(t: torch.Tensor | None) -> torch.Tensor | None:
