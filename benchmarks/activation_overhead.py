@@ -34,8 +34,8 @@ import torch.nn.functional as F
 
 from solulab import ModelConfig, Transformer, kernels
 from solulab.activations import REGISTRY, Activation
+from solulab.kernels.c_kernels import native_activation, native_ready
 from solulab.kernels.fused import fused_activation
-from solulab.kernels.native import native_activation, native_ready
 from solulab.model import lm_loss
 from solulab.train import param_groups
 

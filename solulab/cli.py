@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from solulab.autointerp.cli import app as autointerp_app
-from solulab.cli_errors import (
+from solulab.cli_exits import (
     is_main_process,
     raise_on_sigterm,
     reports_errors,
@@ -199,7 +199,7 @@ def compare(
     baseline: str = typer.Option("gelu", help="Activation whose scaling law is the yardstick."),
 ):
     """Fit the baseline's scaling law; print each run's size-equivalent multiplier; plot."""
-    from solulab.compare import compare_sweep, format_table, plot_comparison
+    from solulab.sweep.compare import compare_sweep, format_table, plot_comparison
 
     result = compare_sweep(sweep_dir, baseline=baseline)
     typer.echo(format_table(result))

@@ -17,13 +17,13 @@ import typer
 
 from solulab.autointerp.run import ensure_explanations
 from solulab.cache import cache_dir
-from solulab.compare import compare_sweep, format_table
 from solulab.data import build_corpus, is_corpus
 from solulab.evals.runner import evaluate_run
 from solulab.neurons.collect import ensure_store
 from solulab.report import write_report
 from solulab.stats import proportion
 from solulab.sweep import run_sweep
+from solulab.sweep.compare import compare_sweep, format_table
 from solulab.train import TrainConfig
 
 DEMO_VOCAB = 4096

@@ -21,7 +21,6 @@ from typing import Callable
 import torch
 
 from solulab.autointerp.run import ensure_explanations
-from solulab.compare import compare_sweep, plot_comparison
 from solulab.data import Corpus
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json, atomic_write_text
@@ -30,6 +29,7 @@ from solulab.neurons.collect import ensure_store
 from solulab.replicate_results import write_results
 from solulab.study.create import create_study
 from solulab.sweep import SweepPlan, run_sweep
+from solulab.sweep.compare import compare_sweep, plot_comparison
 from solulab.train import TrainConfig
 
 PLAN_FILE = "replicate.json"

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from solulab.autointerp.run import load_explanations
-from solulab.compare import COMPARE_FILE, compare_sweep, plot_comparison
 from solulab.evals.compare import collect_evals, plot_evals, side_by_side
 from solulab.io import atomic_write_text
 from solulab.stats import proportion
+from solulab.sweep.compare import COMPARE_FILE, compare_sweep, plot_comparison
 
 REPORT_FILE = "report.html"
 STYLE = """

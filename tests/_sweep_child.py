@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-import solulab.sweep
+import solulab.sweep.runs
 from solulab.train import Trainer
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -29,7 +29,7 @@ def main() -> None:
                                            and os.kill(os.getpid(), signal.SIGKILL)]
                 super().__init__(*args, **kwargs)
 
-        solulab.sweep.Trainer = KillingTrainer
+        solulab.sweep.runs.Trainer = KillingTrainer
     run_test_sweep(corpus, out)
 
 

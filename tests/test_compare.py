@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from solulab.compare import compare_sweep, format_table, plot_comparison
 from solulab.errors import SolulabError
 from solulab.evals.compare import collect_evals, plot_evals, side_by_side
 from solulab.report import write_report
+from solulab.sweep.compare import compare_sweep, format_table, plot_comparison
 
 E, A, ALPHA = 1.7, 400.0, 0.3
 SIZES = {"s1": 1e5, "s2": 4e5, "s3": 1.6e6, "s4": 6.4e6, "s5": 2.56e7}

@@ -7,8 +7,8 @@ import torch
 
 from solulab import ModelConfig, Transformer, kernels
 from solulab.activations import FUSED, REGISTRY, Activation
+from solulab.kernels.c_kernels import load_library, native_activation
 from solulab.kernels.fused import fused_activation
-from solulab.kernels.native import load_library, native_activation
 
 needs_native = pytest.mark.skipif(load_library() is None, reason="no C compiler for the kernels")
 
@@ -122,20 +122,20 @@ def test_model_uses_the_fused_path_and_saves_less_for_backward():
 @needs_native
 def test_loading_the_c_kernels_keeps_denormals():
     """Fast-math start-up code in a loaded library would make the whole process flush them."""
-    from solulab.neurons import native_stats
+    from solulab.neurons import c_stats
 
     load_library()
-    native_stats.load_library()
+    c_stats.load_library()
     assert (torch.tensor([1e-39]) * 1).item() > 0
 
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler")
 def test_the_c_sources_build_wherever_there_is_a_compiler():
     """A build failure would silently fall back to the PyTorch paths: fail loudly here."""
-    from solulab.neurons import native_stats
+    from solulab.neurons import c_stats
 
     assert load_library() is not None
-    assert native_stats.load_library() is not None
+    assert c_stats.load_library() is not None
 
 
 @needs_native

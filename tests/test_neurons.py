@@ -266,9 +266,9 @@ def test_show_and_trace_print_the_examples_and_activations(collected):
 
 
 def test_admitting_samples_in_chunks_changes_nothing(small_corpus, tmp_path, monkeypatch):
-    from solulab.neurons import native_stats, stream
+    from solulab.neurons import c_stats, stream
 
-    monkeypatch.setattr(native_stats, "ready", lambda v: False)  # chunks are the PyTorch path's
+    monkeypatch.setattr(c_stats, "ready", lambda v: False)  # chunks are the PyTorch path's
     run = make_run(tmp_path / "run", small_corpus, "solu_ln", n_layers=1)
     kwargs = dict(n_tokens=12 * N_CTX, k=K, samples=SAMPLES, batch_size=BATCH, progress=False)
     whole = NeuronStore.open(collect(run, out=tmp_path / "whole", **kwargs))
@@ -279,14 +279,14 @@ def test_admitting_samples_in_chunks_changes_nothing(small_corpus, tmp_path, mon
 
 
 def test_the_c_pass_equals_the_pytorch_path(small_corpus, tmp_path, monkeypatch):
-    from solulab.neurons import native_stats
+    from solulab.neurons import c_stats
 
-    if not native_stats.ready(torch.zeros(1)):
+    if not c_stats.ready(torch.zeros(1)):
         pytest.skip("no C compiler here: only the PyTorch path runs")
     run = make_run(tmp_path / "run", small_corpus, "solu_ln", n_layers=1)
     kwargs = dict(n_tokens=12 * N_CTX, k=K, samples=SAMPLES, batch_size=BATCH, progress=False)
     native = NeuronStore.open(collect(run, out=tmp_path / "native", **kwargs))
-    monkeypatch.setattr(native_stats, "ready", lambda v: False)
+    monkeypatch.setattr(c_stats, "ready", lambda v: False)
     plain = NeuronStore.open(collect(run, out=tmp_path / "plain", **kwargs))
     _stores_equal(native, plain)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.optimize import approx_fprime
 
-from solulab import scaling
 from solulab.errors import SolulabError
+from solulab.sweep import scaling
 
 E, A, ALPHA = 1.7, 400.0, 0.35
 SIZES = np.array([1e5, 4e5, 1.6e6, 6.4e6, 2.56e7, 1e8])

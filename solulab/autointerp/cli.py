@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from solulab.cli_errors import reports_errors
+from solulab.cli_exits import reports_errors
 
 
 class RunByDefault(TyperGroup):

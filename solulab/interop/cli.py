@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from solulab.cli_errors import reports_errors
+from solulab.cli_exits import reports_errors
 from solulab.errors import SolulabError
 
 FORMATS = ("transformerlens",)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from solulab.distributed.tensor_parallel import local
+from solulab.kernels.c_kernels import native_activation, native_activation_with_mid, native_ready
 from solulab.kernels.fused import KINDS, fused_activation
-from solulab.kernels.native import native_activation, native_activation_with_mid, native_ready
 
 if TYPE_CHECKING:
     from solulab.activations import Activation

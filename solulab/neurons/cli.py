@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from solulab.cli_errors import is_main_process, reports_errors, stops_cleanly
+from solulab.cli_exits import is_main_process, reports_errors, stops_cleanly
 
 app = typer.Typer(help="Collect and read per-neuron dataset examples.", no_args_is_help=True)
 

@@ -5,7 +5,7 @@ neuron; the interval samples: a group per (neuron, grid bin)). Within a group, e
 (-value, position), or by (key, position) where the slots have keys; a group keeps its
 ``capacity`` best. Memory is fixed when the stream starts. Admitting candidates touches only
 their groups: in PyTorch ops (any device) or, on the CPU, in the collector's C pass, which
-replaces a group's worst slot (``native_stats.stream_batch``). Both keep the same examples: the
+replaces a group's worst slot (``c_stats.stream_batch``). Both keep the same examples: the
 ranking is a total order, as positions are unique.
 """
 

@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from solulab.neurons import native_stats
+from solulab.neurons import c_stats
 from solulab.neurons.slots import Entries, Slots, rank_in_group, select
 
 HALF_BINS = 16
@@ -156,10 +156,10 @@ class PointStream:
         self.n_tokens += v.shape[0]
         keys = position_keys(positions.reshape(-1), self.seed)  # [tokens]
         batch = (acts, other, tokens, positions, keys, v)
-        if native_stats.ready(v):  # one C pass over the batch, after the grid has grown
-            self._extend(*native_stats.extremes(v))
+        if c_stats.ready(v):  # one C pass over the batch, after the grid has grown
+            self._extend(*c_stats.extremes(v))
             other_v = None if other is None else other.reshape(-1, self.d)
-            native_stats.stream_batch(self, HALF_BINS, v, other_v, tokens, positions, keys)
+            c_stats.stream_batch(self, HALF_BINS, v, other_v, tokens, positions, keys)
             return
         self._extend(v.amax(0), v.amin(0))
         self._statistics(v)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from solulab.cli_errors import reports_errors
+from solulab.cli_exits import reports_errors
 
 app = typer.Typer(help="The randomized, blinded human study.", no_args_is_help=True)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from solulab.kernels.native import build_library, pointer
+from solulab.kernels.c_kernels import build_library, pointer
 from solulab.neurons.slots import Slots
 
 SOURCE = Path(__file__).resolve().parent.parent / "kernels" / "csrc" / "neuron_stats.c"

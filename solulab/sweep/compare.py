@@ -1,8 +1,8 @@
 """Compare the activations of a sweep: losses, the size-equivalent multiplier, plots.
 
 The baseline's final validation losses across sizes are fitted with ``L(N) = E + A N^-alpha``
-(``solulab.scaling``); each other run's multiplier is ``N_eq / N``, where ``N_eq`` is the baseline
-size that reaches its loss (the paper's Figure 1 bottom). The same is done at every evaluation
+(``scaling``); each other run's multiplier is ``N_eq / N``, where ``N_eq`` is the baseline size
+that reaches its loss (the paper's Figure 1 bottom). The same is done at every evaluation
 point shared by the runs, for multiplier curves over training.
 """
 
@@ -47,7 +47,7 @@ def read_curve(run_dir: Path) -> list[tuple[int, float]]:
 
 def compare_sweep(root: Path, baseline: str = "gelu", n_bootstrap: int = 200) -> dict[str, Any]:
     """Summaries, fits and multipliers of a sweep; written to ``compare.json``."""
-    from solulab import scaling
+    from solulab.sweep import scaling
 
     root = Path(root)
     plan, runs = load_sweep(root)
@@ -87,7 +87,7 @@ def compare_sweep(root: Path, baseline: str = "gelu", n_bootstrap: int = 200) ->
 def multiplier_curves(summaries: list[RunSummary], baseline: str) -> dict[str, list]:
     """Per non-baseline run, ``[(tokens, multiplier)]`` at evaluation points all runs share,
     the baseline refitted at each point."""
-    from solulab import scaling
+    from solulab.sweep import scaling
 
     base = [s for s in summaries if s.act == baseline]
     shared = set.intersection(*(set(t for t, _ in s.curve) for s in summaries))
