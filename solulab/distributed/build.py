@@ -3,8 +3,9 @@
 ``parallelize`` applies tensor parallelism, then data parallelism: DDP, or FSDP2 (``fully_shard``
 on every block, then the root) when ``fsdp`` is asked for or tensor parallelism is on.
 ``build_model`` builds a model that will be sharded on the meta device, shards it, then
-materialises and initialises each rank's shards, so no process ever allocates the whole model; the
-values equal the single-process model's bit for bit (each parameter is drawn from its own seed).
+materialises and initialises each rank's shards: a process holds its shards and, while
+initialising, one whole parameter at a time, never the whole model. The values equal the
+single-process model's bit for bit (each parameter is drawn from its own seed).
 """
 
 from __future__ import annotations
