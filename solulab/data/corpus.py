@@ -73,7 +73,7 @@ from solulab.io import atomic_write, fsync_dir, sha256_file
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "val")
-CHUNK_BYTES = 4 << 20  # UTF-8 bytes of text per chunk, the unit of encoding and of resuming
+CHUNK_BYTES = 1 << 20  # UTF-8 bytes of text per chunk, the unit of encoding and of resuming
 CHUNK_DOCS = 4096  # and at most this many documents
 CHUNKS_DIR = "chunks"
 PROGRESS_FILE = "progress.json"
