@@ -54,15 +54,25 @@ def corpus_build(
                                      help="Read .rst and .html files as they are."),
     text_field: str = typer.Option("text", help="The field or column holding each record's "
                                    "text (.jsonl, .parquet, datasets)."),
+    workers: Optional[int] = typer.Option(
+        None, help="Encoding processes (default: the CPUs, at most 8; 1: no extra process). "
+        "The corpus is the same whatever the number."),
 ):
-    """Tokenize text sources into a corpus directory (tokenizer + token shards)."""
-    from solulab.data import build_corpus
+    """Tokenize text sources into a corpus directory (tokenizer + token shards). A stopped build
+    resumes where it stopped when the same command is run again."""
+    from solulab.data.corpus import build_corpus, partial_dir
 
-    with stops_cleanly(f"the partial corpus was removed; nothing was written to {out}"):
+    def what_was_kept() -> str:
+        if not partial_dir(out).is_dir():
+            return f"nothing was written to {out}"
+        return (f"nothing was written to {out}; the work done so far is kept in "
+                f"{partial_dir(out)}: run the same command again to resume")
+
+    with stops_cleanly(what_was_kept):
         manifest = build_corpus(out, sources=source or None, vocab_size=vocab_size,
                                 val_fraction=val_fraction, max_bytes=max_bytes,
                                 tokenizer=tokenizer, keep_markup=keep_markup,
-                                text_field=text_field)
+                                text_field=text_field, workers=workers)
     typer.echo(manifest.summary())
     typer.echo(f"corpus written to {out}")
 

@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 
 import typer
 
@@ -38,13 +39,15 @@ def raise_on_sigterm(signum, frame) -> None:
 
 
 @contextlib.contextmanager
-def stops_cleanly(what_happened: str):
-    """Ctrl-C or SIGTERM during a command that writes atomically: say what was left and exit
-    with the shell's code for the signal (130 or 143)."""
+def stops_cleanly(what_happened: str | Callable[[], str]):
+    """Ctrl-C or SIGTERM during a command that writes atomically: say what was left (a text, or
+    a function that tells it once stopped) and exit with the shell's code for the signal (130 or
+    143)."""
     try:
         yield
     except KeyboardInterrupt as stop:
-        typer.echo(f"interrupted: {what_happened}", err=True)
+        text = what_happened if isinstance(what_happened, str) else what_happened()
+        typer.echo(f"interrupted: {text}", err=True)
         signum = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
         raise typer.Exit(128 + signum) from None
 

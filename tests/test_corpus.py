@@ -334,25 +334,6 @@ def test_an_existing_corpus_is_not_overwritten(built, tmp_path):
     assert is_corpus(empty)
 
 
-def test_a_failed_build_leaves_nothing_behind(built, tmp_path, monkeypatch):
-    calls = []
-    real = corpus_module._encode_batch
-
-    def fail_on_second_batch(tokenizer, texts):
-        calls.append(len(texts))
-        if len(calls) == 2:
-            raise RuntimeError("disk on fire")
-        return real(tokenizer, texts)
-
-    monkeypatch.setattr(corpus_module, "_encode_batch", fail_on_second_batch)
-    parent = tmp_path / "builds"
-    parent.mkdir()
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        build(parent / "out", [tree_root(built)])
-    assert len(calls) == 2
-    assert list(parent.iterdir()) == []
-
-
 def test_opening_a_damaged_corpus_says_what_is_wrong(built, tmp_path):
     damaged = tmp_path / "damaged"
     shutil.copytree(built[0], damaged)

@@ -147,20 +147,28 @@ def test_files_follow_the_umask(small_corpus, straight):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_stopped_corpus_build_leaves_nothing_and_says_so(tmp_path, signum):
+def test_a_stopped_corpus_build_keeps_its_work_says_so_and_resumes(tmp_path, signum):
     from conftest import write_text_tree
+
+    from solulab.data import is_corpus
+    from solulab.data.corpus import partial_dir
 
     source = write_text_tree(tmp_path / "text", n_docs=400, words_per_doc=3000)
     out = tmp_path / "corpus"
-    process = subprocess.Popen([sys.executable, "-m", "solulab.cli", "corpus", "build", "--out",
-                                str(out), "--source", str(source), "--vocab-size", "2000"],
-                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    build = [sys.executable, "-m", "solulab.cli", "corpus", "build", "--out", str(out),
+             "--source", str(source), "--vocab-size", "2000"]
+    process = subprocess.Popen(build, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".corpus.partial-*")) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 120
+    while not (partial_dir(out) / "tokenizer.json").is_file() and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, err
-    assert "interrupted: the partial corpus was removed" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["text"]
+    assert (f"interrupted: nothing was written to {out}; the work done so far is kept in "
+            f"{partial_dir(out)}: run the same command again to resume") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".corpus.partial", "text"]
+    again = subprocess.run(build, env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming the build kept in {partial_dir(out)}" in again.stderr
+    assert is_corpus(out) and sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "text"]
