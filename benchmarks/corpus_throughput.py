@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from solulab.data.corpus import build_corpus, default_workers
+from solulab.data.corpus import build_corpus
 from solulab.data.sources import SourceStats, iter_documents, resolve_sources
 from solulab.data.tokenizer import load_tokenizer
 
@@ -40,7 +40,7 @@ def main() -> None:
                         help="source directory (default: the built-in corpus, the stdlib)")
     parser.add_argument("--tokenizer", type=Path, default=None,
                         help="tokenizer.json to encode with (default: train one first)")
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--max-bytes", type=int, default=None)
     parser.add_argument("--vocab-size", type=int, default=4096)
     args = parser.parse_args()

@@ -54,9 +54,10 @@ def corpus_build(
                                      help="Read .rst and .html files as they are."),
     text_field: str = typer.Option("text", help="The field or column holding each record's "
                                    "text (.jsonl, .parquet, datasets)."),
-    workers: Optional[int] = typer.Option(
-        None, help="Encoding processes (default: the CPUs, at most 8; 1: no extra process). "
-        "The corpus is the same whatever the number."),
+    workers: int = typer.Option(
+        1, help="Encoding processes (1: in this process, where the tokenizer already uses every "
+        "core; more help where reading documents is the bottleneck). The corpus is the same "
+        "whatever the number."),
 ):
     """Tokenize text sources into a corpus directory (tokenizer + token shards). A stopped build
     resumes where it stopped when the same command is run again."""

@@ -77,7 +77,6 @@ CHUNK_BYTES = 1 << 20  # UTF-8 bytes of text per chunk, the unit of encoding and
 CHUNK_DOCS = 4096  # and at most this many documents
 CHUNKS_DIR = "chunks"
 PROGRESS_FILE = "progress.json"
-MAX_DEFAULT_WORKERS = 8
 
 
 class CorpusError(SolulabError):
@@ -292,11 +291,6 @@ def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CorpusError(f"{out} exists and is not an empty directory; choose another output "
                           "directory")
-
-
-def default_workers() -> int:
-    """The encoding processes ``build_corpus`` starts unless told: the usable CPUs, at most 8."""
-    return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS))
 
 
 def partial_dir(out: Path) -> Path:
@@ -635,12 +629,12 @@ def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int =
                  val_fraction: float = 0.05, max_bytes: int | None = None,
                  progress: bool = True, *, shard_tokens: int = SHARD_TOKENS,
                  tokenizer: Path | None = None, keep_markup: bool = False,
-                 text_field: str = "text", workers: int | None = None) -> Manifest:
+                 text_field: str = "text", workers: int = 1) -> Manifest:
     """Tokenize ``sources`` (default: the built-in corpus) into the new corpus directory ``out``,
     with a new BPE tokenizer of ``vocab_size`` or the given ``tokenizer`` file (a model's own).
     ``.rst`` and ``.html`` sources lose their markup unless ``keep_markup``; records' text is in
-    ``text_field``. ``workers`` encoding processes (default ``default_workers()``; 1: in this
-    process) give the same corpus, byte for byte, whatever their number.
+    ``text_field``. ``workers`` encoding processes (1: in this process, the tokenizer using
+    every core) give the same corpus, byte for byte, whatever their number.
 
     A build that stops (killed, interrupted, or failing for another reason than its inputs)
     keeps its work in ``partial_dir(out)``; running it again with the same sources and settings
@@ -648,7 +642,6 @@ def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int =
     source, when no documents are found, and when ``out`` already holds a corpus or other files.
     """
     out = Path(out)
-    workers = default_workers() if workers is None else workers
     if vocab_size < MIN_VOCAB_SIZE:
         raise CorpusError(f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 bytes and "
                           f"end-of-text), got {vocab_size}")
