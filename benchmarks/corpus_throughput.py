@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from solulab.data.corpus import build_corpus
+from solulab.data.build import build_corpus
 from solulab.data.sources import SourceStats, iter_documents, resolve_sources
 from solulab.data.tokenizer import load_tokenizer
 

@@ -61,7 +61,7 @@ def corpus_build(
 ):
     """Tokenize text sources into a corpus directory (tokenizer + token shards). A stopped build
     resumes where it stopped when the same command is run again."""
-    from solulab.data.corpus import build_corpus, partial_dir
+    from solulab.data.build import build_corpus, partial_dir
 
     def what_was_kept() -> str:
         if not partial_dir(out).is_dir():

@@ -13,7 +13,7 @@ import pytest
 from conftest import write_text_tree
 
 from solulab.data import EOT_ID, Corpus, CorpusError, Manifest, TokenArray, build_corpus, is_corpus
-from solulab.data import corpus as corpus_module
+from solulab.data import build as build_module
 from solulab.data.shards import ShardWriter, token_dtype
 
 VOCAB = 400
@@ -366,14 +366,14 @@ def test_the_builtin_corpus_is_the_standard_library(tmp_path):
 def test_sources_changing_during_a_build_are_caught(built, tmp_path, monkeypatch):
     root = tmp_path / "src"
     shutil.copytree(tree_root(built), root)
-    real = corpus_module.train_tokenizer
+    real = build_module.train_tokenizer
 
     def edit_then_train(texts, *args, **kwargs):
         with open(root / "bad.txt", "a") as f:
             f.write("text added after the scan")
         return real(texts, *args, **kwargs)
 
-    monkeypatch.setattr(corpus_module, "train_tokenizer", edit_then_train)
+    monkeypatch.setattr(build_module, "train_tokenizer", edit_then_train)
     with pytest.raises(CorpusError, match="sources changed"):
         build(tmp_path / "out", [root])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

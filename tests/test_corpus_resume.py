@@ -16,8 +16,8 @@ import pytest
 from conftest import write_text_tree
 
 from solulab.data import CorpusError, build_corpus
-from solulab.data import corpus as corpus_module
-from solulab.data.corpus import CHUNKS_DIR, partial_dir
+from solulab.data import build as build_module
+from solulab.data.build import CHUNKS_DIR, partial_dir
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
@@ -38,7 +38,7 @@ def source(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(corpus_module, "CHUNK_DOCS", CHUNK_DOCS)
+    monkeypatch.setattr(build_module, "CHUNK_DOCS", CHUNK_DOCS)
 
 
 def build(out: Path, source: Path, **kw):
@@ -66,7 +66,7 @@ def straight(source, tmp_path_factory) -> dict[str, bytes]:
 def encoded_chunks(monkeypatch, stop_after: int | None = None) -> list[str]:
     """Record the chunk files encoded in this process; raise ``Stop`` after ``stop_after``."""
     encoded: list[str] = []
-    real = corpus_module._encode_chunk
+    real = build_module._encode_chunk
 
     def encode(tokenizer, path, chunk, dtype):
         if stop_after is not None and len(encoded) == stop_after:
@@ -74,19 +74,19 @@ def encoded_chunks(monkeypatch, stop_after: int | None = None) -> list[str]:
         real(tokenizer, path, chunk, dtype)
         encoded.append(path.name)
 
-    monkeypatch.setattr(corpus_module, "_encode_chunk", encode)
+    monkeypatch.setattr(build_module, "_encode_chunk", encode)
     return encoded
 
 
 def trainings(monkeypatch) -> list[int]:
     calls: list[int] = []
-    real = corpus_module.train_tokenizer
+    real = build_module.train_tokenizer
 
     def train(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(corpus_module, "train_tokenizer", train)
+    monkeypatch.setattr(build_module, "train_tokenizer", train)
     return calls
 
 
@@ -136,7 +136,7 @@ def test_a_killed_parallel_build_resumes(source, straight, tmp_path, monkeypatch
     out = tmp_path / "corpus"
     # The child builds 30 one-document chunks in 2 processes, handing out one each 50 ms.
     child = ("import sys, time\n"
-             "from solulab.data import corpus\n"
+             "from solulab.data import build as corpus\n"
              "corpus.CHUNK_DOCS = 1\n"
              "real = corpus._chunks\n"
              "def slow(docs, plan):\n"
@@ -161,7 +161,7 @@ def test_a_killed_parallel_build_resumes(source, straight, tmp_path, monkeypatch
     finished = sorted(p.name for p in chunks.glob("*.bin"))
     assert 1 <= len(finished) < DOCS
 
-    monkeypatch.setattr(corpus_module, "CHUNK_DOCS", 1)
+    monkeypatch.setattr(build_module, "CHUNK_DOCS", 1)
     encoded, trained = encoded_chunks(monkeypatch), trainings(monkeypatch)
     build(out, source)
     assert trained == [] and len(encoded) == DOCS - len(finished)
@@ -213,13 +213,13 @@ def test_a_damaged_source_is_named_and_its_partial_work_removed(source, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
     # Damaged after the scan, during tokenizer training: the same error, nothing kept.
-    real = corpus_module.train_tokenizer
+    real = build_module.train_tokenizer
 
     def damage_then_train(texts, *args, **kwargs):
         (src / "a.txt").write_bytes(b"\x00binary now")
         return real(texts, *args, **kwargs)
 
-    monkeypatch.setattr(corpus_module, "train_tokenizer", damage_then_train)
+    monkeypatch.setattr(build_module, "train_tokenizer", damage_then_train)
     (src / "b.jsonl.gz").unlink()
     with pytest.raises(CorpusError, match="sources changed"):
         build(tmp_path / "out", src, workers=2)

@@ -151,7 +151,7 @@ def test_a_stopped_corpus_build_keeps_its_work_says_so_and_resumes(tmp_path, sig
     from conftest import write_text_tree
 
     from solulab.data import is_corpus
-    from solulab.data.corpus import partial_dir
+    from solulab.data.build import partial_dir
 
     source = write_text_tree(tmp_path / "text", n_docs=400, words_per_doc=3000)
     out = tmp_path / "corpus"

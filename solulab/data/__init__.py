@@ -1,6 +1,8 @@
-"""Text corpora for training: sources in, a tokenizer and token shards out (see ``corpus``)."""
+"""Text corpora for training: sources in, a tokenizer and token shards out (``build``), opened
+for training (``corpus``)."""
 
-from solulab.data.corpus import Corpus, CorpusError, Manifest, build_corpus, is_corpus
+from solulab.data.build import build_corpus
+from solulab.data.corpus import Corpus, CorpusError, Manifest, is_corpus
 from solulab.data.shards import SHARD_TOKENS, TokenArray
 from solulab.data.tokenizer import EOT_ID, EOT_TOKEN
 
