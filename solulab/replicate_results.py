@@ -101,6 +101,25 @@ def program_vs_raters(study: Path, runs: dict[str, Path]) -> dict[str, dict[str,
             for act, ps in pairs.items() if ps}
 
 
+def per_rater_cells(summary: dict[str, Any], rater: str, models: dict[str, Any]) -> list[str]:
+    """One rater's fraction per model, with Fisher's p against gelu."""
+    mine = summary["per_annotator"]
+    base = mine.get(f"{rater}/gelu")
+    cells = []
+    for name in models:
+        m = mine.get(f"{rater}/{name}")
+        if m is None:
+            cells.append("-")
+            continue
+        cell = f"{m['interpretable']}/{m['rated']}"
+        if name != "gelu" and base is not None:
+            test = fisher_exact_2x2(m["interpretable"], m["rated"], base["interpretable"],
+                                    base["rated"])
+            cell += f" (p {_p(test.p_value)})"
+        cells.append(cell)
+    return cells
+
+
 def study_lines(out: Path, study: Path, runs: dict[str, Path]) -> tuple[list[str], dict]:
     summary = summarise(study)
     if not summary["ratings"]:
@@ -116,6 +135,12 @@ def study_lines(out: Path, study: Path, runs: dict[str, Path]) -> tuple[list[str
         rows.append([name, _interval(m["interpretable"], m["rated"]), p])
     lines = _table(["activation", "rated interpretable (Wilson 95%)", "Fisher p vs gelu"], rows)
     raters = sorted({r["annotator"] for r in summary["ratings"]})
+    if len(raters) > 1:
+        lines += ["", "These pool every rater's ratings, so a neuron rated twice counts twice and "
+                  "the pooled p-values overstate the evidence. Each rater alone (one rating per "
+                  "neuron, Fisher's exact test against gelu):", "",
+                  *_table(["rater", *models], [[rater, *per_rater_cells(summary, rater, models)]
+                                               for rater in raters])]
     seconds = [r["seconds"] for r in summary["ratings"] if r.get("seconds") is not None]
     lines += ["", f"Raters: {', '.join(raters)}; {len(summary['ratings'])} ratings"
               + (f", median {sorted(seconds)[len(seconds) // 2]:.0f} s per neuron"
