@@ -280,7 +280,7 @@ def replicate(request: Request, out: Path, plan_file: Path | None = None,
     study = out / "study.sqlite"
     log("[5/6] blinded study")
     if not study.exists():
-        links = create_study({act: run for act, run in runs.items()}, study,
+        links = create_study({act: run.resolve() for act, run in runs.items()}, study,
                              plan.neurons_per_model, seed=None, annotators=plan.annotators)
         path = write_links(out, links.links(base_url))
         log(f"      created {study}; each annotator's secret link is in {path}")
