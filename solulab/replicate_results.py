@@ -54,10 +54,11 @@ def loss_lines(comparison: dict[str, Any]) -> list[str]:
                     "vs gelu (nats)", "size-equivalent multiplier"], rows)
     if comparison.get("note"):
         lines += ["", comparison["note"]]
-    if all(r["multiplier_low"] is None for r in comparison["runs"]):
-        lines += ["", "One seed per model, so the losses carry no seed-to-seed interval, and the "
-                  "multipliers none either (a scaling law fitted through this few sizes has no "
-                  "bootstrap interval): small differences here are unmeasured, not effects."]
+    unmeasured = "One seed per model, so the losses carry no seed-to-seed interval"
+    if comparison.get("fit") and all(r["multiplier_low"] is None for r in comparison["runs"]):
+        unmeasured += (", and the multipliers none either (a scaling law fitted through this few "
+                       "sizes has no bootstrap interval)")
+    lines += ["", unmeasured + ": small differences here are unmeasured, not effects."]
     return lines + ["", "![learning curves](figures/learning_curves.png)",
                     *(["", "![multipliers](figures/multiplier.png)"] if comparison.get("fit")
                       else [])]
