@@ -3,7 +3,8 @@
     python benchmarks/vs_nanogpt.py --nanogpt PATH/TO/nanoGPT   # the directory with model.py
 
 nanoGPT is read from the path given (it is not part of solulab). Both models: GELU, learned
-positions, tied embeddings, biases, no dropout, the same sizes; both train with the same AdamW on
+positions, tied embeddings, biases (none on the logits: nanoGPT's ``lm_head`` has none), no
+dropout, the same sizes; both train with the same AdamW on
 the same random tokens. A second nanoGPT model is timed alongside as the noise floor. Steps
 alternate between the models in rounds (the order reversed every other round); the figure is the
 median over rounds of tokens per second, and the ratio solulab / nanoGPT.
@@ -46,7 +47,7 @@ def nanogpt_step(module, args, tokens: torch.Tensor):
 def solulab_step(args, tokens: torch.Tensor):
     cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64,
                       n_ctx=args.n_ctx, d_vocab=args.vocab, act_fn="gelu", positional="learned",
-                      tie_embeddings=True)
+                      tie_embeddings=True, unembed_bias=False)  # nanoGPT's lm_head has no bias
     model = Transformer(cfg)
     return train_step(model, lambda: lm_loss(model(tokens), tokens))
 

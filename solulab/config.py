@@ -42,6 +42,7 @@ class ModelConfig:
     rotary_dim: int | None = None
     rotary_base: float = 10000.0
     tie_embeddings: bool = False
+    unembed_bias: bool = True  # a bias on the logits (TransformerLens's b_U; nanoGPT has none)
     ln_eps: float = 1e-5
     init_std: float = 0.02
     init_seed: int = 0
@@ -88,7 +89,12 @@ class ModelConfig:
             raise ConfigError(f"init_std must be > 0, got {self.init_std!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields; ``unembed_bias`` only when off, so that the configs and run identities of
+        models with the bias read as they did before the field existed."""
+        data = dataclasses.asdict(self)
+        if data["unembed_bias"]:
+            del data["unembed_bias"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -157,7 +157,7 @@ class Transformer(nn.Module):
         self.hook_embed = HookPoint()
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_final = LayerNorm(cfg.d_model, cfg.ln_eps)
-        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab)
+        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=cfg.unembed_bias)
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
         self.hook_points: dict[str, HookPoint] = {}

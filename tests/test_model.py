@@ -240,3 +240,21 @@ def test_lm_loss_against_an_explicit_log_softmax():
     torch.testing.assert_close(lm_loss(logits, tokens, per_sequence=True).double(),
                                nll.mean(dim=1), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(lm_loss(logits, tokens).double(), nll.mean(), rtol=1e-6, atol=1e-6)
+
+
+def test_a_model_without_the_logit_bias_saves_loads_and_exports_it_as_zeros(tmp_path):
+    from solulab import Transformer as Saved
+    from solulab.interop.transformerlens import to_transformerlens
+
+    cfg = tiny(unembed_bias=False)
+    model = Saved(cfg)
+    assert model.unembed.bias is None and "unembed_bias" in cfg.to_dict()
+    assert "unembed_bias" not in tiny().to_dict()  # the default is written as before
+    model.save_pretrained(tmp_path / "m")
+    loaded = Saved.from_pretrained(tmp_path / "m")
+    tokens = torch.randint(0, 50, (2, 8))
+    torch.testing.assert_close(loaded(tokens), model(tokens), rtol=0, atol=0)
+    with_bias = Transformer(tiny())
+    assert with_bias.n_params() == model.n_params()  # the logit bias is not counted either way
+    _, state = to_transformerlens(model)
+    assert torch.equal(state["unembed.b_U"], torch.zeros(50))

@@ -272,7 +272,8 @@ def to_transformerlens(model: Transformer) -> tuple[dict[str, Any], dict[str, to
     s = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     state = {"embed.W_E": s["embed.weight"],
              "ln_final.w": s["ln_final.w"], "ln_final.b": s["ln_final.b"],
-             "unembed.W_U": s["unembed.weight"].T, "unembed.b_U": s["unembed.bias"]}
+             "unembed.W_U": s["unembed.weight"].T,
+             "unembed.b_U": s.get("unembed.bias", torch.zeros(cfg.d_vocab))}
     if cfg.positional == "learned":
         state["pos_embed.W_pos"] = s["pos_embed.weight"]
     order = rotary_order(cfg) if cfg.positional == "rotary" else torch.arange(dh)
