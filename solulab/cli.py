@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -17,10 +18,22 @@ from solulab.cli_exits import (
     reports_interruption,
     stops_cleanly,
 )
+from solulab.config import ModelConfig
 from solulab.errors import SolulabError
 from solulab.interop import cli as interop_cli
 from solulab.neurons.cli import app as neurons_app
+from solulab.replicate import Request
 from solulab.study.cli import app as study_app
+from solulab.train import TrainConfig
+
+
+def _defaults(cls) -> dict[str, Any]:
+    """A dataclass's field defaults: each default is written once, where the setting lives."""
+    return {f.name: f.default for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING}
+
+
+MODEL, TRAIN, REPLICATE = _defaults(ModelConfig), _defaults(TrainConfig), _defaults(Request)
 
 app = typer.Typer(
     help="Train SoLU and baseline language models and read their neurons.",
@@ -106,35 +119,38 @@ def train(
     d_model: Optional[int] = typer.Option(None),
     n_heads: Optional[int] = typer.Option(None),
     d_mlp: Optional[int] = typer.Option(None, help="Default 4 * d_model."),
-    n_ctx: int = typer.Option(256, help="Context length in tokens."),
-    act_blocks: int = typer.Option(1, help="Softmax/LayerNorm blocks over d_mlp."),
-    positional: str = typer.Option("rotary", help="rotary or learned."),
+    n_ctx: int = typer.Option(MODEL["n_ctx"], help="Context length in tokens."),
+    act_blocks: int = typer.Option(MODEL["act_blocks"],
+                                   help="Softmax/LayerNorm blocks over d_mlp."),
+    positional: str = typer.Option(MODEL["positional"], help="rotary or learned."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (or give --tokens)."),
     tokens: Optional[int] = typer.Option(None, help="Train on about this many tokens."),
-    batch_size: int = typer.Option(8, help="Sequences per micro-batch per process."),
-    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
-    lr: float = typer.Option(1e-3),
+    batch_size: int = typer.Option(TRAIN["batch_size"],
+                                   help="Sequences per micro-batch per process."),
+    grad_accum: int = typer.Option(TRAIN["grad_accum"], help="Micro-batches per optimizer step."),
+    lr: float = typer.Option(TRAIN["lr"]),
     warmup_steps: Optional[int] = typer.Option(None, help="Default: 5% of the steps."),
-    weight_decay: float = typer.Option(0.1),
-    grad_clip: float = typer.Option(1.0),
-    eval_every: int = typer.Option(100),
-    log_every: int = typer.Option(10),
-    checkpoint_every: int = typer.Option(200),
-    checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint after this long."),
-    eval_sequences: int = typer.Option(32, help="Validation windows per evaluation."),
-    seed: int = typer.Option(0, help="Seeds the data order and the initial weights."),
+    weight_decay: float = typer.Option(TRAIN["weight_decay"]),
+    grad_clip: float = typer.Option(TRAIN["grad_clip"]),
+    eval_every: int = typer.Option(TRAIN["eval_every"]),
+    log_every: int = typer.Option(TRAIN["log_every"]),
+    checkpoint_every: int = typer.Option(TRAIN["checkpoint_every"]),
+    checkpoint_minutes: float = typer.Option(TRAIN["checkpoint_minutes"],
+                                             help="Also checkpoint after this long."),
+    eval_sequences: int = typer.Option(TRAIN["eval_sequences"],
+                                       help="Validation windows per evaluation."),
+    seed: int = typer.Option(TRAIN["seed"], help="Seeds the data order and the initial weights."),
     compile: bool = typer.Option(False, "--compile", help="Use torch.compile."),
     fsdp: bool = typer.Option(False, "--fsdp", help="Shard with FSDP2 under torchrun."),
-    tp: int = typer.Option(1, help="Tensor-parallel degree under torchrun (MLP split; "
+    tp: int = typer.Option(TRAIN["tp"], help="Tensor-parallel degree under torchrun (MLP split; "
                            "needs --act-blocks a multiple of it)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if present)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
 ):
     """Train one model. Under `torchrun --nproc_per_node N` it trains with DDP (or FSDP2)."""
-    from solulab.config import ModelConfig
     from solulab.data import Corpus
     from solulab.presets import get_preset
-    from solulab.train import TrainConfig, Trainer, TrainError
+    from solulab.train import Trainer, TrainError
 
     if preset is not None:
         sizes = get_preset(preset).model_kwargs()
@@ -180,19 +196,19 @@ def sweep(
     out: Path = typer.Option(..., help="Sweep directory."),
     tokens: Optional[int] = typer.Option(None, help="Tokens per run (or give --steps)."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps per run."),
-    n_ctx: int = typer.Option(256),
-    batch_size: int = typer.Option(8),
-    grad_accum: int = typer.Option(1),
-    lr: float = typer.Option(1e-3),
-    eval_every: int = typer.Option(100),
-    checkpoint_every: int = typer.Option(200),
-    checkpoint_minutes: float = typer.Option(10.0, help="Also checkpoint after this long."),
-    seed: int = typer.Option(0),
+    n_ctx: int = typer.Option(MODEL["n_ctx"]),
+    batch_size: int = typer.Option(TRAIN["batch_size"]),
+    grad_accum: int = typer.Option(TRAIN["grad_accum"]),
+    lr: float = typer.Option(TRAIN["lr"]),
+    eval_every: int = typer.Option(TRAIN["eval_every"]),
+    checkpoint_every: int = typer.Option(TRAIN["checkpoint_every"]),
+    checkpoint_minutes: float = typer.Option(TRAIN["checkpoint_minutes"],
+                                             help="Also checkpoint after this long."),
+    seed: int = typer.Option(TRAIN["seed"]),
     device: Optional[str] = typer.Option(None),
 ):
     """Train every size x activation with identical settings; re-run to resume."""
     from solulab.sweep import run_sweep
-    from solulab.train import TrainConfig
 
     cfg = TrainConfig(tokens=tokens, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
                       lr=lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
@@ -266,20 +282,24 @@ def replicate(
     budget_minutes: Optional[float] = typer.Option(
         None, help="Minutes of training for all models together (or give --plan)."),
     plan: Optional[Path] = typer.Option(None, help="A replicate.json to redo without timing."),
-    acts: str = typer.Option("gelu,solu_ln,gelu_ln", help="Activations; gelu is the baseline."),
-    n_ctx: int = typer.Option(256),
-    batch_size: int = typer.Option(16),
-    lr: float = typer.Option(1e-3),
-    seed: int = typer.Option(0),
-    neurons_per_model: int = typer.Option(60, help="Neurons of each model in the study."),
-    collect_tokens: int = typer.Option(262_144, help="Validation tokens per neuron store."),
-    annotators: str = typer.Option("rater1,rater2", help="Comma-separated annotator names."),
+    acts: str = typer.Option(",".join(REPLICATE["acts"]),
+                             help="Activations; gelu is the baseline."),
+    n_ctx: int = typer.Option(REPLICATE["n_ctx"]),
+    batch_size: int = typer.Option(REPLICATE["batch_size"]),
+    lr: float = typer.Option(REPLICATE["lr"]),
+    seed: int = typer.Option(REPLICATE["seed"]),
+    neurons_per_model: int = typer.Option(REPLICATE["neurons_per_model"],
+                                          help="Neurons of each model in the study."),
+    collect_tokens: int = typer.Option(REPLICATE["collect_tokens"],
+                                       help="Validation tokens per neuron store."),
+    annotators: str = typer.Option(",".join(REPLICATE["annotators"]),
+                                   help="Comma-separated annotator names."),
     base_url: str = typer.Option("http://127.0.0.1:8000", help="Where `solulab serve` runs."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if present)."),
 ):
     """GELU vs SoLU-LN (and the LayerNorm-only ablation) at the largest size the budget
     trains well: loss, multipliers, automated verdicts, a blinded study, results.md."""
-    from solulab.replicate import Request, read_plan_file, replicate, request_from_plan
+    from solulab.replicate import read_plan_file, replicate, request_from_plan
 
     if (budget_minutes is None) == (plan is None):
         raise SolulabError("give exactly one of --budget-minutes or --plan")
