@@ -12,7 +12,6 @@ rated, running it again adds the blinded fractions, kappas and Figures 4 and 9.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from solulab.autointerp.run import ensure_explanations
 from solulab.data import Corpus
 from solulab.errors import SolulabError
-from solulab.io import atomic_write_json, atomic_write_text
+from solulab.io import atomic_write, atomic_write_json
 from solulab.model import Transformer, lm_loss
 from solulab.neurons.collect import ensure_store
 from solulab.replicate_results import write_results
@@ -212,8 +211,7 @@ def write_links(out: Path, links: dict[str, str]) -> Path:
     """Each annotator's secret link, readable by the owner only."""
     path = out / LINKS_FILE
     text = "".join(f"{name}\t{link}\n" for name, link in links.items())
-    atomic_write_text(path, text)
-    os.chmod(path, 0o600)
+    atomic_write(path, lambda f: f.write(text.encode()), mode=0o600)
     return path
 
 
