@@ -102,22 +102,22 @@ def program_vs_raters(study: Path, runs: dict[str, Path]) -> dict[str, dict[str,
             for act, ps in pairs.items() if ps}
 
 
+def p_against_gelu(pairs: list[dict[str, Any]], name: str) -> str:
+    """The p-value of the study report's Fisher test of ``name`` against gelu, if there is one."""
+    for pair in pairs:
+        if {pair["a"], pair["b"]} == {name, "gelu"} and name != "gelu":
+            return _p(pair["p_value"])
+    return "-"
+
+
 def per_rater_cells(summary: dict[str, Any], rater: str, models: dict[str, Any]) -> list[str]:
     """One rater's fraction per model, with Fisher's p against gelu."""
-    mine = summary["per_annotator"]
-    base = mine.get(f"{rater}/gelu")
     cells = []
     for name in models:
-        m = mine.get(f"{rater}/{name}")
-        if m is None:
-            cells.append("-")
-            continue
-        cell = f"{m['interpretable']}/{m['rated']}"
-        if name != "gelu" and base is not None:
-            test = fisher_exact_2x2(m["interpretable"], m["rated"], base["interpretable"],
-                                    base["rated"])
-            cell += f" (p {_p(test.p_value)})"
-        cells.append(cell)
+        m = summary["per_annotator"].get(f"{rater}/{name}")
+        p = p_against_gelu(summary["fisher_per_annotator"][rater], name)
+        cells.append("-" if m is None else f"{m['interpretable']}/{m['rated']}"
+                     + ("" if p == "-" else f" (p {p})"))
     return cells
 
 
@@ -128,12 +128,8 @@ def study_lines(out: Path, study: Path, runs: dict[str, Path]) -> tuple[list[str
                 f".txt`; serve the study with `solulab serve --study {study}` and run this "
                 "command again once they have pressed Finish."], {}
     models = summary["models"]
-    base = models.get("gelu")
-    rows = []
-    for name, m in models.items():
-        p = "-" if name == "gelu" or base is None else _p(fisher_exact_2x2(
-            m["interpretable"], m["rated"], base["interpretable"], base["rated"]).p_value)
-        rows.append([name, _interval(m["interpretable"], m["rated"]), p])
+    rows = [[name, _interval(m["interpretable"], m["rated"]),
+             p_against_gelu(summary["fisher"], name)] for name, m in models.items()]
     lines = _table(["activation", "rated interpretable (Wilson 95%)", "Fisher p vs gelu"], rows)
     raters = sorted({r["annotator"] for r in summary["ratings"]})
     if len(raters) > 1:

@@ -193,6 +193,17 @@ def test_report_statistics_match_scipy_and_sklearn(study, tmp_path):
     a, b = counts[pair["a"]], counts[pair["b"]]
     expected = scipy.stats.fisher_exact([[a[0], a[1] - a[0]], [b[0], b[1] - b[0]]])
     assert pair["p_value"] == pytest.approx(expected.pvalue)
+    for annotator in ("ann", "bob"):  # each alone: one rating per neuron
+        mine = {}
+        for (who, item), label in labels.items():
+            if who == annotator:
+                c = mine.setdefault(next(m for _, i, m in rows if i == item), [0, 0])
+                c[0] += label == "interpretable"
+                c[1] += 1
+        (alone,) = summary["fisher_per_annotator"][annotator]
+        a, b = mine[alone["a"]], mine[alone["b"]]
+        expected = scipy.stats.fisher_exact([[a[0], a[1] - a[0]], [b[0], b[1] - b[0]]])
+        assert alone["p_value"] == pytest.approx(expected.pvalue)
     items = sorted({i for _, i in labels})
     kappa = cohen_kappa_score([labels[("ann", i)] for i in items],
                               [labels[("bob", i)] for i in items])

@@ -1,7 +1,9 @@
 """``solulab study report``: unblind a study and give the paper's statistics and figures.
 
 Per model: the fraction of ratings INTERPRETABLE with a Wilson 95% interval; each pair of models
-compared with Fisher's exact test; per-annotator fractions; agreement on neurons that every
+compared with Fisher's exact test, on the pooled ratings (a neuron counts once per annotator who
+rated it, which overstates the evidence when several did) and for each annotator alone (one
+rating per neuron); per-annotator fractions; agreement on neurons that every
 annotator rated (Cohen's kappa for two annotators, Fleiss' for more); a Figure-4-style plot
 (fraction interpretable against model size, one line per activation); for the section 6.4
 labels, the fraction of examples inconsistent with the annotator's hypothesis by activation
@@ -51,6 +53,19 @@ def agreement(ratings: list[dict]) -> dict[str, Any] | None:
             "kind": kind}
 
 
+def fisher_pairs(shares: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fisher's exact test for every pair of models with ratings."""
+    pairs = []
+    for a, b in itertools.combinations(shares, 2):
+        x, y = shares[a], shares[b]
+        if x["rated"] and y["rated"]:
+            test = fisher_exact_2x2(x["interpretable"], x["rated"], y["interpretable"],
+                                    y["rated"])
+            pairs.append({"a": a, "b": b, "odds_ratio": test.odds_ratio,
+                          "p_value": test.p_value})
+    return pairs
+
+
 def summarise(path: str | Path) -> dict[str, Any]:
     """Every statistic of the study as a dict (also written to ``summary.json``)."""
     conn = db.connect(path)
@@ -61,23 +76,19 @@ def summarise(path: str | Path) -> dict[str, Any]:
         conn.close()
     per_model = {m["name"]: {**m, **_share([r for r in ratings if r["model"] == m["name"]])}
                  for m in models}
-    pairs = []
-    for a, b in itertools.combinations(per_model, 2):
-        x, y = per_model[a], per_model[b]
-        if x["rated"] and y["rated"]:
-            test = fisher_exact_2x2(x["interpretable"], x["rated"], y["interpretable"],
-                                    y["rated"])
-            pairs.append({"a": a, "b": b, "odds_ratio": test.odds_ratio,
-                          "p_value": test.p_value})
     per_annotator = {f"{name}/{model}": _share(rows) for (name, model), rows in itertools.groupby(
         sorted(ratings, key=lambda r: (r["annotator"], r["model"])),
         key=lambda r: (r["annotator"], r["model"])) for rows in [list(rows)]}
+    annotators = sorted({r["annotator"] for r in ratings})
+    alone = {name: fisher_pairs({m: per_annotator[f"{name}/{m}"] for m in per_model
+                                 if f"{name}/{m}" in per_annotator}) for name in annotators}
     consistency = defaultdict(lambda: [0, 0])  # (model, act, point, interval) -> [bad, n]
     for c in checks:
         key = (c["model"], c["act_fn"], c["point"], c["interval_index"], c["interval_count"])
         consistency[key][0] += 1 - c["consistent"]
         consistency[key][1] += 1
-    return {"models": per_model, "fisher": pairs, "per_annotator": per_annotator,
+    return {"models": per_model, "fisher": fisher_pairs(per_model), "fisher_per_annotator": alone,
+            "per_annotator": per_annotator,
             "agreement": agreement(ratings),
             "consistency": [{"model": k[0], "act_fn": k[1], "point": k[2], "interval": k[3],
                              "intervals": k[4], "inconsistent": v[0], "labelled": v[1]}
@@ -168,9 +179,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name, m in summary["models"].items():
         lines.append(f"{name:<16} {m['act_fn']:<10} {m['interpretable']:>6} of {m['rated']:<5} "
                      f"{m['fraction']:>9.3f} {m['wilson_low']:>7.3f}-{m['wilson_high']:.3f}")
+    several = len(summary["fisher_per_annotator"]) > 1
     for p in summary["fisher"]:
         lines.append(f"Fisher {p['a']} vs {p['b']}: odds ratio {p['odds_ratio']:.3g}, "
-                     f"p = {p['p_value']:.3g}")
+                     f"p = {p['p_value']:.3g}" + (" (pooled ratings)" if several else ""))
+    if several:
+        lines.append("pooled ratings count a neuron once per annotator; each annotator alone:")
+        for name, pairs in summary["fisher_per_annotator"].items():
+            lines += [f"  {name}: Fisher {p['a']} vs {p['b']}: p = {p['p_value']:.3g}"
+                      for p in pairs]
     a = summary["agreement"]
     if a and a["kappa"] is not None:
         lines.append(f"{a['kind']} kappa {a['kappa']:.3f} over {a['shared_neurons']} neurons "
