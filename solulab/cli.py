@@ -303,14 +303,15 @@ def replicate(
 
     if (budget_minutes is None) == (plan is None):
         raise SolulabError("give exactly one of --budget-minutes or --plan")
-    if plan is not None:
-        request = request_from_plan(read_plan_file(plan), corpus)
+    saved = read_plan_file(plan) if plan is not None else None
+    if saved is not None:
+        request = request_from_plan(saved, corpus)
     else:
         request = Request(corpus, budget_minutes, tuple(a.strip() for a in acts.split(",")),
                           n_ctx, batch_size, lr, seed, neurons_per_model, collect_tokens,
                           tuple(a.strip() for a in annotators.split(",")), device)
     with reports_interruption(resume_flag=False):
-        results = replicate(request, out, plan, base_url,
+        results = replicate(request, out, saved, base_url,
                             log=lambda message: typer.echo(message, err=True))
     typer.echo(f"results: {results}")
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from solulab.autointerp.run import ensure_explanations
 from solulab.data import Corpus
+from solulab.distributed import resolve_device
 from solulab.errors import SolulabError
 from solulab.io import atomic_write, atomic_write_json
 from solulab.model import Transformer, lm_loss
@@ -108,6 +109,16 @@ class Request:
                 raise SolulabError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
+REQUEST_SETTINGS = tuple(f.name for f in fields(Request) if f.name not in ("corpus", "device"))
+
+
+def plan_settings(request: Request) -> dict[str, Any]:
+    """What a plan keeps of its request (sequences as JSON lists), to compare on a re-run."""
+    settings = {name: getattr(request, name) for name in REQUEST_SETTINGS}
+    return {"corpus": str(Path(request.corpus).resolve()),
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
+
+
 def seconds_per_token(size: str, act: str, request: Request, d_vocab: int,
                       device: torch.device, min_seconds: float = 1.0) -> tuple[float, int]:
     """Seconds per training token of one size and activation, timed on random tokens (as
@@ -143,7 +154,7 @@ def seconds_per_token(size: str, act: str, request: Request, d_vocab: int,
 def make_plan(request: Request, log: Callable[[str], None]) -> ReplicationPlan:
     """Time each size up the ladder and keep the largest that is trained well enough."""
     corpus = Corpus(request.corpus)
-    device = torch.device(request.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(request.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     started = time.monotonic()
     cost: dict[str, float] = {}
     params: dict[str, int] = {}
@@ -170,13 +181,10 @@ def make_plan(request: Request, log: Callable[[str], None]) -> ReplicationPlan:
         tokens = int(left / (OVERHEAD * cost[size]))
         chosen = ([size], max(request.batch_size * request.n_ctx, tokens))
     sizes, tokens = chosen
-    return ReplicationPlan(
-        corpus=str(Path(request.corpus).resolve()), budget_minutes=request.budget_minutes,
-        sizes=sizes, acts=list(request.acts), tokens=tokens, seconds_per_token=cost,
-        non_embedding_params=params, device=device.type, threads=torch.get_num_threads(),
-        n_ctx=request.n_ctx, batch_size=request.batch_size, lr=request.lr, seed=request.seed,
-        neurons_per_model=request.neurons_per_model, collect_tokens=request.collect_tokens,
-        annotators=list(request.annotators), undertrained=undertrained)
+    return ReplicationPlan(**plan_settings(request), sizes=sizes, tokens=tokens,
+                           seconds_per_token=cost, non_embedding_params=params,
+                           device=device.type, threads=torch.get_num_threads(),
+                           undertrained=undertrained)
 
 
 def load_plan(out: Path, request: Request) -> ReplicationPlan | None:
@@ -185,12 +193,7 @@ def load_plan(out: Path, request: Request) -> ReplicationPlan | None:
     if not path.is_file():
         return None
     plan = ReplicationPlan(**json.loads(path.read_text()))
-    asked = {"corpus": str(Path(request.corpus).resolve()),
-             "budget_minutes": request.budget_minutes, "acts": list(request.acts),
-             "n_ctx": request.n_ctx, "batch_size": request.batch_size, "lr": request.lr,
-             "seed": request.seed, "neurons_per_model": request.neurons_per_model,
-             "collect_tokens": request.collect_tokens, "annotators": list(request.annotators)}
-    differ = [f"{k}: {getattr(plan, k)!r} -> {v!r}" for k, v in asked.items()
+    differ = [f"{k}: {getattr(plan, k)!r} -> {v!r}" for k, v in plan_settings(request).items()
               if getattr(plan, k) != v]
     if differ:
         raise SolulabError(f"{out} holds a replication planned with other settings "
@@ -226,25 +229,23 @@ def add_train_minutes(out: Path, minutes: float) -> float:
 def request_from_plan(plan: ReplicationPlan, corpus: Path) -> Request:
     """The request that continues a saved plan on ``corpus`` (the plan's own path may be
     another machine's)."""
-    return Request(corpus=corpus, budget_minutes=plan.budget_minutes, acts=tuple(plan.acts),
-                   n_ctx=plan.n_ctx, batch_size=plan.batch_size, lr=plan.lr, seed=plan.seed,
-                   neurons_per_model=plan.neurons_per_model, collect_tokens=plan.collect_tokens,
-                   annotators=tuple(plan.annotators), device=plan.device)
+    settings = {name: getattr(plan, name) for name in REQUEST_SETTINGS}
+    return Request(corpus=corpus, device=plan.device,
+                   **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
 
 
-def replicate(request: Request, out: Path, plan_file: Path | None = None,
+def replicate(request: Request, out: Path, saved_plan: ReplicationPlan | None = None,
               base_url: str = "http://127.0.0.1:8000", progress: bool = True,
               log: Callable[[str], None] = print) -> Path:
-    """Plan (or continue), train, compare, collect, explain, create the study, write
-    ``results.md``; returns its path."""
+    """Plan (or continue, or take ``saved_plan``, another replication's), train, compare,
+    collect, explain, create the study, write ``results.md``; returns its path."""
     out = Path(out)
     plan = load_plan(out, request)
     log("[1/6] plan")
     if plan is None:
-        if plan_file is not None:
-            plan = read_plan_file(plan_file)
-            plan.corpus = str(Path(request.corpus).resolve())
-            log(f"      from {plan_file}")
+        if saved_plan is not None:
+            plan = replace(saved_plan, corpus=str(Path(request.corpus).resolve()))
+            log("      the saved plan given, not timed again")
         else:
             log(f"      timing training steps of {', '.join(request.acts)} on this machine")
             plan = make_plan(request, log)

@@ -11,11 +11,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from solulab.autointerp.run import load_explanations
+from solulab.autointerp.compare import agreement_score, auto_labels, rating_pairs
 from solulab.io import atomic_write_json, atomic_write_text
-from solulab.neurons.collect import open_store
-from solulab.stats import cohens_kappa, fisher_exact_2x2, proportion
-from solulab.study import db
+from solulab.stats import fisher_exact_2x2, proportion
 from solulab.study.report import plot_figures, summarise
 
 if TYPE_CHECKING:
@@ -64,42 +62,29 @@ def loss_lines(comparison: dict[str, Any]) -> list[str]:
                       else [])]
 
 
-def automated(runs: dict[str, Path]) -> dict[str, list[bool]]:
-    """Every neuron's automated verdict, per activation."""
-    return {act: [bool(e["interpretable"]) for e in
-                  load_explanations(open_store(run).path).values()] for act, run in runs.items()}
-
-
-def fraction_rows(labels: dict[str, list[bool]], baseline: str = "gelu") -> list[list[str]]:
+def fraction_rows(verdicts: dict[str, dict[tuple[int, int], bool]],
+                  baseline: str = "gelu") -> list[list[str]]:
+    """Per activation: the fraction of every neuron auto-interpretable, Fisher's p vs gelu."""
     rows = []
-    base = labels[baseline]
-    for act, values in labels.items():
+    base = list(verdicts[baseline].values())
+    for act, by_neuron in verdicts.items():
+        values = list(by_neuron.values())
         p = "-" if act == baseline else _p(fisher_exact_2x2(
             sum(values), len(values), sum(base), len(base)).p_value)
         rows.append([act, _interval(sum(values), len(values)), p])
     return rows
 
 
-def program_vs_raters(study: Path, runs: dict[str, Path]) -> dict[str, dict[str, Any]]:
+def program_vs_raters(study: Path, runs: dict[str, Path],
+                      verdicts: dict[str, dict[tuple[int, int], bool]]
+                      ) -> dict[str, dict[str, Any]]:
     """Per activation: kappa between each rating and the program's verdict on that neuron."""
-    verdicts = {run.resolve(): {k: bool(e["interpretable"]) for k, e in
-                                load_explanations(open_store(run).path).items()}
-                for run in runs.values()}
     act_of = {run.resolve(): act for act, run in runs.items()}
-    conn = db.connect(study)
-    try:
-        rows = db.neuron_labels(conn)
-    finally:
-        conn.close()
     pairs: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
-    for row in rows:
-        run = Path(row["run"]).resolve()
-        if run in verdicts:
-            pairs[act_of[run]].append((row["label"] == "interpretable",
-                                       verdicts[run][(row["layer"], row["neuron"])]))
-    return {act: {"ratings": len(ps), "kappa": cohens_kappa(*zip(*ps)),
-                  "raters": sum(h for h, _ in ps), "program": sum(a for _, a in ps)}
-            for act, ps in pairs.items() if ps}
+    for _, run, human, auto in rating_pairs(study, {run.resolve(): verdicts[act]
+                                                    for act, run in runs.items()}):
+        pairs[act_of[run]].append((human, auto))
+    return {act: agreement_score(ps) for act, ps in pairs.items()}
 
 
 def p_against_gelu(pairs: list[dict[str, Any]], name: str) -> str:
@@ -121,7 +106,8 @@ def per_rater_cells(summary: dict[str, Any], rater: str, models: dict[str, Any])
     return cells
 
 
-def study_lines(out: Path, study: Path, runs: dict[str, Path]) -> tuple[list[str], dict]:
+def study_lines(out: Path, study: Path, runs: dict[str, Path],
+                verdicts: dict[str, dict[tuple[int, int], bool]]) -> tuple[list[str], dict]:
     summary = summarise(study)
     if not summary["ratings"]:
         return [f"Not rated yet. Each annotator's secret link is in `{out.name}/annotator-links"
@@ -146,12 +132,12 @@ def study_lines(out: Path, study: Path, runs: dict[str, Path]) -> tuple[list[str
     if agreement and agreement["kappa"] is not None:
         lines.append(f"Rater-rater agreement: {agreement['kind']} kappa {agreement['kappa']:.2f} "
                      f"over {agreement['shared_neurons']} neurons rated by every rater.")
-    program = program_vs_raters(study, runs)
+    program = program_vs_raters(study, runs, verdicts)
     lines += ["", "The program's verdict on the same neurons (each rating is one pair):", "",
               *_table(["activation", "raters interpretable", "program interpretable",
                        "kappa program-rater"],
-                      [[act, _interval(s["raters"], s["ratings"]),
-                        _interval(s["program"], s["ratings"]), f"{s['kappa']:.2f}"]
+                      [[act, _interval(s["human_yes"], s["ratings"]),
+                        _interval(s["auto_yes"], s["ratings"]), f"{s['kappa']:.2f}"]
                        for act, s in program.items()])]
     plot_figures(summary, out / "figures")
     lines += ["", "![Figure 4](figures/fig4.png)"]
@@ -168,7 +154,7 @@ def write_results(out: Path, plan: ReplicationPlan, comparison: dict[str, Any],
     """Write ``results.md`` (and ``results.json`` with the same figures); returns its path."""
     largest = plan.largest
     params = plan.non_embedding_params.get(largest)
-    auto = automated(runs)
+    verdicts = {act: auto_labels(run) for act, run in runs.items()}
     lines = [f"# Replication on `{Path(plan.corpus).name}`", "",
              f"Sizes {', '.join(plan.sizes)} x {', '.join(plan.acts)}, identical settings: "
              f"{plan.tokens:,} tokens each"
@@ -185,15 +171,15 @@ def write_results(out: Path, plan: ReplicationPlan, comparison: dict[str, Any],
               "The study's criterion (one rule explains at least 80% of the top examples); "
               "Wilson 95% intervals, Fisher's exact test against gelu.", "",
               *_table(["activation", "auto-interpretable", "Fisher p vs gelu"],
-                      fraction_rows(auto)), "",
+                      fraction_rows(verdicts)), "",
               f"## Blinded study, {plan.neurons_per_model} neurons per {largest} model", ""]
-    blinded_lines, blinded = study_lines(out, study, runs)
+    blinded_lines, blinded = study_lines(out, study, runs, verdicts)
     lines += [*blinded_lines, "", "## The paper", "", PAPER, ""]
     path = out / RESULTS_FILE
     atomic_write_text(path, "\n".join(lines))
     atomic_write_json(out / "results.json", {
         "sizes": plan.sizes, "tokens": plan.tokens, "train_minutes": train_minutes,
         "loss": comparison["runs"], "fit": comparison.get("fit"),
-        "automated": {act: {"interpretable": sum(v), "neurons": len(v)}
-                      for act, v in auto.items()}, **blinded})
+        "automated": {act: {"interpretable": sum(v.values()), "neurons": len(v)}
+                      for act, v in verdicts.items()}, **blinded})
     return path

@@ -32,33 +32,47 @@ def auto_labels(run: Path) -> dict[tuple[int, int], bool]:
     return {key: bool(e["interpretable"]) for key, e in explanations.items()}
 
 
-def human_agreement(study: Path, labels: dict[Path, dict[tuple[int, int], bool]]
-                    ) -> dict[str, Any]:
-    """Cohen's kappa between human ratings and automated labels of the same neurons."""
+Labels = dict[Path, dict[tuple[int, int], bool]]  # resolved run -> (layer, neuron) -> verdict
+
+
+def rating_pairs(study: Path, labels: Labels) -> list[tuple[str, Path, bool, bool]]:
+    """``(annotator, run, rated interpretable, auto-interpretable)`` for every rating of a
+    neuron that has an automated label."""
     conn = connect(study)
     try:
         rows = neuron_labels(conn)
     finally:
         conn.close()
-    pairs: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    pairs = []
     for row in rows:
-        auto = labels.get(Path(row["run"]).resolve(), {}).get((row["layer"], row["neuron"]))
+        run = Path(row["run"]).resolve()
+        auto = labels.get(run, {}).get((row["layer"], row["neuron"]))
         if auto is not None:
-            pairs[row["annotator"]].append((row["label"] == HUMAN_YES, auto))
+            pairs.append((row["annotator"], run, row["label"] == HUMAN_YES, auto))
+    return pairs
+
+
+def agreement_score(pairs: list[tuple[bool, bool]]) -> dict[str, Any]:
+    """Counts, agreement and Cohen's kappa of ``(human, automated)`` label pairs."""
+    humans, autos = zip(*pairs)
+    return {"ratings": len(pairs), "agreement": sum(h == a for h, a in pairs) / len(pairs),
+            "kappa": cohens_kappa(humans, autos),
+            "human_interpretable": sum(humans) / len(pairs),
+            "auto_interpretable": sum(autos) / len(pairs),
+            "human_yes": sum(humans), "auto_yes": sum(autos)}
+
+
+def human_agreement(study: Path, labels: Labels) -> dict[str, Any]:
+    """Cohen's kappa between human ratings and automated labels of the same neurons."""
+    pairs: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    for annotator, _, human, auto in rating_pairs(study, labels):
+        pairs[annotator].append((human, auto))
     everyone = [p for annotator_pairs in pairs.values() for p in annotator_pairs]
     if not everyone:
         raise SolulabError(f"no rating in {study} is of a neuron with an automated label in "
                            f"these runs")
-
-    def score(ps: list[tuple[bool, bool]]) -> dict[str, Any]:
-        humans, autos = zip(*ps)
-        return {"ratings": len(ps), "agreement": sum(h == a for h, a in ps) / len(ps),
-                "kappa": cohens_kappa(humans, autos),
-                "human_interpretable": sum(humans) / len(ps),
-                "auto_interpretable": sum(autos) / len(ps)}
-
-    return {"all": score(everyone),
-            "per_annotator": {name: score(ps) for name, ps in sorted(pairs.items())}}
+    return {"all": agreement_score(everyone),
+            "per_annotator": {name: agreement_score(ps) for name, ps in sorted(pairs.items())}}
 
 
 def compare_runs(runs: list[str | Path], study: str | Path | None = None) -> dict[str, Any]:
