@@ -36,8 +36,7 @@ from solulab import ModelConfig, Transformer, kernels
 from solulab.activations import REGISTRY, Activation
 from solulab.kernels.c_kernels import native_activation, native_ready
 from solulab.kernels.fused import fused_activation
-from solulab.model import lm_loss
-from solulab.train import param_groups
+from solulab.train import build_optimizer
 
 SOLU_LN = REGISTRY["solu_ln"].kind  # what the kernels compute for solu_ln
 
@@ -136,7 +135,7 @@ def model_config(act: str, args) -> ModelConfig:
 def training_step(act: str, args, device, compile_model: bool) -> Callable[[], None]:
     cfg = model_config(act, args)
     model = Transformer(cfg).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4)
+    optimizer = build_optimizer(model, 1e-4, 0.1, (0.9, 0.95))  # as training builds it
     forward = torch.compile(model) if compile_model else model
     tokens = torch.randint(0, args.vocab, (args.batch, args.n_ctx), device=device)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
@@ -144,7 +143,7 @@ def training_step(act: str, args, device, compile_model: bool) -> Callable[[], N
 
     def step() -> None:
         with autocast:
-            loss = lm_loss(forward(tokens), tokens)
+            loss = forward(tokens, return_loss=True)  # the training loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -165,7 +164,7 @@ def saved_bytes(act: str, args, device, backend: str) -> int:
         return t
 
     with kernels.use_backend(backend), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        lm_loss(model(tokens), tokens)
+        model(tokens, return_loss=True)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     return sum(n for ptr, n in seen.items() if ptr not in params)
 

@@ -79,8 +79,9 @@ section "2. Triton kernels against the float64 reference" 150 md "$py" "$checks"
 section "3. SoLU-LN / GELU training step, MFU (activation_overhead.py)" 180 text \
     "$py" "$checks" script "$root/benchmarks/activation_overhead.py" $overhead
 section "4. Triton SoLU-LN bandwidth against a device copy" 60 md "$py" "$checks" bandwidth $cpu
+section "5. Fused unembedding loss against float64 and the unfused loss" 60 md "$py" "$checks" loss $cpu
 # shellcheck disable=SC2086
-section "5. Neuron collection against a bare forward (collect_throughput.py)" 90 text \
+section "6. Neuron collection against a bare forward (collect_throughput.py)" 90 text \
     "$py" "$checks" script "$root/benchmarks/collect_throughput.py" $collect
 
 echo -e "\nTotal $SECONDS s." >>"$results"

@@ -4,6 +4,7 @@ each prints markdown for the results file.
     python3 benchmarks/gpu_checks.py device       # versions, device, copy bandwidth
     python3 benchmarks/gpu_checks.py kernels      # Triton kernels against the float64 reference
     python3 benchmarks/gpu_checks.py bandwidth    # Triton SoLU-LN bandwidth against a copy
+    python3 benchmarks/gpu_checks.py loss         # the fused unembedding loss: errors, time, memory
     python3 benchmarks/gpu_checks.py script benchmarks/activation_overhead.py ARGS...
 
 ``script`` runs another benchmark as if started directly, after putting empty stand-ins in
@@ -204,9 +205,68 @@ def bandwidth_section(device, small: bool) -> None:
               f"| {fwd_bw / copy_bw:.3f} | {both_bw / 1e9:,.0f} | {both_bw / copy_bw:.3f} |")
 
 
+def loss_section(device, small: bool) -> None:
+    """The fused unembedding + cross-entropy (``linear_cross_entropy``, what training calls)
+    against the float64 loss on the device, and its time and peak memory against the unfused
+    ``cross_entropy(linear(x))``, both under the training's bfloat16 autocast."""
+    import torch
+    import torch.nn.functional as F
+    from activation_overhead import race
+
+    from solulab.unembed_loss import IGNORE, linear_cross_entropy
+
+    tokens, d, vocab = (64, 32, 257) if small else (8192, 768, 50304)
+    rounds, reps = (1, 1) if small else (5, 10)
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(tokens, d, device=device, generator=gen, requires_grad=True)
+    weight = (torch.randn(vocab, d, device=device, generator=gen) * 0.02).requires_grad_()
+    targets = torch.randint(0, vocab, (tokens,), device=device, generator=gen)
+    targets[-1] = IGNORE
+    x64, w64 = x.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    want = F.cross_entropy(F.linear(x64, w64), targets, ignore_index=IGNORE)
+    want_grads = torch.autograd.grad(want, [x64, w64])
+
+    def rel(a, b) -> float:
+        return ((a.double() - b).norm() / b.norm()).item()
+
+    print(f"{tokens} tokens, d_model {d}, vocab {vocab}; relative error (norm) against float64:\n")
+    print("| precision | loss | input gradient | weight gradient |")
+    print("|---|---|---|---|")
+    for name, enabled in (("float32", False), ("bfloat16 autocast", True)):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled):
+            got = linear_cross_entropy(x, weight, None, targets)
+            grads = torch.autograd.grad(got, [x, weight])
+        cells = [rel(got, want)] + [rel(g, w) for g, w in zip(grads, want_grads)]
+        print(f"| {name} | " + " | ".join(f"{c:.1e}" for c in cells) + " |")
+
+    def step(fused: bool):
+        def run() -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = (linear_cross_entropy(x, weight, None, targets) if fused else
+                        F.cross_entropy(F.linear(x, weight).float(), targets,
+                                        ignore_index=IGNORE))
+            torch.autograd.grad(loss, [x, weight])
+        return run
+
+    contenders = {"unfused": step(False), "fused": step(True)}
+    seconds = race(contenders, rounds, reps, device)
+    print("\n| loss, forward + backward | ms | peak memory MiB |")
+    print("|---|---|---|")
+    for name, fn in contenders.items():
+        peak = "-"
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            fn()
+            torch.cuda.synchronize()
+            peak = f"{(torch.cuda.max_memory_allocated() - base) / 2**20:,.0f}"
+        print(f"| {name} | {seconds[name] * 1000:.2f} | {peak} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("section", choices=["device", "kernels", "bandwidth", "script"])
+    parser.add_argument("section", choices=["device", "kernels", "bandwidth", "loss", "script"])
     parser.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.section == "script":
@@ -233,6 +293,8 @@ def main() -> None:
         device_section(device, small, stand_ins)
     elif args.section == "kernels":
         sys.exit(0 if kernels_section(device, small) else 1)
+    elif args.section == "loss":
+        loss_section(device, small)
     else:
         bandwidth_section(device, small)
 

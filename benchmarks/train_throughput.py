@@ -16,19 +16,18 @@ import time
 import torch
 
 from solulab import ModelConfig, Transformer
-from solulab.model import lm_loss
-from solulab.train import param_groups
+from solulab.train import build_optimizer
 
 
 def make_step(act: str, args, device: torch.device):
     cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64,
                       n_ctx=args.n_ctx, d_vocab=args.vocab, act_fn=act)
     model = Transformer(cfg).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4)
+    optimizer = build_optimizer(model, 1e-4, 0.1, (0.9, 0.95))  # as training builds it
     tokens = torch.randint(0, args.vocab, (args.batch, args.n_ctx), device=device)
 
     def step() -> None:
-        loss = lm_loss(model(tokens), tokens)
+        loss = model(tokens, return_loss=True)  # the training loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -4,16 +4,20 @@
 
 nanoGPT is read from the path given (it is not part of solulab). Both models: GELU, learned
 positions, tied embeddings, biases (none on the logits: nanoGPT's ``lm_head`` has none), no
-dropout, the same sizes; both train with the same AdamW on
-the same random tokens. A second nanoGPT model is timed alongside as the noise floor. Steps
-alternate between the models in rounds (the order reversed every other round); the figure is the
-median over rounds of tokens per second, and the ratio solulab / nanoGPT.
+dropout, the same sizes, the same random tokens. Each trains as its own training code does: its
+own loss (solulab's ``return_loss``, nanoGPT's ``targets``), its own optimizer (solulab's
+``build_optimizer``, nanoGPT's ``configure_optimizers``; AdamW with nanoGPT's default settings
+for both) and gradient clipping at 1.0. A second nanoGPT model is timed alongside as the noise
+floor. Steps alternate between the models in rounds (the order reversed every other round); the
+figure is the median over rounds of tokens per second, and the ratio solulab / nanoGPT.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import platform
 import statistics
 import sys
@@ -23,7 +27,9 @@ from pathlib import Path
 import torch
 
 from solulab import ModelConfig, Transformer
-from solulab.model import lm_loss
+from solulab.train import build_optimizer
+
+LR, WEIGHT_DECAY, BETAS = 6e-4, 0.1, (0.9, 0.95)  # nanoGPT's train.py defaults
 
 
 def load_nanogpt(path: Path):
@@ -40,8 +46,10 @@ def nanogpt_step(module, args, tokens: torch.Tensor):
                            n_head=args.d_model // 64, n_embd=args.d_model, dropout=0.0,
                            bias=True)
     model = module.GPT(cfg)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its parameter counts
+        optimizer = model.configure_optimizers(WEIGHT_DECAY, LR, BETAS, "cpu")
     targets = torch.roll(tokens, -1, dims=1)
-    return train_step(model, lambda: model(tokens, targets)[1])
+    return train_step(model, optimizer, lambda: model(tokens, targets)[1])
 
 
 def solulab_step(args, tokens: torch.Tensor):
@@ -49,14 +57,14 @@ def solulab_step(args, tokens: torch.Tensor):
                       n_ctx=args.n_ctx, d_vocab=args.vocab, act_fn="gelu", positional="learned",
                       tie_embeddings=True, unembed_bias=False)  # nanoGPT's lm_head has no bias
     model = Transformer(cfg)
-    return train_step(model, lambda: lm_loss(model(tokens), tokens))
+    optimizer = build_optimizer(model, LR, WEIGHT_DECAY, BETAS)
+    return train_step(model, optimizer, lambda: model(tokens, return_loss=True))
 
 
-def train_step(model: torch.nn.Module, loss_fn):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
-
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn):
     def step() -> None:
         loss_fn().backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

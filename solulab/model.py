@@ -19,6 +19,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from solulab.activations import Activation, ExtraLayerNorm, blocked_layer_norm
 from solulab.config import ModelConfig
 from solulab.hooks import HookPoint, Patch
+from solulab.unembed_loss import IGNORE, linear_cross_entropy, next_token_targets
 
 
 class LayerNorm(nn.Module):
@@ -205,9 +206,11 @@ class Transformer(nn.Module):
         if tokens.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"tokens must be integer ids, got {tokens.dtype}")
 
-    def forward(self, tokens: torch.Tensor, stop_at_layer: int | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, stop_at_layer: int | None = None,
+                return_loss: bool = False) -> torch.Tensor:
         """Logits ``[batch, pos, d_vocab]``; with ``stop_at_layer=L``, the residual stream
-        ``[batch, pos, d_model]`` after the first ``L`` blocks (later blocks are not run)."""
+        ``[batch, pos, d_model]`` after the first ``L`` blocks (later blocks are not run); with
+        ``return_loss``, ``lm_loss`` of the logits, computed without holding them whole."""
         self._check_tokens(tokens)
         x = self.embed(tokens)
         if self.pos_embed is not None:
@@ -218,7 +221,11 @@ class Transformer(nn.Module):
             x = block(x)
         if stop_at_layer is not None:
             return x
-        return self.unembed(self.ln_final(x))
+        x = self.ln_final(x)
+        if return_loss:
+            return linear_cross_entropy(x.flatten(0, 1), self.unembed.weight, self.unembed.bias,
+                                        next_token_targets(tokens))
+        return self.unembed(x)
 
     def run_with_cache(
         self,
@@ -299,9 +306,9 @@ def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, per_sequence: bool = Fal
     """Mean next-token cross-entropy in nats (a ``[batch]`` tensor of each sequence's mean with
     ``per_sequence``): position ``t`` predicts token ``t + 1`` (the last position has no target;
     it is ignored rather than sliced off, which would copy the logits)."""
-    targets = F.pad(tokens[:, 1:].long(), (0, 1), value=-100).flatten()
+    targets = next_token_targets(tokens)
+    logits = logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32))
     if not per_sequence:
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=-100)
-    losses = F.cross_entropy(logits.flatten(0, 1).float(), targets, ignore_index=-100,
-                             reduction="none")
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE)
+    losses = F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="none")
     return losses.view(tokens.shape).sum(dim=1) / (tokens.shape[1] - 1)

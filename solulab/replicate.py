@@ -24,13 +24,13 @@ from solulab.data import Corpus
 from solulab.distributed import resolve_device
 from solulab.errors import SolulabError
 from solulab.io import atomic_write, atomic_write_json
-from solulab.model import Transformer, lm_loss
+from solulab.model import Transformer
 from solulab.neurons.collect import ensure_store
 from solulab.replicate_results import write_results
 from solulab.study.create import create_study
 from solulab.sweep import SweepPlan, run_sweep
 from solulab.sweep.compare import compare_sweep, plot_comparison
-from solulab.train import TrainConfig
+from solulab.train import TrainConfig, build_optimizer
 
 PLAN_FILE = "replicate.json"
 LINKS_FILE = "annotator-links.txt"
@@ -126,13 +126,13 @@ def seconds_per_token(size: str, act: str, request: Request, d_vocab: int,
     parameter count."""
     cfg = SweepPlan([size], [act], {"n_ctx": request.n_ctx}, {}).model_config(size, act, d_vocab)
     model = Transformer(cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=request.lr)
+    optimizer = build_optimizer(model, request.lr, TrainConfig.weight_decay, TrainConfig.betas)
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, d_vocab, (request.batch_size, request.n_ctx),
                            generator=generator).to(device)
 
     def step() -> None:
-        loss = lm_loss(model(tokens), tokens)
+        loss = model(tokens, return_loss=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -193,6 +193,14 @@ def param_groups(model: Transformer, weight_decay: float) -> list[dict[str, Any]
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+def build_optimizer(model: Transformer, lr: float, weight_decay: float,
+                    betas: tuple[float, float], sharded: bool = False) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`; the fused kernel (one pass over all parameters, on CPU
+    as on GPU) unless the parameters are sharded DTensors, which take the multi-tensor path."""
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas,
+                             fused=not sharded)
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -337,10 +345,7 @@ class Trainer:
             restore_rng_states(state.rng)
         model, train_model = build_model(self.model_cfg, info, cfg.fsdp,
                                          state.model if state is not None else None)
-        optimizer = torch.optim.AdamW(
-            param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
-            fused=info.device.type == "cuda" and not self._sharded,
-        )
+        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, self._sharded)
         if optimizer_state is not None:
             if self._sharded:
                 from torch.distributed.checkpoint.state_dict import (
@@ -404,7 +409,7 @@ class Trainer:
                 sync = micro == cfg.grad_accum - 1 or not hasattr(train_model, "no_sync")
                 with (nullcontext() if sync else train_model.no_sync()):
                     with self._autocast(info.device):
-                        loss = lm_loss(step_model(tokens), tokens) / cfg.grad_accum
+                        loss = step_model(tokens, return_loss=True) / cfg.grad_accum
                     loss.backward()
                 step_loss_t += loss.detach().double()
             if cfg.grad_clip > 0 and info.tp > 1:
