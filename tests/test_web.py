@@ -117,7 +117,8 @@ def test_time_per_rating_is_measured_by_the_server(client, study):
 
 def test_finishing_opens_the_checks_and_makes_ratings_final(client, study):
     token = study.tokens["bob"]
-    assert client.get(f"/api/study/{token}/checks").json() == {"open": False, "groups": []}
+    assert client.get(f"/api/study/{token}/checks").json() == {"open": False, "groups": [],
+                                                                "unlabelled": 0}
     assert client.post(f"/api/study/{token}/finish").status_code == 409  # nothing rated yet
     rate_everything(client, token)
     assert client.get(f"/api/study/{token}/checks").json()["open"] is False
@@ -137,7 +138,10 @@ def test_finishing_opens_the_checks_and_makes_ratings_final(client, study):
         "id", "tokens", "acts", "fire", "start", "consistent"}
     assert set(check["acts"]) == {0.0}  # no activation values that would reveal the point
     url = f"/api/study/{token}/checks/{check['id']}"
+    total = sum(len(g["checks"]) for g in groups)
+    assert client.get(f"/api/study/{token}/checks").json()["unlabelled"] == total
     assert client.put(url, json={"consistent": False}).json() == {"ok": True}
+    assert client.get(f"/api/study/{token}/checks").json()["unlabelled"] == total - 1
     assert client.put(f"/api/study/{study.tokens['ann']}/checks/{check['id']}",
                       json={"consistent": True}).status_code == 404  # not ann's example
     assert client.put(url, json={"consistent": "perhaps"}).status_code == 422

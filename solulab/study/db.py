@@ -259,9 +259,10 @@ def finish(conn: sqlite3.Connection, annotator: str) -> None:
 
 def check_groups(conn: sqlite3.Connection, annotator: str) -> dict[str, Any]:
     """After finishing: one group per neuron the annotator found interpretable with a
-    hypothesis, its examples in their stored (shuffled) order, with the annotator's labels."""
+    hypothesis, its examples in their stored (shuffled) order, with the annotator's labels,
+    and how many are still unlabelled (0: the study is complete)."""
     if not is_finished(conn, annotator):
-        return {"open": False, "groups": []}
+        return {"open": False, "groups": [], "unlabelled": 0}
     rows = conn.execute(
         "SELECT o.alias AS item, k.alias, c.payload, r.hypothesis, l.consistent FROM ratings r "
         "JOIN orders o ON o.annotator = r.annotator AND o.item_id = r.item_id "
@@ -277,7 +278,8 @@ def check_groups(conn: sqlite3.Connection, annotator: str) -> dict[str, Any]:
         consistent = None if r["consistent"] is None else bool(r["consistent"])
         group["checks"].append({"id": r["alias"], **json.loads(r["payload"]),
                                 "consistent": consistent})
-    return {"open": True, "groups": list(groups.values())}
+    unlabelled = sum(c["consistent"] is None for g in groups.values() for c in g["checks"])
+    return {"open": True, "groups": list(groups.values()), "unlabelled": unlabelled}
 
 
 def save_check_label(conn: sqlite3.Connection, annotator: str, alias: str,
