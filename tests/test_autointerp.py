@@ -122,6 +122,30 @@ def test_library_rules(name, toks, expected):
     assert bits(library(name), toks) == expected
 
 
+@pytest.mark.parametrize("name, toks, expected", [
+    ("the first piece of a word split into pieces",
+     [" ent", "ities", " x", " S", "ubject", "_", "id"], [1, 0, 0, 1, 0, 0, 0]),
+    ("a later part of a compound name (after '_' or a case change)",
+     [" get", "_", "extra", "_info", " Py", "Arg", "_Parse", " x"], [0, 0, 1, 1, 0, 1, 1, 0]),
+    ("numbers with their signs and separators",
+     [" -", "1", " x", "12", ":", "30", " :", " a", " -"], [1, 1, 0, 1, 1, 1, 1, 0, 0]),
+    ("a single lowercase letter", ["p", " v", "pv", "P", "_"], [1, 1, 0, 0, 0]),
+    ("auxiliary verbs", [" has", " can", " is", " hash", " Did"], [1, 1, 1, 0, 1]),
+    ("the token that opens a string", CODE, [0] * 15 + [1, 0, 0, 0]),
+    ("separators between items in brackets",
+     ["f", "(", "a", ",", " b", "),", " (", "c", ",\n", "\n    ", "d", ")", ","],
+     [0, 0, 0, 1, 0, 1, 0, 0, 1, 1, 0, 0, 0]),
+])
+def test_library_rules_for_pieces_numbers_and_positions(name, toks, expected):
+    assert bits(library(name), toks) == expected
+
+
+def test_the_token_after_or_before_a_punctuation_mark():
+    toks = ["x", "='", "a", " =", " b", "("]
+    assert bits(rules.after(rules.punctuation_mark("=")), toks) == [0, 0, 1, 0, 1, 0]
+    assert bits(rules.before(rules.punctuation_mark("=")), toks) == [1, 0, 1, 0, 0, 0]
+
+
 def test_user_regex_and_a_bad_one():
     assert rules.regex(r"^\d+$").predict(["12", "a1"]) == [True, False]
     with pytest.raises(ValueError, match="bad regular expression"):

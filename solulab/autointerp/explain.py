@@ -17,7 +17,9 @@ development set such a gate removed as many neurons raters passed as ones they f
 the top examples' strength most neurons fire on a few dozen held-out tokens. What does gate the
 verdict is breadth: a class, position or context that holds on more than ``MAX_FREQUENCY`` of
 held-out tokens ("punctuation", "inside brackets" in code) is too broad to be one thing, as raters
-judged; forms of one named token are one thing however common. Each verdict
+judged; forms of one named token are one thing however common. The bound was read off the tuning
+labels (``benchmarks/data/autointerp-labels``, README): a tighter one fails classes raters pass,
+a looser one passes contexts they fail. Each verdict
 also names the best rejected candidate and why it was rejected. The simulation score is the
 correlation between the neuron's activations and those a simulator predicts from the explanation
 alone (``solulab.autointerp.simulate``): by default the rule's own predictions.
@@ -52,7 +54,7 @@ from solulab.stats import auroc, pearson, precision_recall
 
 THRESHOLD = 0.8  # the paper's criterion
 TOP = 20  # the examples an annotator sees
-MAX_FREQUENCY = 0.12  # a class or context holding on more of all text is too broad to be one thing
+MAX_FREQUENCY = 0.15  # a class or context holding on more of all text is too broad to be one thing
 NAMED = frozenset({"token", "word", "both", "regex"})  # one named thing, however common
 
 Examples = Sequence[tuple[Sequence[str], int]]  # (window tokens, index of the firing token)
@@ -151,9 +153,11 @@ def candidates(text: TokenText, fired: np.ndarray, extra: Sequence[Rule] = ()) -
     rules += [suffix(s) for s in _commonest(
         (next((s for s in SUFFIXES if text.word[i].endswith(s) and len(text.word[i]) > len(s) + 2),
               "") for i in fired), 2)]
-    marks = (mark for i in fired if _is_marks(text.stripped[i])
-             for mark in sorted(set(text.stripped[i])))
-    rules += [punctuation_mark(m) for m in _commonest(marks, 2)]
+    for neighbour, positions in ((None, fired), (after, inside - 1), (before, ahead + 1)):
+        marks = (mark for i in positions if _is_marks(text.stripped[i])
+                 for mark in sorted(set(text.stripped[i])))
+        rules += [punctuation_mark(m) if neighbour is None else neighbour(punctuation_mark(m))
+                  for m in _commonest(marks, 2)]
     rules += list(LIBRARY) + list(extra)
     if len(keys) > 1:
         rules.append(one_of(keys))

@@ -10,8 +10,11 @@ Families, each a rule a person would call one thing, for code and prose alike:
 - the word a token is a piece of (``scri`` + ``pt``);
 - the token before or after another token or a token class; a token after another earlier on the
   same line; two-token n-grams (a token with its neighbour);
-- where it stands: first or last token of a line, inside a string, a comment or brackets;
-- word shapes and suffixes (``snake_case``, ``CamelCase``, ``-ing``) and character classes.
+- where it stands: first or last token of a line, the token opening a string, inside a string,
+  a comment or brackets, a separator between items in brackets;
+- word shapes and suffixes (``snake_case``, ``CamelCase``, ``-ing``), pieces of split words (the
+  first piece, a later part of a compound name), numbers with their signs and separators, and
+  character and word classes (digits, a lowercase letter, auxiliary verbs).
 A set of unrelated tokens is deliberately not a rule: ``one_of`` exists only to say why it was
 rejected (see ``solulab.autointerp.explain``).
 """
@@ -293,6 +296,7 @@ DETERMINERS = frozenset("a an the this that these those its their his her our yo
                         "some any no another".split())
 MODALS = frozenset("can could may might must shall should will would cannot".split())
 BE = frozenset("be is are was were been being am".split())
+AUXILIARIES = BE | MODALS | frozenset("have has had do does did".split())
 PREPOSITIONS = frozenset("of in on at by for with from into onto to over under about after "
                          "before between through during without within".split())
 CONJUNCTIONS = frozenset("and or but nor so yet if because while although unless".split())
@@ -334,6 +338,53 @@ def _initial_letter(text: TokenText) -> np.ndarray:
     return starts & continues & letter
 
 
+def _first_piece(text: TokenText) -> np.ndarray:
+    """The first token of a word split into several (``ent`` in ``ent|ities``)."""
+    starts = np.append(True, text.word_index[1:] != text.word_index[:-1])
+    continues = np.append(text.word_index[1:] == text.word_index[:-1], False)
+    return starts & continues
+
+
+def _later_part(text: TokenText) -> np.ndarray:
+    """A token starting a later part of one compound name: at or after ``_``, or at a
+    lower-to-upper case change (``extra`` and ``_info`` in ``get_extra_info``, ``Arg`` in
+    ``PyArg``)."""
+    same_word = np.append(False, text.word_index[1:] == text.word_index[:-1])
+    out = np.zeros(text.n, bool)
+    for i in np.flatnonzero(same_word):
+        token, previous = text.stripped[i], text.stripped[i - 1]
+        out[i] = (previous.endswith("_") or (token.startswith("_") and token.strip("_") != "")
+                  or (token[:1].isupper() and previous[-1:].islower()))
+    return out
+
+
+def _string_opener(text: TokenText) -> np.ndarray:
+    """The token whose quote opens a string (``f'``, ``("``, ``='``)."""
+    return text.shifted(text.in_string, -1) & ~text.in_string
+
+
+SEPARATORS = frozenset({",", "),", "],", "},", ";"})
+
+
+def _separator_in_brackets(text: TokenText) -> np.ndarray:
+    """A comma (alone or closing a bracket) or a bare line break between items in brackets."""
+    separator = np.fromiter((t.strip() in SEPARATORS or (t.isspace() and "\n" in t)
+                             for t in text.tokens), bool, text.n)
+    return separator & text.in_brackets
+
+
+NUMBER_MARKS = frozenset("-+.:/,")
+
+
+def _number_part(text: TokenText) -> np.ndarray:
+    """A token with a digit, or a sign or separator of one or two marks next to one (``-`` in
+    ``-1``, ``:`` in ``12:30``)."""
+    digit = np.fromiter((any(c.isdigit() for c in t) for t in text.stripped), bool, text.n)
+    mark = np.fromiter((0 < len(t) <= 2 and set(t) <= NUMBER_MARKS for t in text.stripped),
+                       bool, text.n)
+    return digit | (mark & (text.shifted(digit, 1) | text.shifted(digit, -1)))
+
+
 def _position(description: str, noun: str, attribute: str) -> Rule:
     return Rule("position", description, lambda text: getattr(text, attribute).copy(), noun)
 
@@ -343,6 +394,7 @@ DET = _words("articles and determiners", "an article or determiner", DETERMINERS
 MODAL = _words("modal verbs", "a modal verb", MODALS)
 TO_BE = _words("forms of 'be'", "a form of 'be'", BE)
 PREPOSITION = _words("prepositions", "a preposition", PREPOSITIONS)
+AUXILIARY = _words("auxiliary verbs", "an auxiliary verb", AUXILIARIES)
 PUNCTUATION = _class("punctuation", "punctuation", _punctuation)
 OPENING = _class("opening brackets", "an opening bracket", lambda t: t != "" and t[-1] in OPEN)
 CLOSING = _class("closing brackets", "a closing bracket", lambda t: t != "" and t[0] in CLOSE)
@@ -389,7 +441,14 @@ LIBRARY: tuple[Rule, ...] = (
          "the first letter of a split word"),
     Rule("shape", "the stem of a word split before its ending", _stem_piece,
          "a word's stem before its ending"),
-    DET, MODAL, TO_BE, PREPOSITION,
+    Rule("shape", "the first piece of a word split into pieces", _first_piece,
+         "the first piece of a split word"),
+    Rule("shape", "a later part of a compound name (after '_' or a case change)", _later_part,
+         "a later part of a compound name"),
+    Rule("shape", "numbers with their signs and separators", _number_part, "part of a number"),
+    _class("a single lowercase letter", "a lowercase letter",
+           lambda t: len(t) == 1 and t.islower()),
+    DET, MODAL, TO_BE, AUXILIARY, PREPOSITION,
     _words("conjunctions", "a conjunction", CONJUNCTIONS),
     _words("pronouns", "a pronoun", PRONOUNS),
     Rule("position", "line breaks and the first token of a line", lambda text: np.fromiter(
@@ -399,12 +458,15 @@ LIBRARY: tuple[Rule, ...] = (
                       "a statement keyword (if, elif, while, for, assert, return)"),
     LINE_START,
     _position("the last token of a line", "the last token of a line", "line_end"),
+    Rule("position", "the token that opens a string", _string_opener, "a string's opening"),
     _position("tokens inside a string", "inside a string", "in_string"),
     _position("tokens inside a comment", "inside a comment", "in_comment"),
     _position("tokens inside brackets", "inside brackets", "in_brackets"),
+    Rule("position", "separators between items in brackets", _separator_in_brackets,
+         "a separator in brackets"),
 )
 """Classes and positions, offered for every neuron."""
 
 CONTEXT_CLASSES: tuple[Rule, ...] = (DIGITS, OPENING, CLOSING, KEYWORDS, NEWLINES, LINE_START,
-                                     DET, MODAL, TO_BE, PREPOSITION)
+                                     DET, MODAL, TO_BE, AUXILIARY, PREPOSITION)
 """Classes offered as a neighbour: the token after (or before) one of these."""
