@@ -1,4 +1,5 @@
-"""Next-token cross-entropy, from logits or fused with the unembedding.
+"""Next-token cross-entropy fused with the unembedding (what training calls; ``lm_loss`` in
+``solulab.model`` is the same loss from logits).
 
 ``linear_cross_entropy`` computes ``cross_entropy(x @ W.T + b, targets)`` a block of rows at a
 time, with its gradients, so the ``[tokens, d_vocab]`` logits, their log-softmax and its
@@ -14,7 +15,9 @@ import torch
 import torch.nn.functional as F
 
 IGNORE = -100  # the target of a position with nothing to predict
-BLOCK_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 26}  # logits per block: cache- or memory-sized
+# Logits per block: within a CPU's cache; on a GPU few blocks (each adds a pass over the
+# weight's gradient), still a fraction of the logits of a large batch and vocabulary.
+BLOCK_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 28}
 
 
 def next_token_targets(tokens: torch.Tensor) -> torch.Tensor:
@@ -35,20 +38,34 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_bias = torch.zeros_like(bias, dtype=compute) if want_bias else None
         total = torch.zeros((), dtype=compute, device=x.device)
         autocast = torch.is_autocast_enabled(x.device.type)
+        # In one precision without autocast, every block's logits go into one buffer: the
+        # step allocates nothing of the logits' size per block.
+        in_place = not autocast and x.dtype == weight.dtype == compute
+        buffer = (torch.empty(min(block_rows, x.shape[0]), weight.shape[0], dtype=compute,
+                              device=x.device) if in_place else None)
         for start in range(0, x.shape[0], block_rows):
             rows = slice(start, start + block_rows)
             x_rows, keep = x[rows], valid[rows]
             target = targets[rows].clamp(min=0)  # ignored rows: any class, weighted 0 below
-            logits = F.linear(x_rows, weight, bias).to(compute)
-            lse = torch.logsumexp(logits, dim=-1)
+            if in_place:
+                logits = torch.mm(x_rows, weight.t(), out=buffer[:len(target)])
+                if bias is not None:
+                    logits.add_(bias)
+            else:
+                logits = F.linear(x_rows, weight, bias).to(compute)
             picked = logits.gather(1, target[:, None]).squeeze(1)
-            total += ((lse - picked) * keep).sum()
+            row_max = logits.amax(dim=-1)
+            probs = logits.sub_(row_max[:, None]).exp_()  # unnormalised, in place of the logits
+            sums = probs.sum(dim=-1)
+            total += ((row_max + sums.log() - picked) * keep).sum()
             if not (want_x or want_weight or want_bias):
                 continue
-            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+            grad = probs.div_(sums[:, None])  # the softmax, then the loss's gradient
             grad[torch.arange(len(target), device=x.device), target] -= 1
             grad.mul_((keep.to(compute) / count)[:, None])
-            if want_x:
+            if want_x and in_place:
+                torch.mm(grad, weight, out=grad_x[rows])
+            elif want_x:
                 grad_x[rows] = (grad.to(weight.dtype) @ weight).to(x.dtype)
             if want_weight and autocast:  # the matrix product in the autocast precision
                 grad_weight += grad.t() @ x_rows

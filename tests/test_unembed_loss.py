@@ -81,3 +81,18 @@ def test_under_autocast_the_gradients_match_autograd_at_bfloat16_tolerance():
     for g, e in zip(got, expected):
         assert g.dtype == e.dtype
         torch.testing.assert_close(g, e, rtol=2e-2, atol=2e-2)
+
+
+def test_a_bfloat16_model_without_autocast_is_within_bfloat16_tolerance():
+    x, weight, b, targets = _problem(torch.float32)
+    reference = F.cross_entropy(F.linear(x.double(), weight.double(), b.double()), targets,
+                                ignore_index=IGNORE)
+    expected = torch.autograd.grad(reference, (x, weight, b))
+    low = [t.detach().bfloat16().requires_grad_() for t in (x, weight, b)]
+    loss = linear_cross_entropy(*low, targets, block_rows=16)
+    got = torch.autograd.grad(loss, low)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss.double(), reference, rtol=2e-2, atol=2e-2)
+    for g, e, t in zip(got, expected, low):
+        assert g.dtype == torch.bfloat16
+        torch.testing.assert_close(g.double(), e.double(), rtol=5e-2, atol=5e-2)
