@@ -28,11 +28,11 @@ def next_token_targets(tokens: torch.Tensor) -> torch.Tensor:
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, targets, block_rows):
+    def forward(ctx, x, weight, bias, targets, block_rows, grad_enabled):
         compute = torch.promote_types(x.dtype, torch.float32)
         valid = targets != IGNORE
         count = valid.sum().clamp(min=1).to(compute)
-        want_x, want_weight, want_bias = ctx.needs_input_grad[:3]
+        want_x, want_weight, want_bias = (w and grad_enabled for w in ctx.needs_input_grad[:3])
         grad_x = torch.empty_like(x) if want_x else None
         grad_weight = torch.zeros_like(weight, dtype=compute) if want_weight else None
         grad_bias = torch.zeros_like(bias, dtype=compute) if want_bias else None
@@ -46,7 +46,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, x.shape[0], block_rows):
             rows = slice(start, start + block_rows)
             x_rows, keep = x[rows], valid[rows]
-            target = targets[rows].clamp(min=0)  # ignored rows: any class, weighted 0 below
+            target = torch.where(keep, targets[rows], 0)  # ignored rows: any class, dropped below
             if in_place:
                 logits = torch.mm(x_rows, weight.t(), out=buffer[:len(target)])
                 if bias is not None:
@@ -57,12 +57,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
             row_max = logits.amax(dim=-1)
             probs = logits.sub_(row_max[:, None]).exp_()  # unnormalised, in place of the logits
             sums = probs.sum(dim=-1)
-            total += ((row_max + sums.log() - picked) * keep).sum()
+            total += torch.where(keep, row_max + sums.log() - picked, 0).sum()
             if not (want_x or want_weight or want_bias):
                 continue
             grad = probs.div_(sums[:, None])  # the softmax, then the loss's gradient
             grad[torch.arange(len(target), device=x.device), target] -= 1
-            grad.mul_((keep.to(compute) / count)[:, None])
+            grad.masked_fill_(~keep[:, None], 0).div_(count)
             if want_x and in_place:
                 torch.mm(grad, weight, out=grad_x[rows])
             elif want_x:
@@ -79,17 +79,25 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
+        if torch.is_grad_enabled():  # create_graph: the gradients here are constants
+            raise RuntimeError("the fused loss has no second derivative: for double backward "
+                               "use lm_loss(model(tokens), tokens)")
         grads = [None if g is None else (g * grad_loss).to(dtype)
                  for g, dtype in zip(ctx.saved_tensors, ctx.dtypes)]
-        return (*grads, None, None)
+        return (*grads, None, None, None)
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          targets: torch.Tensor, block_rows: int | None = None) -> torch.Tensor:
     """Mean cross-entropy of ``x [tokens, d] @ weight.T [d, vocab] + bias`` against
-    ``targets [tokens]`` (``IGNORE`` counts for nothing), in blocks of ``block_rows`` rows
-    (default: sized to the device); float32 or wider arithmetic for the softmax."""
-    if block_rows is None:
+    ``targets [tokens]`` (``IGNORE`` counts for nothing; 0 if every target is ignored), in
+    blocks of ``block_rows`` rows (default: sized to the device; one block when compiled, which
+    would unroll the loop); float32 or wider arithmetic for the softmax. Gradients are formed
+    only where autograd will ask for them, and only once (no double backward)."""
+    if torch.compiler.is_compiling():
+        block_rows = x.shape[0]
+    elif block_rows is None:
         elements = BLOCK_ELEMENTS.get(x.device.type, BLOCK_ELEMENTS["cuda"])
         block_rows = max(1, elements // weight.shape[0])
-    return _LinearCrossEntropy.apply(x, weight, bias, targets, block_rows)
+    return _LinearCrossEntropy.apply(x, weight, bias, targets, block_rows,
+                                     torch.is_grad_enabled())

@@ -127,14 +127,25 @@ def test_library_rules(name, toks, expected):
      [" ent", "ities", " x", " S", "ubject", "_", "id"], [1, 0, 0, 1, 0, 0, 0]),
     ("a later part of a compound name (after '_' or a case change)",
      [" get", "_", "extra", "_info", " Py", "Arg", "_Parse", " x"], [0, 0, 1, 1, 0, 1, 1, 0]),
+    ("a later part of a compound name (after '_' or a case change)",
+     ["__", "init", "__", " _", "private"], [0, 0, 0, 0, 0]),
     ("numbers with their signs and separators",
-     [" -", "1", " x", "12", ":", "30", " :", " a", " -"], [1, 1, 0, 1, 1, 1, 1, 0, 0]),
+     [" -", "1", " x", "12", ":", "30", " :", " a", " -"], [1, 1, 0, 1, 1, 1, 0, 0, 0]),
+    ("numbers with their signs and separators", [" 2020", ",", " we", " 5", "."], [1, 0, 0, 1, 0]),
     ("a single lowercase letter", ["p", " v", "pv", "P", "_"], [1, 1, 0, 0, 0]),
     ("auxiliary verbs", [" has", " can", " is", " hash", " Did"], [1, 1, 1, 0, 1]),
     ("the token that opens a string", CODE, [0] * 15 + [1, 0, 0, 0]),
+    ("the token that opens a string", ["It", "'s", " John", "'s", " '", "quoted", "'"],
+     [0, 0, 0, 0, 1, 0, 0]),  # an apostrophe is not a quote
+    ("tokens inside a string", ["It", "'s", " John", "'s", " '", "quoted", "'"],
+     [0, 0, 0, 0, 0, 1, 1]),
+    ("the token that opens a string", ["x", " =", " '"], [0, 0, 1]),
     ("separators between items in brackets",
      ["f", "(", "a", ",", " b", "),", " (", "c", ",\n", "\n    ", "d", ")", ","],
-     [0, 0, 0, 1, 0, 1, 0, 0, 1, 1, 0, 0, 0]),
+     [0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0]),  # the comma of '),' here is outside
+    ("separators between items in brackets", ["f", "(", "g", "(", "a", "),", " b", ")"],
+     [0, 0, 0, 0, 0, 1, 0, 0]),
+    ("separators between items in brackets", ["f", "(", "\n    ", "a", ")"], [0] * 5),
 ])
 def test_library_rules_for_pieces_numbers_and_positions(name, toks, expected):
     assert bits(library(name), toks) == expected

@@ -96,3 +96,42 @@ def test_a_bfloat16_model_without_autocast_is_within_bfloat16_tolerance():
     for g, e, t in zip(got, expected, low):
         assert g.dtype == torch.bfloat16
         torch.testing.assert_close(g.double(), e.double(), rtol=5e-2, atol=5e-2)
+
+
+def test_an_ignored_row_cannot_poison_the_loss_or_the_gradients():
+    x, weight, b, targets = _problem(torch.float64)
+    with torch.no_grad():
+        x[0] = float("inf")  # targets[0] is ignored (every fifth)
+    loss = linear_cross_entropy(x, weight, b, targets, block_rows=7)
+    reference = F.cross_entropy(F.linear(x, weight, b), targets, ignore_index=IGNORE)
+    torch.testing.assert_close(loss, reference, rtol=0, atol=1e-12)
+    # the same loss without the ignored row: its gradients are what the poisoned one's should be
+    # (autograd through the full logits gives nan there: 0 * inf in the log-softmax's backward)
+    clean = F.cross_entropy(F.linear(x[1:], weight, b), targets[1:], ignore_index=IGNORE)
+    got_x, got_b = torch.autograd.grad(loss, [x, b])
+    want_x, want_b = torch.autograd.grad(clean, [x, b])
+    assert got_x[0].abs().max() == 0
+    torch.testing.assert_close(got_x[1:], want_x[1:], rtol=0, atol=1e-12)
+    torch.testing.assert_close(got_b, want_b, rtol=0, atol=1e-12)
+
+
+def test_double_backward_is_refused_and_bad_targets_raise():
+    x, weight, b, targets = _problem(torch.float64)
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(linear_cross_entropy(x, weight, b, targets), [x], create_graph=True)
+    targets[1] = -3
+    with pytest.raises((RuntimeError, IndexError)):
+        linear_cross_entropy(x, weight, b, targets)
+
+
+def test_compiled_model_gives_the_same_loss_and_gradients():
+    cfg = ModelConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=8, d_vocab=37)
+    model = Transformer(cfg)
+    tokens = torch.randint(0, 37, (2, 8), generator=torch.Generator().manual_seed(2))
+    reference = lm_loss(model(tokens), tokens)
+    expected = torch.autograd.grad(reference, list(model.parameters()))
+    loss = torch.compile(model)(tokens, return_loss=True)
+    got = torch.autograd.grad(loss, list(model.parameters()))
+    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-5)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)

@@ -118,7 +118,7 @@ def test_time_per_rating_is_measured_by_the_server(client, study):
 def test_finishing_opens_the_checks_and_makes_ratings_final(client, study):
     token = study.tokens["bob"]
     assert client.get(f"/api/study/{token}/checks").json() == {"open": False, "groups": [],
-                                                                "unlabelled": 0}
+                                                                "unlabelled": None}
     assert client.post(f"/api/study/{token}/finish").status_code == 409  # nothing rated yet
     rate_everything(client, token)
     assert client.get(f"/api/study/{token}/checks").json()["open"] is False

@@ -79,18 +79,21 @@ class TokenText:
         self.line_start, self.line_end = np.zeros(n, bool), np.zeros(n, bool)
         self.in_string, self.in_comment = np.zeros(n, bool), np.zeros(n, bool)
         self.in_brackets = np.zeros(n, bool)
+        self.opens_string = np.zeros(n, bool)  # a quote in the token opens a string left open
         self.earlier_on_line: list[frozenset[str]] = [frozenset()] * n
         self.word = np.empty(n, dtype=object)
         self.word_index = np.zeros(n, int)  # which word (adjacent pieces) each token is in
         self._scan()
 
     def _scan(self) -> None:
-        """One pass for lines, strings, comments, brackets and words."""
+        """One pass for lines, strings, comments, brackets and words. A quote right after a
+        letter or digit is an apostrophe (``it's``), not the start of a string."""
         last_content, depth, quote, comment, seen, word_start = -1, 0, "", False, set(), 0
-        words = -1
+        words, previous = -1, " "
         for i, token in enumerate(self.tokens):
             if self.seq_start[i]:
                 last_content, depth, quote, comment, seen = -1, 0, "", False, set()
+                previous = " "
             text = token.strip()
             self.in_string[i], self.in_comment[i] = bool(quote), comment
             self.in_brackets[i] = depth > 0
@@ -109,11 +112,13 @@ class TokenText:
                 self.earlier_on_line[i] = frozenset(seen)
                 seen.add(self.family[i])
                 last_content = i
+            if token[:1].isspace():
+                previous = " "
             for c in text:
                 if quote:
                     quote = "" if c == quote else quote
                 elif not comment:
-                    if c in QUOTES:
+                    if c in QUOTES and not previous.isalnum():
                         quote = c
                     elif c == "#":
                         comment = True
@@ -121,6 +126,10 @@ class TokenText:
                         depth += 1
                     elif c in CLOSE:
                         depth = max(0, depth - 1)
+                previous = c
+            if token[-1:].isspace():
+                previous = " "
+            self.opens_string[i] = bool(quote) and not self.in_string[i]
             # A word: adjacent pieces of letters, digits or _ with no space between them.
             joins = (i > 0 and not self.seq_start[i] and not token[:1].isspace()
                      and WORD.fullmatch(text) is not None
@@ -349,40 +358,47 @@ def _later_part(text: TokenText) -> np.ndarray:
     """A token starting a later part of one compound name: at or after ``_``, or at a
     lower-to-upper case change (``extra`` and ``_info`` in ``get_extra_info``, ``Arg`` in
     ``PyArg``)."""
-    same_word = np.append(False, text.word_index[1:] == text.word_index[:-1])
     out = np.zeros(text.n, bool)
-    for i in np.flatnonzero(same_word):
-        token, previous = text.stripped[i], text.stripped[i - 1]
-        out[i] = (previous.endswith("_") or (token.startswith("_") and token.strip("_") != "")
-                  or (token[:1].isupper() and previous[-1:].islower()))
+    for start, end in text.word_spans():
+        for i in range(start + 1, end):
+            if "".join(text.stripped[start:i]).strip("_") == "":
+                continue  # only leading underscores before it: ``init`` in ``__init__``
+            token, previous = text.stripped[i], text.stripped[i - 1]
+            out[i] = (previous.endswith("_") or (token.startswith("_") and token.strip("_") != "")
+                      or (token[:1].isupper() and previous[-1:].islower()))
     return out
 
 
 def _string_opener(text: TokenText) -> np.ndarray:
     """The token whose quote opens a string (``f'``, ``("``, ``='``)."""
-    return text.shifted(text.in_string, -1) & ~text.in_string
+    return text.opens_string.copy()
 
 
 SEPARATORS = frozenset({",", "),", "],", "},", ";"})
 
 
 def _separator_in_brackets(text: TokenText) -> np.ndarray:
-    """A comma (alone or closing a bracket) or a bare line break between items in brackets."""
+    """A comma (alone or closing an inner bracket) or a bare line break between items in
+    brackets: brackets open before and after it, and an item (not the bracket) before it."""
     separator = np.fromiter((t.strip() in SEPARATORS or (t.isspace() and "\n" in t)
                              for t in text.tokens), bool, text.n)
-    return separator & text.in_brackets
+    opening = np.fromiter((t != "" and t[-1] in OPEN for t in text.stripped), bool, text.n)
+    return (separator & text.in_brackets & text.shifted(text.in_brackets, -1)
+            & ~text.shifted(opening, 1))
 
 
-NUMBER_MARKS = frozenset("-+.:/,")
+SIGNS, NUMBER_SEPARATORS = frozenset("-+"), frozenset(".:/,-")
 
 
 def _number_part(text: TokenText) -> np.ndarray:
-    """A token with a digit, or a sign or separator of one or two marks next to one (``-`` in
-    ``-1``, ``:`` in ``12:30``)."""
+    """A token with a digit, a sign right before one (``-`` in ``-1``) or a separator between
+    two with no space (``:`` in ``12:30``; not the comma in ``2020, we``)."""
     digit = np.fromiter((any(c.isdigit() for c in t) for t in text.stripped), bool, text.n)
-    mark = np.fromiter((0 < len(t) <= 2 and set(t) <= NUMBER_MARKS for t in text.stripped),
-                       bool, text.n)
-    return digit | (mark & (text.shifted(digit, 1) | text.shifted(digit, -1)))
+    spaced = np.fromiter((t[:1].isspace() for t in text.tokens), bool, text.n)
+    digit_next = text.shifted(digit & ~spaced, -1)  # a digit follows with no space between
+    sign = np.fromiter((t in SIGNS for t in text.stripped), bool, text.n)
+    separator = np.fromiter((t in NUMBER_SEPARATORS for t in text.tokens), bool, text.n)
+    return digit | (sign & digit_next) | (separator & text.shifted(digit, 1) & digit_next)
 
 
 def _position(description: str, noun: str, attribute: str) -> Rule:

@@ -260,9 +260,9 @@ def finish(conn: sqlite3.Connection, annotator: str) -> None:
 def check_groups(conn: sqlite3.Connection, annotator: str) -> dict[str, Any]:
     """After finishing: one group per neuron the annotator found interpretable with a
     hypothesis, its examples in their stored (shuffled) order, with the annotator's labels,
-    and how many are still unlabelled (0: the study is complete)."""
+    and how many are still unlabelled (0: the study is complete; None before finishing)."""
     if not is_finished(conn, annotator):
-        return {"open": False, "groups": [], "unlabelled": 0}
+        return {"open": False, "groups": [], "unlabelled": None}
     rows = conn.execute(
         "SELECT o.alias AS item, k.alias, c.payload, r.hypothesis, l.consistent FROM ratings r "
         "JOIN orders o ON o.annotator = r.annotator AND o.item_id = r.item_id "
