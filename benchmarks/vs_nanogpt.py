@@ -8,8 +8,9 @@ dropout, the same sizes, the same random tokens. Each trains as its own training
 own loss (solulab's ``return_loss``, nanoGPT's ``targets``), its own optimizer (solulab's
 ``build_optimizer``, nanoGPT's ``configure_optimizers``; AdamW with nanoGPT's default settings
 for both) and gradient clipping at 1.0. A second nanoGPT model is timed alongside as the noise
-floor. Steps alternate between the models in rounds (the order reversed every other round); the
-figure is the median over rounds of tokens per second, and the ratio solulab / nanoGPT.
+floor. Steps alternate between the models in rounds (the order reversed every other round); each
+process gives the median over rounds of each model's step time, and the ratio solulab / nanoGPT;
+the figure is the median of that ratio over several fresh processes.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import argparse
 import contextlib
 import importlib.util
 import io
+import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -78,17 +81,8 @@ def timed(step, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nanogpt", type=Path, required=True)
-    parser.add_argument("--n-layers", type=int, default=2)
-    parser.add_argument("--d-model", type=int, default=256)
-    parser.add_argument("--n-ctx", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--vocab", type=int, default=4096)
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--steps-per-round", type=int, default=5)
-    args = parser.parse_args()
+def measure(args) -> dict[str, float]:
+    """One process's medians: ms per step of each model, the ratio and the noise floor."""
     module = load_nanogpt(args.nanogpt)
     torch.manual_seed(0)
     tokens = torch.randint(0, args.vocab, (args.batch, args.n_ctx))
@@ -102,15 +96,46 @@ def main() -> None:
         for name in order:
             seconds[name].append(timed(steps[name], args.steps_per_round))
     per_step = {name: statistics.median(s) for name, s in seconds.items()}
-    tokens_per_step = args.batch * args.n_ctx
+    return {"solulab_ms": per_step["solulab"] * 1000, "nanogpt_ms": per_step["nanoGPT"] * 1000,
+            "second_nanogpt_ms": per_step["nanoGPT'"] * 1000,
+            "ratio": per_step["nanoGPT"] / per_step["solulab"],
+            "floor": per_step["nanoGPT"] / per_step["nanoGPT'"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nanogpt", type=Path, required=True)
+    parser.add_argument("--n-layers", type=int, default=2)
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--n-ctx", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--steps-per-round", type=int, default=5)
+    parser.add_argument("--processes", type=int, default=5,
+                        help="Fresh processes, one after another (each lays out its memory anew, "
+                             "which moves a whole process's speed by several percent here).")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a child
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args)))
+        return
     print(f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"{args.n_layers} layers, d_model {args.d_model}, n_ctx {args.n_ctx}, batch "
-          f"{args.batch}, vocab {args.vocab}; median of {args.rounds} rounds")
-    for name, s in per_step.items():
-        print(f"  {name:<9} {s * 1000:8.1f} ms/step {tokens_per_step / s:10,.0f} tokens/s")
-    ratio, floor = (per_step["nanoGPT"] / per_step[name] for name in ("solulab", "nanoGPT'"))
-    print(f"solulab / nanoGPT tokens/s: {ratio:.3f}   (noise floor nanoGPT' / nanoGPT: "
-          f"{floor:.3f})")
+          f"{args.batch}, vocab {args.vocab}; in each process the median of {args.rounds} rounds")
+    results = []
+    for i in range(args.processes):
+        child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one"],
+                               capture_output=True, text=True, check=True)
+        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        r = results[-1]
+        print(f"  process {i + 1}: solulab {r['solulab_ms']:.1f} ms/step, nanoGPT "
+              f"{r['nanogpt_ms']:.1f}, nanoGPT' {r['second_nanogpt_ms']:.1f}; solulab / nanoGPT "
+              f"{r['ratio']:.3f} (noise floor nanoGPT' / nanoGPT {r['floor']:.3f})", flush=True)
+    ratios = sorted(r["ratio"] for r in results)
+    print(f"solulab / nanoGPT tokens/s: median {statistics.median(ratios):.3f} over "
+          f"{len(ratios)} processes (range {ratios[0]:.3f}-{ratios[-1]:.3f}); noise floor "
+          f"median {statistics.median(r['floor'] for r in results):.3f}")
 
 
 if __name__ == "__main__":
