@@ -123,10 +123,13 @@ def main() -> None:
     print(f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"{args.n_layers} layers, d_model {args.d_model}, n_ctx {args.n_ctx}, batch "
           f"{args.batch}, vocab {args.vocab}; in each process the median of {args.rounds} rounds")
+    load_nanogpt(args.nanogpt)  # a wrong path is told here, not by a child
     results = []
     for i in range(args.processes):
         child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one"],
-                               capture_output=True, text=True, check=True)
+                               capture_output=True, text=True)
+        if child.returncode:
+            sys.exit(f"process {i + 1} failed:\n{child.stderr}")
         results.append(json.loads(child.stdout.strip().splitlines()[-1]))
         r = results[-1]
         print(f"  process {i + 1}: solulab {r['solulab_ms']:.1f} ms/step, nanoGPT "
