@@ -339,19 +339,17 @@ def _stem_piece(text: TokenText) -> np.ndarray:
     return continues & alpha & text.shifted(alpha, -1)
 
 
-def _initial_letter(text: TokenText) -> np.ndarray:
-    """A single letter that starts a longer word (``S`` in ``S|ubject``)."""
-    starts = np.append(True, text.word_index[1:] != text.word_index[:-1])
-    continues = np.append(text.word_index[1:] == text.word_index[:-1], False)
-    letter = np.fromiter((len(t) == 1 and t.isalpha() for t in text.stripped), bool, text.n)
-    return starts & continues & letter
-
-
 def _first_piece(text: TokenText) -> np.ndarray:
     """The first token of a word split into several (``ent`` in ``ent|ities``)."""
     starts = np.append(True, text.word_index[1:] != text.word_index[:-1])
     continues = np.append(text.word_index[1:] == text.word_index[:-1], False)
     return starts & continues
+
+
+def _initial_letter(text: TokenText) -> np.ndarray:
+    """A single letter that starts a longer word (``S`` in ``S|ubject``)."""
+    letter = np.fromiter((len(t) == 1 and t.isalpha() for t in text.stripped), bool, text.n)
+    return _first_piece(text) & letter
 
 
 def _later_part(text: TokenText) -> np.ndarray:
@@ -382,9 +380,8 @@ def _separator_in_brackets(text: TokenText) -> np.ndarray:
     brackets: brackets open before and after it, and an item (not the bracket) before it."""
     separator = np.fromiter((t.strip() in SEPARATORS or (t.isspace() and "\n" in t)
                              for t in text.tokens), bool, text.n)
-    opening = np.fromiter((t != "" and t[-1] in OPEN for t in text.stripped), bool, text.n)
     return (separator & text.in_brackets & text.shifted(text.in_brackets, -1)
-            & ~text.shifted(opening, 1))
+            & ~text.shifted(OPENING.evaluate(text), 1))
 
 
 SIGNS, NUMBER_SEPARATORS = frozenset("-+"), frozenset(".:/,-")
