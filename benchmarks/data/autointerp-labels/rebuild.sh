@@ -16,14 +16,7 @@ mkdir -p "$out"
 for model in code-gelu code-solu_ln prose-gelu prose-solu_ln; do
     [ -d "$out/$model/neurons" ] && continue
     rm -rf "$out/$model" && cp -r "$here/models/$model" "$out/$model"
-    corpus=$(cd "$out/${model%%-*}-corpus" && pwd)
-    python3 - "$out/$model/run.json" "$corpus" <<'PY'
-import json, sys
-path, corpus = sys.argv[1:]
-run = json.load(open(path))
-run["corpus"] = corpus
-json.dump(run, open(path, "w"), indent=2)
-PY
-    solulab neurons collect "$out/$model" --tokens 130000
+    solulab neurons collect "$out/$model" --corpus "$(cd "$out/${model%%-*}-corpus" && pwd)" \
+        --tokens 130000
 done
 echo "runs in $out: python benchmarks/autointerp_agreement.py --labels $here/labels.csv --set test --runs $out"

@@ -18,14 +18,8 @@ for corpus in code prose; do
         run="$out/$corpus/$act"
         [ -d "$run/neurons" ] && continue
         rm -rf "$run" && mkdir -p "$out/$corpus" && cp -r "$here/models/$corpus/$act" "$run"
-        python3 - "$run/run.json" "$(cd "$out/$corpus-corpus" && pwd)" <<'PY'
-import json, sys
-path, corpus = sys.argv[1:]
-run = json.load(open(path))
-run["corpus"] = corpus
-json.dump(run, open(path, "w"), indent=2)
-PY
-        solulab neurons collect "$run" --tokens 262144
+        solulab neurons collect "$run" --corpus "$(cd "$out/$corpus-corpus" && pwd)" \
+            --tokens 262144
     done
 done
 echo "runs in $out: python benchmarks/autointerp_agreement.py $here/code-study.sqlite --runs $out/code"
