@@ -139,6 +139,7 @@ def study_lines(out: Path, study: Path, runs: dict[str, Path],
                       [[act, _interval(s["human_yes"], s["ratings"]),
                         _interval(s["auto_yes"], s["ratings"]), f"{s['kappa']:.2f}"]
                        for act, s in program.items()])]
+    lines += ["", *audit_lines(summary)]
     plot_figures(summary, out / "figures")
     lines += ["", "![Figure 4](figures/fig4.png)"]
     if (out / "figures" / "fig9.png").is_file():
@@ -146,7 +147,23 @@ def study_lines(out: Path, study: Path, runs: dict[str, Path],
     blinded = {name: {k: m[k] for k in ("interpretable", "rated", "fraction", "wilson_low",
                                         "wilson_high")} for name, m in models.items()}
     return lines, {"blinded": blinded, "fisher": summary["fisher"], "agreement": agreement,
-                   "program_vs_raters": program}
+                   "program_vs_raters": program, "display": summary["display"],
+                   "audit": [{k: pair[k] for k in ("a", "b", "chance", "best", "blind")}
+                             for pair in summary["audit"]["pairs"]]}
+
+
+def audit_lines(summary: dict[str, Any]) -> list[str]:
+    """How blind the study was: its display and the blinding audit, one row per pair."""
+    rows = [[f"{p['a']} vs {p['b']}", _interval(p["best"]["correct"], p["best"]["n"]),
+             f"{p['chance']:.0%}", _p(p["best"]["p_corrected"]), p["best"]["classifier"],
+             "yes" if p["blind"] else "**no**"] for p in summary["audit"]["pairs"]]
+    return [f"Annotators saw the `{summary['display']}` display "
+            f"({summary['display_description']}). The blinding audit: the best of the "
+            "cross-validated classifiers at telling two models' neurons apart from exactly what "
+            "the annotators saw (shading, snippet length, token classes, the checks), against "
+            "guessing; p is one-sided and corrected for the classifiers tried:", "",
+            *_table(["models", "best accuracy (Wilson 95%)", "chance", "p", "classifier",
+                     "blind"], rows)]
 
 
 def write_results(out: Path, plan: ReplicationPlan, comparison: dict[str, Any],

@@ -322,6 +322,7 @@ def test_compare_gives_the_study_statistics_and_agreement_with_humans(planted, t
             autos.append(truth)
             by_annotator[annotator][0].append(label)
             by_annotator[annotator][1].append(truth)
+    conn.execute("UPDATE annotators SET finished_at = datetime('now')")
     conn.close()
 
     result = compare_runs([run, other], db)

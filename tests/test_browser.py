@@ -1,6 +1,7 @@
 """End to end in headless Chromium: an annotator rates with the keyboard, and a neuron page
 shades its tokens in the order of their activations. ``.ci/run`` installs Debian's Chromium."""
 
+import json
 import os
 import shutil
 import sqlite3
@@ -129,3 +130,24 @@ def test_neuron_page_shades_tokens_in_the_order_of_their_activations(viewer, bro
     assert shades[-1] == pytest.approx(1.0, abs=0.01)
     if SCREENSHOTS:
         page.screenshot(path=str(DOCS / "viewer.png"), full_page=False)
+
+
+def test_the_page_draws_bidi_controls_and_asks_for_a_hypothesis(server, browser):
+    url, study = server
+    conn = sqlite3.connect(study.path)
+    first = conn.execute("SELECT item_id FROM orders WHERE position = 0").fetchone()[0]
+    payload = json.loads(conn.execute("SELECT payload FROM items WHERE id = ?",
+                                      (first,)).fetchone()[0])
+    payload["snippets"][0]["tokens"][0] = "\u202eevil\u2066"  # would reverse what follows
+    with conn:
+        conn.execute("UPDATE items SET payload = ? WHERE id = ?", (json.dumps(payload), first))
+    conn.close()
+    page = browser.new_page()
+    page.goto(f"{url}/study/{study.tokens['ann']}")
+    page.wait_for_selector(".snippet .tok")
+    text = page.inner_text("#snippets")
+    assert "⟦U+202E⟧evil⟦U+2066⟧" in text and "\u202e" not in text and "\u2066" not in text
+    assert "same amount of shading" in page.inner_text(".note")
+    page.keyboard.press("i")  # INTERPRETABLE with no hypothesis: refused, nothing saved
+    status_says(page, "An interpretable neuron needs its hypothesis: write the rule first.")
+    assert sqlite3.connect(study.path).execute("SELECT COUNT(*) FROM ratings").fetchone() == (0,)

@@ -158,7 +158,8 @@ def test_bad_creation_requests_are_refused(collected_runs, tmp_path, study):
 
 
 def rate_all(path, rng_seed=0, p_interpretable=None):
-    """Rate every item for every annotator with seeded labels; returns the labels."""
+    """Rate every item for every annotator with seeded labels, and finish; returns the
+    labels."""
     rng = np.random.default_rng(rng_seed)
     conn = connect(path)
     rows = conn.execute("SELECT o.annotator, o.item_id, s.model FROM orders o JOIN secrets s "
@@ -171,6 +172,7 @@ def rate_all(path, rng_seed=0, p_interpretable=None):
             labels[(annotator, item)] = label
             conn.execute("INSERT INTO ratings (annotator, item_id, label, hypothesis) VALUES "
                          "(?, ?, ?, 'digits')", (annotator, item, label))
+        conn.execute("UPDATE annotators SET finished_at = datetime('now')")
     conn.close()
     return labels, rows
 
@@ -211,7 +213,7 @@ def test_report_statistics_match_scipy_and_sklearn(study, tmp_path):
     assert summary["agreement"]["kappa"] == pytest.approx(kappa)
     assert summary["agreement"]["shared_neurons"] == len(items)
 
-    out = write_report(study.path, tmp_path / "report")
+    out, _ = write_report(study.path, tmp_path / "report")
     csv_lines = (out / "ratings.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + len(labels) and csv_lines[0].startswith("annotator,model")
     assert (out / "fig4.png").read_bytes()[:4] == b"\x89PNG"
@@ -238,7 +240,7 @@ def test_figure_9_counts_inconsistent_labels_per_point_and_interval(study, tmp_p
                  r["point"] == "post"]
     assert 0 < sum(r["inconsistent"] for r in solu_post) < sum(r["labelled"] for r in solu_post)
     assert sum(r["labelled"] for r in summary["consistency"]) == n_sources
-    out = write_report(study.path, tmp_path / "r")
+    out, _ = write_report(study.path, tmp_path / "r")
     assert (out / "fig9.png").is_file()
     assert not math.isnan(summary["models"]["solu"]["fraction"])
 
@@ -255,7 +257,7 @@ def test_ratings_csv_holds_no_live_spreadsheet_formulas(study, tmp_path):
             conn.execute("INSERT INTO ratings (annotator, item_id, label, hypothesis) VALUES "
                          "('ann', ?, 'interpretable', ?)", (item, text))
     conn.close()
-    out = write_report(study.path, tmp_path / "report")
+    out, _ = write_report(study.path, tmp_path / "report", unfinished=True)
     with open(out / "ratings.csv", newline="") as f:
         cells = [row["hypothesis"] for row in csv.DictReader(f)]
     assert sorted(cells) == sorted(["'" + t for t in hostile[:5]] + ["plain -minus"])

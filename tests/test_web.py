@@ -108,8 +108,9 @@ def test_time_per_rating_is_measured_by_the_server(client, study):
     first = client.get(f"/api/study/{token}/items").json()["items"][0]["id"]
     client.get(f"/api/study/{token}/items/{first}")
     time.sleep(0.6)
-    client.put(f"/api/study/{token}/ratings/{first}", json={"label": "interpretable"})
-    client.put(f"/api/study/{token}/ratings/{first}", json={"label": "interpretable"})
+    rating = {"label": "interpretable", "hypothesis": "digits"}
+    client.put(f"/api/study/{token}/ratings/{first}", json=rating)
+    client.put(f"/api/study/{token}/ratings/{first}", json=rating)
     (seconds,) = sqlite3.connect(study.path).execute(
         "SELECT seconds FROM ratings WHERE annotator = 'ann'").fetchone()
     assert 0.6 <= seconds < 5  # the second rating, not shown again, adds nothing

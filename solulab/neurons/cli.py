@@ -113,8 +113,9 @@ def trace_command(
     """Show a neuron's activation on every token of TEXT."""
     import numpy as np
 
-    from solulab.neurons.terminal import shade, use_colour, visible
+    from solulab.neurons.terminal import shade, use_colour
     from solulab.neurons.trace import trace
+    from solulab.visible import visible
 
     tokens, acts, other = trace(run, text, layer, neuron, post_ln)
     scale = float(np.max(acts)) if len(acts) else 0.0

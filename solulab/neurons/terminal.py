@@ -2,7 +2,8 @@
 
 Colour is 24-bit ANSI and is used only on a terminal without ``NO_COLOR``; otherwise the firing
 token is marked ``[[like this]]`` and tokens above half the scale ``[like this]``. Newlines and
-tabs inside tokens are drawn as ``⏎`` and ``→`` so an example stays on one line.
+tabs inside tokens are drawn as ``⏎`` and ``→`` so an example stays on one line, and bidirectional
+controls as marks (``solulab.visible``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from solulab.neurons.store import Example, LogitEffects, NeuronStats
+from solulab.visible import visible
 
 RESET = "\x1b[0m"
 
@@ -21,10 +23,6 @@ RESET = "\x1b[0m"
 def use_colour() -> bool:
     """Colour on a terminal unless ``NO_COLOR`` is set."""
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
-
-
-def visible(token: str) -> str:
-    return token.replace("\n", "⏎").replace("\t", "→").replace("\r", "␍")
 
 
 def shade(tokens: Sequence[str], acts: np.ndarray, scale: float, fire_index: int | None,

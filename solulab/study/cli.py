@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from solulab.cli_exits import reports_errors
+from solulab.study.display import DEFAULT_DISPLAY, DESCRIPTIONS
 
 app = typer.Typer(help="The randomized, blinded human study.", no_args_is_help=True)
 
@@ -36,12 +37,16 @@ def create(
     base_url: str = typer.Option("http://127.0.0.1:8000", help="Where `solulab serve` runs."),
     exclude: list[Path] = typer.Option([], help="A study whose neurons are not drawn again "
                                        "(repeatable): a fresh, held-out sample."),
+    display: str = typer.Option(DEFAULT_DISPLAY, help="How tokens are shaded: " + "; ".join(
+        f"{name}: {text}" for name, text in DESCRIPTIONS.items())),
 ):
-    """Sample neurons uniformly from each model and print one secret link per annotator."""
+    """Sample neurons uniformly from each model and print one secret link per annotator. The
+    study database holds the key to the blinding: it is created readable by you only."""
     from solulab.study.create import create_study
 
     names = [a.strip() for a in annotators.split(",")]
-    links = create_study(parse_models(model), out, neurons_per_model, seed, names, exclude)
+    links = create_study(parse_models(model), out, neurons_per_model, seed, names, exclude,
+                         display)
     typer.echo(f"study: {links.path}")
     typer.echo(f"serve it to annotators: solulab serve --study {links.path}")
     for name, link in links.links(base_url).items():
@@ -53,10 +58,13 @@ def create(
 def report(
     study: Path = typer.Argument(..., help="Study database."),
     out: Optional[Path] = typer.Option(None, help="Report directory (default STUDY-report/)."),
+    include_unfinished: bool = typer.Option(False, help="Count the ratings of annotators who "
+                                            "have not pressed Finish (left out by default)."),
 ):
-    """Unblind: fractions interpretable, Fisher tests, kappas, Figures 4 and 9, CSVs."""
-    from solulab.study.report import format_summary, summarise, write_report
+    """Unblind: fractions interpretable, Fisher tests, kappas, Figures 4 and 9, CSVs, and the
+    blinding audit. The report is readable by you only, like the study."""
+    from solulab.study.report import format_summary, write_report
 
-    path = write_report(study, out)
-    typer.echo(format_summary(summarise(study)))
+    path, summary = write_report(study, out, include_unfinished)
+    typer.echo(format_summary(summary))
     typer.echo(f"report: {path}")

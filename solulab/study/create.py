@@ -3,9 +3,10 @@
 Neurons are drawn uniformly at random from all (layer, neuron) pairs of each model's store (the
 paper: 60 per model). What an annotator is shown is copied into the database and made the same
 shape for every model: exactly ``SNIPPETS`` top examples (empty ones pad a short list), each cut
-to the same window around its firing token (the widest every model's store holds), with
-activations divided by the largest shown and rounded to two decimals, so neither the scale of a
-model's activations nor the store's layout says where a neuron came from.
+to the same window around its firing token (the widest every model's store holds), with shades
+in [0, 1] to two decimals from the study's display (``solulab.study.display``: by default the
+same amount of shading for every neuron), so neither the scale or density of a model's
+activations nor the store's layout says where a neuron came from.
 
 Every neuron gets the same number of section 6.4 examples, drawn in turn from every activation
 interval of every point its model has (before and after the extra LayerNorm where there is
@@ -27,11 +28,14 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from solulab import rundir
 from solulab.errors import SolulabError
 from solulab.neurons.collect import open_store
 from solulab.neurons.store import Example, NeuronStore
 from solulab.study import db
+from solulab.study.display import DEFAULT_DISPLAY, Display, display
 
 SNIPPETS = 20
 CHECKS_PER_NEURON = 16
@@ -59,17 +63,19 @@ class Window:
     before: int
     after: int
 
-    def snippet(self, example: Example | None, scale: float) -> dict:
-        """Tokens around the firing token, activations over ``scale`` in [0, 1] to two
-        decimals (all 0 for ``scale`` 0); ``start`` says the model's context begins here."""
+    def bounds(self, example: Example) -> tuple[int, int]:
+        return max(0, example.fire_index - self.before), example.fire_index + self.after + 1
+
+    def snippet(self, example: Example | None, shades: np.ndarray | None = None) -> dict:
+        """Tokens around the firing token with their ``shades`` (all 0 when None); ``start``
+        says the model's context begins here."""
         if example is None:
             return {"tokens": [], "acts": [], "fire": -1, "start": False}
-        start = max(0, example.fire_index - self.before)
-        end = example.fire_index + self.after + 1
-        acts = [round(min(max(float(a) / scale, 0.0), 1.0), 2) if scale > 0 else 0.0
-                for a in example.acts[start:end]]
-        return {"tokens": example.tokens[start:end], "acts": acts,
-                "fire": example.fire_index - start, "start": example.fire_index < self.before}
+        start, end = self.bounds(example)
+        tokens = example.tokens[start:end]
+        acts = [0.0] * len(tokens) if shades is None else [float(a) for a in shades]
+        return {"tokens": tokens, "acts": acts, "fire": example.fire_index - start,
+                "start": example.fire_index < self.before}
 
 
 def shared_window(stores: dict[str, NeuronStore]) -> Window:
@@ -78,11 +84,14 @@ def shared_window(stores: dict[str, NeuronStore]) -> Window:
                   min(s.meta["window_after"] for s in stores.values()))
 
 
-def item_payload(store: NeuronStore, layer: int, neuron: int, window: Window) -> dict:
+def item_payload(store: NeuronStore, layer: int, neuron: int, window: Window,
+                 shade: Display) -> dict:
+    """The top ``SNIPPETS`` examples in ``window``, shaded by ``shade`` over all the tokens
+    shown; empty snippets pad a short list."""
     examples = store.examples(layer, neuron, limit=SNIPPETS)
-    scale = max((e.value for e in examples), default=0.0)
-    padded = examples + [None] * (SNIPPETS - len(examples))
-    return {"snippets": [window.snippet(e, scale) for e in padded]}
+    shown = [e.acts[slice(*window.bounds(e))] for e in examples]
+    snippets = [window.snippet(e, s) for e, s in zip(examples, shade(shown))]
+    return {"snippets": snippets + [window.snippet(None)] * (SNIPPETS - len(examples))}
 
 
 def check_examples(store: NeuronStore, layer: int, neuron: int, rng: random.Random
@@ -122,12 +131,14 @@ def _n_params(run: Path) -> int:
 
 def create_study(models: dict[str, str | Path], out: str | Path, neurons_per_model: int = 60,
                  seed: int | None = None, annotators: list[str] | None = None,
-                 exclude: list[Path] = ()) -> StudyLinks:
+                 exclude: list[Path] = (), display_name: str = DEFAULT_DISPLAY) -> StudyLinks:
     """Write a new study database at ``out``; returns each annotator's secret token. Neurons
-    sampled by the studies in ``exclude`` are not drawn again (a fresh sample, e.g. held out)."""
+    sampled by the studies in ``exclude`` are not drawn again (a fresh sample, e.g. held out);
+    ``display_name`` chooses how tokens are shaded (``solulab.study.display``)."""
     out = Path(out)
     if out.exists():
         raise SolulabError(f"{out} exists: a study is created once (choose another --out)")
+    shade = display(display_name)
     annotators = annotators or ["annotator"]
     if len(set(annotators)) != len(annotators) or not all(a.strip() for a in annotators):
         raise SolulabError(f"annotator names must be distinct and non-empty, got {annotators}")
@@ -146,7 +157,8 @@ def create_study(models: dict[str, str | Path], out: str | Path, neurons_per_mod
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
     try:
-        tokens = _write_study(partial, stores, candidates, neurons_per_model, seed, annotators)
+        tokens = _write_study(partial, stores, candidates, neurons_per_model, seed, annotators,
+                              display_name, shade)
         try:
             os.link(partial, out)  # atomic, and refuses to replace a study made meanwhile
         except FileExistsError:
@@ -168,7 +180,7 @@ def _sampled(study: Path) -> set[tuple[str, int, int]]:
 
 def _write_study(path: Path, stores: dict[str, NeuronStore],
                  candidates: dict[str, list[tuple[int, int]]], neurons_per_model: int, seed: int,
-                 annotators: list[str]) -> dict[str, str]:
+                 annotators: list[str], display_name: str, shade: Display) -> dict[str, str]:
     rng = random.Random(seed)
     window = shared_window(stores)
     conn = db.connect(path, create=True)
@@ -176,19 +188,20 @@ def _write_study(path: Path, stores: dict[str, NeuronStore],
     item_ids, check_ids = [], []
     try:
         with db.Transaction(conn):
-            db.add_settings(conn, {"seed": seed, "neurons_per_model": neurons_per_model})
+            db.add_settings(conn, {"seed": seed, "neurons_per_model": neurons_per_model,
+                                   "display": display_name})
             for name, store in stores.items():
                 run = store.path.parent
                 db.add_model(conn, name, run, store.meta["act_fn"], _n_params(run))
                 for layer, neuron in rng.sample(candidates[name], neurons_per_model):
                     item_ids.append(new_id())
-                    db.add_item(conn, item_ids[-1], item_payload(store, layer, neuron, window),
-                                name, run, layer, neuron)
+                    payload = item_payload(store, layer, neuron, window, shade)
+                    db.add_item(conn, item_ids[-1], payload, name, run, layer, neuron)
                     for position, (example, sources) in enumerate(
                             check_examples(store, layer, neuron, rng)):
                         check_ids.append(new_id())
                         db.add_check(conn, check_ids[-1], item_ids[-1], position,
-                                     window.snippet(example, 0.0), sources)
+                                     window.snippet(example), sources)
             for name, token in tokens.items():
                 order = SECURE.sample(item_ids, len(item_ids))
                 db.add_annotator(conn, name, token, [(new_id(), item) for item in order],

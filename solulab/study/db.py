@@ -10,7 +10,12 @@ or matched to anything outside the study. Annotators are known by the sha256 of 
 
 Ratings may be revised until the annotator finishes; finishing opens the section 6.4 examples
 and makes the ratings final, so what the examples show cannot change a rating. The seconds spent
-on an item are measured here, from when the server sent it to when its rating arrived.
+on an item are measured here, from when the server sent it to when its rating arrived; a rating
+whose item was never sent before it arrived keeps 0 seconds, which is how the report knows an
+item was rated without being opened.
+
+The database and its journal files are readable by their owner only (0600, whatever the umask):
+``secrets`` unblinds the study.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with ``synchronous=FULL``: a rating
 that was acknowledged survives a killed server.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -81,11 +87,32 @@ def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+OWNER_ONLY = 0o600
+JOURNALS = ("-wal", "-shm", "-journal")
+
+
+def owner_only(path: Path) -> None:
+    """Take group and other permissions off the study at ``path`` and its journal files
+    (SQLite gives new journal files the database's own mode)."""
+    for file in (path, *(Path(f"{path}{suffix}") for suffix in JOURNALS)):
+        try:
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, OWNER_ONLY)
+        except OSError:  # absent, or not ours to change
+            pass
+
+
 def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
-    """A connection in WAL mode with full syncs; refuses a path that is not a study."""
+    """A connection in WAL mode with full syncs; refuses a path that is not a study. A new
+    database is created owner-only; an existing one is made so."""
     path = Path(path)
-    if not create and not path.is_file():
+    if create:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, OWNER_ONLY))
+    elif not path.is_file():
         raise StudyError(f"{path} does not exist: create a study with `solulab study create`")
+    owner_only(path)
+    if not create and not _is_sqlite(path):
+        raise StudyError(f"{path} is not a solulab study database (not even SQLite)")
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
@@ -99,6 +126,11 @@ def connect(path: str | Path, create: bool = False) -> sqlite3.Connection:
         conn.close()
         raise StudyError(f"{path} is not a solulab study database of this version")
     return conn
+
+
+def _is_sqlite(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
 
 
 class Transaction:
@@ -131,6 +163,16 @@ class Transaction:
 
 def add_settings(conn: sqlite3.Connection, settings: dict[str, Any]) -> None:
     conn.executemany("INSERT INTO study VALUES (?, ?)", [(k, str(v)) for k, v in settings.items()])
+
+
+def setting(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:
+    row = conn.execute("SELECT value FROM study WHERE key = ?", (key,)).fetchone()
+    return default if row is None else row["value"]
+
+
+def display_name(conn: sqlite3.Connection) -> str:
+    """How the study shades tokens; studies made before there was a choice used ``plain``."""
+    return setting(conn, "display", "plain")
 
 
 def add_model(conn: sqlite3.Connection, name: str, run: Path, act_fn: str, n_params: int) -> None:
@@ -191,7 +233,8 @@ def item_list(conn: sqlite3.Connection, annotator: str) -> dict[str, Any]:
     items = [{"id": r["alias"], "label": r["label"], "hypothesis": r["hypothesis"] or ""}
              for r in rows]
     return {"items": items, "done": sum(i["label"] is not None for i in items),
-            "total": len(items), "finished": is_finished(conn, annotator)}
+            "total": len(items), "finished": is_finished(conn, annotator),
+            "display": display_name(conn)}
 
 
 def _item_id(conn: sqlite3.Connection, annotator: str, alias: str) -> tuple[str, int] | None:
@@ -302,13 +345,24 @@ def save_check_label(conn: sqlite3.Connection, annotator: str, alias: str,
 
 
 # -- what `study report` reads ----------------------------------------------------------------
+# Ratings count once their annotator pressed Finish; ``unfinished=True`` counts the others too.
 
-def unblinded_ratings(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+FINISHED = "(a.finished_at IS NOT NULL OR ?)"
+
+
+def unfinished_annotators(conn: sqlite3.Connection) -> list[str]:
+    return [row["name"] for row in conn.execute(
+        "SELECT name FROM annotators WHERE finished_at IS NULL ORDER BY name")]
+
+
+def unblinded_ratings(conn: sqlite3.Connection, unfinished: bool = False
+                      ) -> list[dict[str, Any]]:
     return [dict(row) for row in conn.execute(
         "SELECT r.annotator, s.model, m.act_fn, m.n_params, s.layer, s.neuron, r.label, "
         "r.hypothesis, r.seconds, r.revision, r.updated_at, r.item_id FROM ratings r "
         "JOIN secrets s ON s.item_id = r.item_id JOIN models m ON m.name = s.model "
-        "ORDER BY s.model, s.layer, s.neuron, r.annotator")]
+        f"JOIN annotators a ON a.name = r.annotator WHERE {FINISHED} "
+        "ORDER BY s.model, s.layer, s.neuron, r.annotator", (unfinished,))]
 
 
 def unblinded_check_labels(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -327,10 +381,24 @@ def sampled_neurons(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
     return [tuple(row) for row in conn.execute("SELECT run, layer, neuron FROM secrets")]
 
 
-def neuron_labels(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+def neuron_labels(conn: sqlite3.Connection, unfinished: bool = False) -> list[sqlite3.Row]:
     """Every rating with its run, layer and neuron (for comparing with automated labels)."""
     return conn.execute("SELECT r.annotator, s.run, s.layer, s.neuron, r.label FROM ratings r "
-                        "JOIN secrets s ON s.item_id = r.item_id").fetchall()
+                        "JOIN secrets s ON s.item_id = r.item_id "
+                        f"JOIN annotators a ON a.name = r.annotator WHERE {FINISHED}",
+                        (unfinished,)).fetchall()
+
+
+def shown_payloads(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Per item: its model and everything an annotator can be shown of it (the item's
+    snippets and its section 6.4 examples), for the blinding audit."""
+    checks: dict[str, list[dict]] = {}
+    for row in conn.execute("SELECT item_id, payload FROM checks ORDER BY item_id, position"):
+        checks.setdefault(row["item_id"], []).append(json.loads(row["payload"]))
+    return [{"model": row["model"], "item": json.loads(row["payload"]),
+             "checks": checks.get(row["id"], [])}
+            for row in conn.execute("SELECT i.id, i.payload, s.model FROM items i "
+                                    "JOIN secrets s ON s.item_id = i.id ORDER BY s.model, i.id")]
 
 
 def models(conn: sqlite3.Connection) -> list[dict[str, Any]]:

@@ -7,7 +7,13 @@ rating per neuron); per-annotator fractions; agreement on neurons that every
 annotator rated (Cohen's kappa for two annotators, Fleiss' for more); a Figure-4-style plot
 (fraction interpretable against model size, one line per activation); for the section 6.4
 labels, the fraction of examples inconsistent with the annotator's hypothesis by activation
-interval, before and after the LayerNorm (Figure 9); CSVs of every rating and label.
+interval, before and after the LayerNorm (Figure 9); CSVs of every rating and label; the
+blinding audit (``solulab.study.audit``: could the models be told apart from what annotators saw?)
+and which display they saw.
+
+Ratings count once their annotator pressed Finish (the others are listed, and counted only with
+``unfinished=True``); ratings given without their neuron ever being opened are flagged. The
+report's files are readable by their owner only, like the study.
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from solulab.io import atomic_write_json, atomic_write_text
+from solulab.io import FILE_MODE, atomic_write, json_text
 from solulab.stats import cohens_kappa, fisher_exact_2x2, fleiss_kappa, proportion
 from solulab.study import db
+from solulab.study.audit import audit, format_audit
+from solulab.study.display import DESCRIPTIONS
 
 INTERPRETABLE = "interpretable"
 LN_LABEL = {"mid": "pre-LayerNorm", "post": "post-LayerNorm"}
@@ -66,14 +75,16 @@ def fisher_pairs(shares: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return pairs
 
 
-def summarise(path: str | Path) -> dict[str, Any]:
+def summarise(path: str | Path, unfinished: bool = False) -> dict[str, Any]:
     """Every statistic of the study as a dict (also written to ``summary.json``)."""
     conn = db.connect(path)
     try:
-        ratings, checks = db.unblinded_ratings(conn), db.unblinded_check_labels(conn)
-        models = db.models(conn)
+        ratings, checks = db.unblinded_ratings(conn, unfinished), db.unblinded_check_labels(conn)
+        models, not_finished = db.models(conn), db.unfinished_annotators(conn)
     finally:
         conn.close()
+    for r in ratings:
+        r["opened"] = r["seconds"] > 0
     per_model = {m["name"]: {**m, **_share([r for r in ratings if r["model"] == m["name"]])}
                  for m in models}
     per_annotator = {f"{name}/{model}": _share(rows) for (name, model), rows in itertools.groupby(
@@ -87,7 +98,13 @@ def summarise(path: str | Path) -> dict[str, Any]:
         key = (c["model"], c["act_fn"], c["point"], c["interval_index"], c["interval_count"])
         consistency[key][0] += 1 - c["consistent"]
         consistency[key][1] += 1
-    return {"models": per_model, "fisher": fisher_pairs(per_model), "fisher_per_annotator": alone,
+    blinding = audit(path)
+    return {"display": blinding["display"], "display_description": DESCRIPTIONS.get(
+                blinding["display"], ""), "audit": blinding,
+            "unfinished_annotators": not_finished, "unfinished_counted": unfinished,
+            "unopened": [{k: r[k] for k in ("annotator", "model", "layer", "neuron")}
+                         for r in ratings if not r["opened"]],
+            "models": per_model, "fisher": fisher_pairs(per_model), "fisher_per_annotator": alone,
             "per_annotator": per_annotator,
             "agreement": agreement(ratings),
             "consistency": [{"model": k[0], "act_fn": k[1], "point": k[2], "interval": k[3],
@@ -115,9 +132,16 @@ def _csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def plot_figures(summary: dict[str, Any], out: Path) -> list[Path]:
+def _save(fig, path: Path, mode: int) -> None:
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    atomic_write(path, lambda f: f.write(png.getvalue()), mode)
+
+
+def plot_figures(summary: dict[str, Any], out: Path, mode: int = FILE_MODE) -> list[Path]:
     """``fig4.png`` (fraction interpretable against size per activation) and, with 6.4 labels,
-    ``fig9.png`` (fraction inconsistent by activation interval, pre- vs post-LN)."""
+    ``fig9.png`` (fraction inconsistent by activation interval, pre- vs post-LN), written with
+    ``mode``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,7 +168,7 @@ def plot_figures(summary: dict[str, Any], out: Path) -> list[Path]:
         ax.legend()
     fig.tight_layout()
     paths.append(out / "fig4.png")
-    fig.savefig(paths[-1], dpi=120)
+    _save(fig, paths[-1], mode)
     plt.close(fig)
 
     if summary["consistency"]:
@@ -168,15 +192,26 @@ def plot_figures(summary: dict[str, Any], out: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         paths.append(out / "fig9.png")
-        fig.savefig(paths[-1], dpi=120)
+        _save(fig, paths[-1], mode)
         plt.close(fig)
     return paths
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"{'model':<16} {'activation':<10} {'interpretable':>14} {'fraction':>9} "
-             f"{'95% Wilson':>15}"]
+    lines = [f"display: {summary['display']} ({summary['display_description']})"]
+    if summary["unfinished_annotators"]:
+        how = "counted" if summary["unfinished_counted"] else "left out (--include-unfinished)"
+        lines.append(f"not finished, their ratings {how}: "
+                     f"{', '.join(summary['unfinished_annotators'])}")
+    if summary["unopened"]:
+        lines.append(f"{len(summary['unopened'])} ratings were given without their neuron being "
+                     "opened (column `opened` of ratings.csv)")
+    lines.append(f"{'model':<16} {'activation':<10} {'interpretable':>14} {'fraction':>9} "
+                 f"{'95% Wilson':>15}")
     for name, m in summary["models"].items():
+        if not m["rated"]:
+            lines.append(f"{name:<16} {m['act_fn']:<10} {'no ratings yet':>14}")
+            continue
         lines.append(f"{name:<16} {m['act_fn']:<10} {m['interpretable']:>6} of {m['rated']:<5} "
                      f"{m['fraction']:>9.3f} {m['wilson_low']:>7.3f}-{m['wilson_high']:.3f}")
     several = len(summary["fisher_per_annotator"]) > 1
@@ -192,18 +227,27 @@ def format_summary(summary: dict[str, Any]) -> str:
     if a and a["kappa"] is not None:
         lines.append(f"{a['kind']} kappa {a['kappa']:.3f} over {a['shared_neurons']} neurons "
                      f"rated by {', '.join(a['annotators'])}")
-    return "\n".join(lines)
+    return "\n".join(lines + format_audit(summary["audit"]))
 
 
-def write_report(path: str | Path, out: str | Path | None = None) -> Path:
-    """Write summary.json, ratings.csv, checks.csv and the figures into ``out``."""
+def write_report(path: str | Path, out: str | Path | None = None,
+                 unfinished: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Write summary.json, ratings.csv, checks.csv and the figures into ``out`` (owner-only,
+    like the study); returns ``out`` and the summary. Nothing is created for a path that is
+    not a study."""
     path = Path(path)
+    summary = summarise(path, unfinished)
     out = Path(out) if out else path.parent / f"{path.stem}-report"
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarise(path)
-    atomic_write_text(out / "ratings.csv", _csv(summary["ratings"]))
-    atomic_write_text(out / "checks.csv", _csv(summary["checks"]))
-    atomic_write_json(out / "summary.json", {k: v for k, v in summary.items()
-                                             if k not in ("ratings", "checks")})
-    plot_figures(summary, out)
-    return out
+    os.chmod(out, 0o700)
+
+    def write(name: str, text: str) -> None:
+        atomic_write(out / name, lambda f: f.write(text.encode("utf-8")), db.OWNER_ONLY)
+
+    write("ratings.csv", _csv(summary["ratings"]))
+    write("checks.csv", _csv(summary["checks"]))
+    write("summary.json", json_text({k: v for k, v in summary.items()
+                                     if k not in ("ratings", "checks")}, indent=2,
+                                    sort_keys=True) + "\n")
+    plot_figures(summary, out, db.OWNER_ONLY)
+    return out, summary

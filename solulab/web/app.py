@@ -8,6 +8,7 @@ answer only to the host names they are given (loopback by default) and go throug
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
@@ -50,10 +51,13 @@ def _app(kind: str, allowed_hosts: frozenset[str]) -> FastAPI:
 def viewer_app(runs: Path, allowed_hosts: frozenset[str] = LOOPBACK_NAMES) -> FastAPI:
     app = _app("viewer", allowed_hosts)
 
+    root = f"{runs.resolve()}{os.sep}"
+
     @app.exception_handler(SolulabError)
     def not_found(_, error: SolulabError):
-        """Bad layers, neurons or points reach the store as SolulabErrors: no such page."""
-        return JSONResponse({"detail": str(error)}, status_code=404)
+        """Bad layers, neurons or points reach the store as SolulabErrors: no such page. Paths
+        are told relative to ``runs``: no response names a directory of the machine."""
+        return JSONResponse({"detail": str(error).replace(root, "")}, status_code=404)
 
     app.include_router(viewer_router(runs))
     return app

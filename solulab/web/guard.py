@@ -6,13 +6,17 @@ input with a 4xx that echoes none of it, and send security headers with every re
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("solulab.web")
 
 MAX_BODY_BYTES = 64 * 1024
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
@@ -106,8 +110,15 @@ def _reject_constant(name: str) -> None:
 
 
 async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
-    """The request body as ``model``: strict JSON (no NaN or Infinity), a 422 otherwise."""
-    raw = await request.body()
+    """The request body as ``model``: strict JSON (no NaN or Infinity), a 422 otherwise. A
+    client that hangs up before its body arrives is one line in the log, not a traceback."""
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        # The path is not logged: a study's holds the annotator's secret token.
+        log.warning("a %s request's client disconnected before sending its whole body",
+                    request.method)
+        raise HTTPException(400, "the request body was not received whole") from None
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError):  # bad UTF-8, bad JSON, NaN, nesting too deep

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import numpy as np
 
 from solulab.neurons.store import Example, NeuronStats, NeuronStore
+from solulab.visible import visible
 
 POINT_LABEL = {"mid": "pre-LayerNorm (hook_mid)", "post": "post-LayerNorm (hook_post)"}
 
@@ -37,7 +38,7 @@ def shade_tokens(tokens: Sequence[str], acts: np.ndarray, scale: float,
     spans = []
     for i, (token, act) in enumerate(zip(tokens, acts)):
         level = 0.0 if scale <= 0 or not np.isfinite(act) else float(np.clip(act / scale, 0, 1))
-        text = html.escape(token).replace("\n", "⏎").replace("\t", "→") or "&nbsp;"
+        text = html.escape(visible(token)) or "&nbsp;"
         fire = " fire" if i == fire_index else ""
         spans.append(f'<span class="tok{fire}" data-act="{act:.4f}" title="{act:.4f}" '
                      f'style="background: rgba(255,0,0,{level:.3f})">{text}</span>')

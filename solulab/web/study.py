@@ -1,7 +1,8 @@
 """The study's routes: the annotator's page ``/study/{token}`` and its JSON API under
 ``/api/study/{token}/...``. The token is checked before anything else of a request is read;
-a missing or wrong token is a 403, an id that is not the annotator's a 404, a malformed body a
-422, a rating after finishing a 409. The SQL is in ``solulab.study.db``.
+a missing or wrong token is a 403, an id that is not the annotator's a 404, a malformed body (or
+INTERPRETABLE without a hypothesis) a 422, a rating after finishing a 409. The SQL is in
+``solulab.study.db``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from solulab.study import db
@@ -38,6 +39,13 @@ class Rating(BaseModel):
         if any(ord(c) < 32 and c not in "\n\t" for c in text):
             raise ValueError("the hypothesis holds control characters")
         return text.strip()
+
+    @model_validator(mode="after")
+    def explained(self) -> "Rating":
+        if self.label == "interpretable" and not self.hypothesis:
+            raise ValueError("an interpretable neuron needs its hypothesis: write the rule that "
+                             "explains its firings")
+        return self
 
 
 class CheckLabel(BaseModel):

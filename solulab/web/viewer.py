@@ -2,7 +2,8 @@
 ``/run?run=R`` and ``/neuron?run=R&layer=L&neuron=N&point=mid|post`` (shareable).
 
 Only run names found by walking the runs directory are accepted, so no request string opens a
-path of its own choosing or a store of its own; open stores are kept in a small LRU cache.
+path of its own choosing or a store of its own; open stores are kept in a small LRU cache. A
+store whose files cannot be read is a 409 that names the run (collect it again), never a 500.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Query
@@ -19,6 +22,7 @@ from fastapi.responses import HTMLResponse
 
 from solulab import rundir
 from solulab.autointerp.run import load_explanations
+from solulab.errors import SolulabError
 from solulab.neurons.store import META_FILE, NeuronStore
 from solulab.web import pages
 
@@ -80,6 +84,19 @@ class RunIndex:
             return self.open[name]
 
 
+@contextmanager
+def reading(run: str) -> Iterator[None]:
+    """Arrays that do not parse (a damaged or truncated store) as a 409 naming the run."""
+    try:
+        yield
+    except SolulabError:  # a bad layer, neuron or point: the app's 404
+        raise
+    except (ValueError, OSError, EOFError) as error:
+        raise HTTPException(409, f"the neuron store of run {run!r} is damaged "
+                            f"({type(error).__name__}): collect it again with "
+                            "`solulab neurons collect`") from None
+
+
 def viewer_router(runs: Path) -> APIRouter:
     index = RunIndex(runs)
     router = APIRouter()
@@ -90,15 +107,17 @@ def viewer_router(runs: Path) -> APIRouter:
 
     @router.get("/run", response_class=HTMLResponse)
     def run_view(run: str):
-        return pages.run_page(run, index.store(run))
+        with reading(run):
+            return pages.run_page(run, index.store(run))
 
     @router.get("/neuron", response_class=HTMLResponse)
     def neuron_view(run: str, layer: int, neuron: int, point: str | None = Query(None)):
-        store = index.store(run)
-        point = point or store.main_point
-        store.stats(layer, neuron, point)  # validates layer, neuron and point
-        other = random.Random(f"{run}:{layer}:{neuron}").randrange(store.d_mlp)
-        explanation = load_explanations(store.path).get((layer, neuron))
-        return pages.neuron_page(run, store, layer, neuron, point, other, explanation)
+        with reading(run):
+            store = index.store(run)
+            point = point or store.main_point
+            store.stats(layer, neuron, point)  # validates layer, neuron and point
+            other = random.Random(f"{run}:{layer}:{neuron}").randrange(store.d_mlp)
+            explanation = load_explanations(store.path).get((layer, neuron))
+            return pages.neuron_page(run, store, layer, neuron, point, other, explanation)
 
     return router

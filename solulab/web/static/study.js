@@ -4,18 +4,30 @@ const api = (path) => `/api/study/${token}${path}`;
 const $ = (id) => document.getElementById(id);
 let items = [], index = 0, finished = false;
 
+// Bidirectional controls in corpus text would reorder the page: each is shown as a mark.
+const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+const mark = (c) => `⟦U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}⟧`;
+
 function esc(text) {
   const span = document.createElement("span");
-  span.textContent = text;
+  span.textContent = text.replace(BIDI, mark);
   return span.innerHTML;
 }
+
+const SHADING = {
+  rank: "The tokens where the neuron fires most strongly are shaded red, darker the stronger. " +
+        "Every neuron shows the same amount of shading (its strongest tenth of the tokens " +
+        "below), so the shading shows where a neuron fires most, not how often it fires.",
+  plain: "Each token is shaded red by how strongly the neuron fires on it.",
+};
 
 function snippetHtml(snippet, shaded) {
   const start = snippet.start ? '<span class="start">⟨start⟩</span>' : "";
   return start + snippet.tokens.map((tok, i) => {
     const a = shaded ? snippet.acts[i] : 0;
     const fire = i === snippet.fire ? " fire" : "";
-    const text = esc(tok).replace(/\n/g, "⏎").replace(/\t/g, "→") || "&nbsp;";
+    const text = esc(tok).replace(/\n/g, "⏎").replace(/\t/g, "→").replace(/\r/g, "␍") ||
+      "&nbsp;";
     const shade = shaded ? ` data-act="${a}" title="${a}" style="background: rgba(255,0,0,${a})"`
                          : "";
     return `<span class="tok${fire}"${shade}>${text}</span>`;
@@ -56,6 +68,11 @@ async function show(i) {
 async function rate(label) {
   if (finished) return;
   const hypothesis = $("hypothesis").value;
+  if (label === "interpretable" && !hypothesis.trim()) {
+    say("An interpretable neuron needs its hypothesis: write the rule first.");
+    $("hypothesis").focus();
+    return;
+  }
   const saved = await call("PUT", `/ratings/${items[index].id}`, {label, hypothesis});
   items[index].label = label;
   say(`saved neuron ${index + 1} (revision ${saved.revision})`);
@@ -124,6 +141,7 @@ document.addEventListener("keydown", (event) => {
   const list = await call("GET", "/items");
   items = list.items;
   finished = list.finished;
+  $("shading").textContent = SHADING[list.display] || "";
   if (finished) {
     $("rating").hidden = true;
     $("progress").textContent = `${items.length} neurons rated`;
