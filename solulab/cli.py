@@ -294,11 +294,16 @@ def replicate(
                                        help="Validation tokens per neuron store."),
     annotators: str = typer.Option(",".join(REPLICATE["annotators"]),
                                    help="Comma-separated annotator names."),
+    layers: int = typer.Option(REPLICATE["layers"], help="Layers of every model: the sizes "
+                               "tried are LAYERSx32, LAYERSx64, ... (4 where the budget allows)."),
+    seeds: int = typer.Option(REPLICATE["seeds"], help="Seeds of the largest size (seed, "
+                              "seed+1, ...): the spread of loss, multiplier and fractions."),
     base_url: str = typer.Option("http://127.0.0.1:8000", help="Where `solulab serve` runs."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if present)."),
 ):
     """GELU vs SoLU-LN (and the LayerNorm-only ablation) at the largest size the budget
-    trains well: loss, multipliers, automated verdicts, a blinded study, results.md."""
+    trains well, with several seeds of it: loss, multipliers, automated verdicts per layer, a
+    blinded study stratified by layer, results.md."""
     from solulab.replicate import read_plan_file, replicate, request_from_plan
 
     if (budget_minutes is None) == (plan is None):
@@ -309,7 +314,8 @@ def replicate(
     else:
         request = Request(corpus, budget_minutes, tuple(a.strip() for a in acts.split(",")),
                           n_ctx, batch_size, lr, seed, neurons_per_model, collect_tokens,
-                          tuple(a.strip() for a in annotators.split(",")), device)
+                          tuple(a.strip() for a in annotators.split(",")), layers, seeds,
+                          device)
     with reports_interruption(resume_flag=False):
         results = replicate(request, out, saved, base_url,
                             log=lambda message: typer.echo(message, err=True))

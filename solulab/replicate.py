@@ -1,10 +1,12 @@
 """``solulab replicate``: the paper's central comparison at the size a budget affords.
 
-It times a training step of each activation at growing sizes on this machine, plans the largest
-size whose models still get ``TOKENS_PER_PARAM`` tokens per non-embedding parameter inside the
-budget (with the two sizes below it, so the baseline has a scaling law), trains GELU, SoLU-LN
-and the LayerNorm-only ablation with identical settings, collects the largest models' neurons,
-explains them automatically, creates the blinded study over them, and writes ``results.md``.
+It times a training step of each activation at growing widths of ``--layers`` layers on this
+machine, plans the largest size whose models still get ``TOKENS_PER_PARAM`` tokens per
+non-embedding parameter inside the budget with ``--seeds`` seeds of it (and the two sizes below
+it, one seed each, so the baseline has a scaling law), trains GELU, SoLU-LN and the
+LayerNorm-only ablation with identical settings, collects every seed's largest models' neurons,
+explains them automatically, creates the blinded study over them (neurons of every seed and,
+stratified, of every layer), and writes ``results.md``.
 Every stage keeps what it finished, so running the command again resumes; once annotators have
 rated, running it again adds the blinded fractions, kappas and Figures 4 and 9.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,8 +37,7 @@ from solulab.train import TrainConfig, build_optimizer
 PLAN_FILE = "replicate.json"
 LINKS_FILE = "annotator-links.txt"
 TIMINGS_FILE = "timings.json"
-LADDER = ("1x32", "1x64", "1x128", "1x192", "1x256", "1x384", "1x512", "2x512", "2x768",
-          "4x1024", "8x1536", "16x2048")
+WIDTHS = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 ACTS = ("gelu", "solu_ln", "gelu_ln")
 # Hoffmann et al. (2022), "Training Compute-Optimal Large Language Models": about 20 training
 # tokens per parameter is compute-optimal; fewer leaves a model undertrained for its size.
@@ -66,10 +67,16 @@ class ReplicationPlan:
     collect_tokens: int
     annotators: list[str]
     undertrained: bool  # even the smallest size gets fewer than TOKENS_PER_PARAM tokens/param
+    layers: int = 1  # plans made before depth and seeds were settings had one of each
+    seeds: int = 1  # of the largest size: seed, seed + 1, ...
 
     @property
     def largest(self) -> str:
         return self.sizes[-1]
+
+    @property
+    def seed_values(self) -> list[int]:
+        return [self.seed + k for k in range(self.seeds)]
 
     def train_config(self) -> TrainConfig:
         steps = max(1, self.tokens // (self.batch_size * self.n_ctx))
@@ -79,8 +86,18 @@ class ReplicationPlan:
                            device=self.device)
 
     def predicted_minutes(self) -> float:
-        per_token = sum(self.seconds_per_token[s] for s in self.sizes)
-        return OVERHEAD * per_token * self.tokens / 60
+        return OVERHEAD * plan_cost(self.seconds_per_token, self.sizes, self.seeds) \
+            * self.tokens / 60
+
+
+def ladder(layers: int) -> list[str]:
+    """The sizes ``replicate`` tries, smallest first: ``layers`` layers of growing width."""
+    return [f"{layers}x{width}" for width in WIDTHS]
+
+
+def plan_cost(seconds_per_token: dict[str, float], sizes: list[str], seeds: int) -> float:
+    """Seconds per training token of a plan: every size once, the largest ``seeds`` times."""
+    return sum(seconds_per_token[s] for s in sizes) + (seeds - 1) * seconds_per_token[sizes[-1]]
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,8 @@ class Request:
     neurons_per_model: int = 60
     collect_tokens: int = 262_144
     annotators: tuple[str, ...] = ("rater1", "rater2")
+    layers: int = 2
+    seeds: int = 3
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -104,7 +123,8 @@ class Request:
             raise SolulabError(f"--budget-minutes must be > 0, got {self.budget_minutes}")
         if "gelu" not in self.acts or len(self.acts) < 2:
             raise SolulabError("--acts must include the gelu baseline and at least one other")
-        for name in ("n_ctx", "batch_size", "neurons_per_model", "collect_tokens"):
+        for name in ("n_ctx", "batch_size", "neurons_per_model", "collect_tokens", "layers",
+                     "seeds"):
             if getattr(self, name) < 1:
                 raise SolulabError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -159,26 +179,28 @@ def make_plan(request: Request, log: Callable[[str], None]) -> ReplicationPlan:
     cost: dict[str, float] = {}
     params: dict[str, int] = {}
     chosen: tuple[list[str], int] | None = None
-    for i, size in enumerate(LADDER):
+    sizes_to_try = ladder(request.layers)
+    for i, size in enumerate(sizes_to_try):
         timings = [seconds_per_token(size, act, request, corpus.vocab_size, device)
                    for act in request.acts]
         cost[size] = sum(t for t, _ in timings)
         params[size] = timings[0][1]
-        sizes = list(LADDER[max(0, i - SIZES_IN_FIT + 1):i + 1])
+        sizes = sizes_to_try[max(0, i - SIZES_IN_FIT + 1):i + 1]
         left = request.budget_minutes * 60 - (time.monotonic() - started)
-        tokens = int(left / (OVERHEAD * sum(cost[s] for s in sizes)))
+        tokens = int(left / (OVERHEAD * plan_cost(cost, sizes, request.seeds)))
         enough = tokens >= TOKENS_PER_PARAM * params[size]
         log(f"      {size}: {1 / cost[size] * len(request.acts):,.0f} tokens/s per model, "
-            f"{params[size]:,} non-embedding parameters; with {', '.join(sizes[:-1]) or 'none'} "
-            f"below it: {tokens:,} tokens each ({tokens / params[size]:.1f} per parameter)")
+            f"{params[size]:,} non-embedding parameters; {request.seeds} seed(s) of it with "
+            f"{', '.join(sizes[:-1]) or 'none'} below it: {tokens:,} tokens each "
+            f"({tokens / params[size]:.1f} per parameter)")
         if not enough:
             break
         chosen = (sizes, tokens)
     undertrained = chosen is None
     if chosen is None:  # not even the smallest fits: train it on what the budget allows
-        size = LADDER[0]
+        size = sizes_to_try[0]
         left = request.budget_minutes * 60 - (time.monotonic() - started)
-        tokens = int(left / (OVERHEAD * cost[size]))
+        tokens = int(left / (OVERHEAD * request.seeds * cost[size]))
         chosen = ([size], max(request.batch_size * request.n_ctx, tokens))
     sizes, tokens = chosen
     return ReplicationPlan(**plan_settings(request), sizes=sizes, tokens=tokens,
@@ -192,7 +214,7 @@ def load_plan(out: Path, request: Request) -> ReplicationPlan | None:
     path = out / PLAN_FILE
     if not path.is_file():
         return None
-    plan = ReplicationPlan(**json.loads(path.read_text()))
+    plan = read_plan_file(path)
     differ = [f"{k}: {getattr(plan, k)!r} -> {v!r}" for k, v in plan_settings(request).items()
               if getattr(plan, k) != v]
     if differ:
@@ -205,7 +227,8 @@ def read_plan_file(path: Path) -> ReplicationPlan:
     """A plan saved by an earlier replication (``--plan``), to redo it without re-timing."""
     try:
         data = json.loads(Path(path).read_text())
-        return ReplicationPlan(**{f.name: data[f.name] for f in fields(ReplicationPlan)})
+        return ReplicationPlan(**{f.name: data[f.name] for f in fields(ReplicationPlan)
+                                  if f.name in data or f.default is MISSING})
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SolulabError(f"{path} is not a replication plan ({e})") from None
 
@@ -232,6 +255,27 @@ def request_from_plan(plan: ReplicationPlan, corpus: Path) -> Request:
     settings = {name: getattr(plan, name) for name in REQUEST_SETTINGS}
     return Request(corpus=corpus, device=plan.device,
                    **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+
+
+def seed_sweep(out: Path, seed: int) -> Path:
+    """Where the largest size's runs of an extra seed live (the first seed's are the sweep's)."""
+    return out / "seeds" / f"seed{seed}"
+
+
+def largest_runs(out: Path, plan: ReplicationPlan) -> dict[int, dict[str, Path]]:
+    """``{seed: {act: run}}`` of the largest size."""
+    roots = {seed: out / "sweep" if k == 0 else seed_sweep(out, seed)
+             for k, seed in enumerate(plan.seed_values)}
+    return {seed: {act: root / plan.largest / act for act in plan.acts}
+            for seed, root in roots.items()}
+
+
+def study_models(runs: dict[int, dict[str, Path]]) -> dict[str, Path]:
+    """The study's models: one per activation, or ``act-seedN`` per seed when there are
+    several."""
+    several = len(runs) > 1
+    return {f"{act}-seed{seed}" if several else act: run.resolve()
+            for seed, by_act in runs.items() for act, run in by_act.items()}
 
 
 def replicate(request: Request, out: Path, saved_plan: ReplicationPlan | None = None,
@@ -264,25 +308,34 @@ def replicate(request: Request, out: Path, saved_plan: ReplicationPlan | None = 
     started = time.monotonic()
     run_sweep(Path(plan.corpus), sweep, plan.sizes, plan.acts, {"n_ctx": plan.n_ctx},
               plan.train_config(), progress=progress, log=log)
+    for seed in plan.seed_values[1:]:
+        log(f"      {plan.largest}, seed {seed}")
+        run_sweep(Path(plan.corpus), seed_sweep(out, seed), [plan.largest], plan.acts,
+                  {"n_ctx": plan.n_ctx}, replace(plan.train_config(), seed=seed),
+                  progress=progress, log=log)
     train_minutes = add_train_minutes(out, (time.monotonic() - started) / 60)
 
     log("[3/6] compare: scaling law of the baseline, size-equivalent multipliers")
     comparison = compare_sweep(sweep)
     plot_comparison(comparison, out / "figures")
 
-    runs = {act: sweep / plan.largest / act for act in plan.acts}
-    log(f"[4/6] neurons of the {plan.largest} models: {plan.collect_tokens:,} validation tokens")
-    for act, run in runs.items():
-        ensure_store(run, Path(plan.corpus), plan.collect_tokens, progress)
-        ensure_explanations(run, progress)
+    runs = largest_runs(out, plan)
+    log(f"[4/6] neurons of the {plan.largest} models ({plan.seeds} seed(s)): "
+        f"{plan.collect_tokens:,} validation tokens each")
+    for by_act in runs.values():
+        for run in by_act.values():
+            ensure_store(run, Path(plan.corpus), plan.collect_tokens, progress)
+            ensure_explanations(run, progress)
 
     study = out / "study.sqlite"
     log("[5/6] blinded study")
     if not study.exists():
-        links = create_study({act: run.resolve() for act, run in runs.items()}, study,
-                             plan.neurons_per_model, seed=None, annotators=plan.annotators)
+        per_seed = -(-plan.neurons_per_model // plan.seeds)
+        links = create_study(study_models(runs), study, per_seed, seed=None,
+                             annotators=plan.annotators)
         path = write_links(out, links.links(base_url))
-        log(f"      created {study}; each annotator's secret link is in {path}")
+        log(f"      created {study}: {per_seed * plan.seeds} neurons per activation, from every "
+            f"seed and layer; each annotator's secret link is in {path}")
     log(f"      serve it: solulab serve --study {study}")
 
     log("[6/6] results")

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from solulab.autointerp.compare import agreement_score, auto_labels, rating_pairs
 from solulab.io import atomic_write_json, atomic_write_text
+from solulab.replicate_seeds import Runs, seed_section
 from solulab.stats import fisher_exact_2x2, proportion
-from solulab.study.report import plot_figures, summarise
+from solulab.study.report import by_activation_and_layer, plot_figures, summarise
 
 if TYPE_CHECKING:
     from solulab.replicate import ReplicationPlan
@@ -75,55 +76,84 @@ def fraction_rows(verdicts: dict[str, dict[tuple[int, int], bool]],
     return rows
 
 
-def program_vs_raters(study: Path, runs: dict[str, Path],
-                      verdicts: dict[str, dict[tuple[int, int], bool]]
-                      ) -> dict[str, dict[str, Any]]:
-    """Per activation: kappa between each rating and the program's verdict on that neuron."""
-    act_of = {run.resolve(): act for act, run in runs.items()}
+Verdicts = dict[int, dict[str, dict[tuple[int, int], bool]]]  # seed -> act -> neuron -> verdict
+
+
+def program_vs_raters(study: Path, runs: Runs, verdicts: Verdicts
+                      ) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, int], dict[str, Any]]]:
+    """Kappa between each rating and the program's verdict on that neuron, per activation and
+    per (activation, layer)."""
+    act_of = {run.resolve(): act for by_act in runs.values() for act, run in by_act.items()}
+    labels = {run.resolve(): verdicts[seed][act]
+              for seed, by_act in runs.items() for act, run in by_act.items()}
     pairs: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
-    for _, run, human, auto in rating_pairs(study, {run.resolve(): verdicts[act]
-                                                    for act, run in runs.items()}):
-        pairs[act_of[run]].append((human, auto))
-    return {act: agreement_score(ps) for act, ps in pairs.items()}
+    layered: dict[tuple[str, int], list[tuple[bool, bool]]] = defaultdict(list)
+    for pair in rating_pairs(study, labels):
+        pairs[act_of[pair.run]].append((pair.human, pair.auto))
+        layered[(act_of[pair.run], pair.layer)].append((pair.human, pair.auto))
+    return ({act: agreement_score(ps) for act, ps in pairs.items()},
+            {key: agreement_score(ps) for key, ps in sorted(layered.items())})
 
 
 def p_against_gelu(pairs: list[dict[str, Any]], name: str) -> str:
-    """The p-value of the study report's Fisher test of ``name`` against gelu, if there is one."""
+    """The p-value of a Fisher test of ``name`` against gelu among ``pairs``, if there is one."""
     for pair in pairs:
         if {pair["a"], pair["b"]} == {name, "gelu"} and name != "gelu":
             return _p(pair["p_value"])
     return "-"
 
 
-def per_rater_cells(summary: dict[str, Any], rater: str, models: dict[str, Any]) -> list[str]:
-    """One rater's fraction per model, with Fisher's p against gelu."""
-    cells = []
-    for name in models:
-        m = summary["per_annotator"].get(f"{rater}/{name}")
-        p = p_against_gelu(summary["fisher_per_annotator"][rater], name)
-        cells.append("-" if m is None else f"{m['interpretable']}/{m['rated']}"
-                     + ("" if p == "-" else f" (p {p})"))
-    return cells
+def _cell(share: dict[str, Any] | None, p: str) -> str:
+    if share is None or not share["rated"]:
+        return "-"
+    return f"{share['interpretable']}/{share['rated']}" + ("" if p == "-" else f" (p {p})")
 
 
-def study_lines(out: Path, study: Path, runs: dict[str, Path],
-                verdicts: dict[str, dict[tuple[int, int], bool]]) -> tuple[list[str], dict]:
+def _program_table(scores: dict[Any, dict[str, Any]], label) -> list[str]:
+    return _table(["activation" if label is str else "activation, layer",
+                   "raters interpretable", "program interpretable", "kappa program-rater"],
+                  [[label(key), _interval(s["human_yes"], s["ratings"]),
+                    _interval(s["auto_yes"], s["ratings"]), f"{s['kappa']:.2f}"]
+                   for key, s in scores.items()])
+
+
+def layer_cell(summary: dict[str, Any], layer: int, act: str) -> str:
+    """The pooled blinded fraction of ``act`` at ``layer``, with Fisher's p against gelu."""
+    row = next(r for r in summary["layers"] if (r["layer"], r["act_fn"]) == (layer, act))
+    tests = [p for p in summary["fisher_layers"] if p["layer"] == layer]
+    p = p_against_gelu(tests, act)
+    return _interval(row["interpretable"], row["rated"]) + ("" if p == "-" else f", p {p}")
+
+
+def study_lines(out: Path, study: Path, runs: Runs, verdicts: Verdicts
+                ) -> tuple[list[str], dict]:
     summary = summarise(study)
     if not summary["ratings"]:
         return [f"Not rated yet. Each annotator's secret link is in `{out.name}/annotator-links"
                 f".txt`; serve the study with `solulab serve --study {study}` and run this "
                 "command again once they have pressed Finish."], {}
-    models = summary["models"]
-    rows = [[name, _interval(m["interpretable"], m["rated"]),
-             p_against_gelu(summary["fisher"], name)] for name, m in models.items()]
+    acts = summary["activations"]
+    rows = [[act, _interval(m["interpretable"], m["rated"]),
+             p_against_gelu(summary["fisher_activations"], act)] for act, m in acts.items()]
     lines = _table(["activation", "rated interpretable (Wilson 95%)", "Fisher p vs gelu"], rows)
     raters = sorted({r["annotator"] for r in summary["ratings"]})
     if len(raters) > 1:
+        alone = {rater: by_activation_and_layer([r for r in summary["ratings"]
+                                                 if r["annotator"] == rater])
+                 for rater in raters}
         lines += ["", "These pool every rater's ratings, so a neuron rated twice counts twice and "
                   "the pooled p-values overstate the evidence. Each rater alone (one rating per "
                   "neuron, Fisher's exact test against gelu):", "",
-                  *_table(["rater", *models], [[rater, *per_rater_cells(summary, rater, models)]
-                                               for rater in raters])]
+                  *_table(["rater", *acts], [[rater, *(_cell(
+                      alone[rater]["activations"].get(act),
+                      p_against_gelu(alone[rater]["fisher_activations"], act)) for act in acts)]
+                      for rater in raters])]
+    layers = sorted({row["layer"] for row in summary["layers"]})
+    if len(layers) > 1:
+        lines += ["", "By layer (every rater pooled; Fisher's exact test against gelu at the "
+                  "same layer):", "",
+                  *_table(["layer", *acts], [[layer, *(layer_cell(summary, layer, act)
+                                                       for act in acts)] for layer in layers])]
     seconds = [r["seconds"] for r in summary["ratings"] if r.get("seconds") is not None]
     lines += ["", f"Raters: {', '.join(raters)}; {len(summary['ratings'])} ratings"
               + (f", median {sorted(seconds)[len(seconds) // 2]:.0f} s per neuron"
@@ -132,22 +162,28 @@ def study_lines(out: Path, study: Path, runs: dict[str, Path],
     if agreement and agreement["kappa"] is not None:
         lines.append(f"Rater-rater agreement: {agreement['kind']} kappa {agreement['kappa']:.2f} "
                      f"over {agreement['shared_neurons']} neurons rated by every rater.")
-    program = program_vs_raters(study, runs, verdicts)
+    program, program_layers = program_vs_raters(study, runs, verdicts)
     lines += ["", "The program's verdict on the same neurons (each rating is one pair):", "",
-              *_table(["activation", "raters interpretable", "program interpretable",
-                       "kappa program-rater"],
-                      [[act, _interval(s["human_yes"], s["ratings"]),
-                        _interval(s["auto_yes"], s["ratings"]), f"{s['kappa']:.2f}"]
-                       for act, s in program.items()])]
+              *_program_table(program, str)]
+    if len(layers) > 1:
+        lines += ["", "By layer:", "",
+                  *_program_table(program_layers, lambda key: f"{key[0]}, layer {key[1]}")]
     lines += ["", *audit_lines(summary)]
     plot_figures(summary, out / "figures")
     lines += ["", "![Figure 4](figures/fig4.png)"]
-    if (out / "figures" / "fig9.png").is_file():
-        lines += ["", "![Figure 9](figures/fig9.png)"]
-    blinded = {name: {k: m[k] for k in ("interpretable", "rated", "fraction", "wilson_low",
-                                        "wilson_high")} for name, m in models.items()}
-    return lines, {"blinded": blinded, "fisher": summary["fisher"], "agreement": agreement,
-                   "program_vs_raters": program, "display": summary["display"],
+    for name, title in (("fig4_layers.png", "Figure 4 by layer"), ("fig9.png", "Figure 9")):
+        if (out / "figures" / name).is_file():
+            lines += ["", f"![{title}](figures/{name})"]
+    keep = ("interpretable", "rated", "fraction", "wilson_low", "wilson_high")
+    blinded = {act: {k: m[k] for k in keep} for act, m in acts.items()}
+    return lines, {"blinded": blinded, "fisher": summary["fisher_activations"],
+                   "blinded_layers": [{k: row[k] for k in ("act_fn", "layer", *keep)}
+                                      for row in summary["layers"]],
+                   "fisher_layers": summary["fisher_layers"], "agreement": agreement,
+                   "program_vs_raters": program,
+                   "program_vs_raters_layers": [{"act_fn": act, "layer": layer, **score}
+                                                for (act, layer), score in program_layers.items()],
+                   "display": summary["display"],
                    "audit": [{k: pair[k] for k in ("a", "b", "chance", "best", "blind")}
                              for pair in summary["audit"]["pairs"]]}
 
@@ -167,18 +203,24 @@ def audit_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def write_results(out: Path, plan: ReplicationPlan, comparison: dict[str, Any],
-                  runs: dict[str, Path], study: Path, train_minutes: float) -> Path:
-    """Write ``results.md`` (and ``results.json`` with the same figures); returns its path."""
+                  runs: Runs, study: Path, train_minutes: float) -> Path:
+    """Write ``results.md`` (and ``results.json`` with the same figures); returns its path.
+    ``runs`` are the largest models of every seed."""
     largest = plan.largest
     params = plan.non_embedding_params.get(largest)
-    verdicts = {act: auto_labels(run) for act, run in runs.items()}
+    verdicts = {seed: {act: auto_labels(run) for act, run in by_act.items()}
+                for seed, by_act in runs.items()}
+    pooled = {act: {(seed, *neuron): v for seed, by_act in verdicts.items()
+                    for neuron, v in by_act[act].items()} for act in plan.acts}
+    seeds = f"{plan.seeds} seeds ({', '.join(map(str, plan.seed_values))}) of {largest}" \
+        if plan.seeds > 1 else f"seed {plan.seed}"
     lines = [f"# Replication on `{Path(plan.corpus).name}`", "",
              f"Sizes {', '.join(plan.sizes)} x {', '.join(plan.acts)}, identical settings: "
              f"{plan.tokens:,} tokens each"
              + (f" ({plan.tokens / params:.0f} per non-embedding parameter of {largest})"
                 if params else "")
-             + f", batch {plan.batch_size} x {plan.n_ctx} tokens, lr {plan.lr}, seed "
-             f"{plan.seed}; planned for {plan.budget_minutes:g} minutes of training on "
+             + f", batch {plan.batch_size} x {plan.n_ctx} tokens, lr {plan.lr}, {seeds}; "
+             "planned for {plan.budget_minutes:g} minutes of training on "
              f"{plan.device} ({plan.threads} threads), {train_minutes:.1f} minutes spent.", ""]
     if plan.undertrained:
         lines += ["**Undertrained**: the budget did not give even the smallest size 20 tokens "
@@ -186,10 +228,17 @@ def write_results(out: Path, plan: ReplicationPlan, comparison: dict[str, Any],
     lines += ["## Loss", "", *loss_lines(comparison), "",
               f"## Automated verdict, every neuron of the {largest} models", "",
               "The study's criterion (one rule explains at least 80% of the top examples); "
-              "Wilson 95% intervals, Fisher's exact test against gelu.", "",
+              "Wilson 95% intervals, Fisher's exact test against gelu"
+              + (", every seed's neurons pooled" if plan.seeds > 1 else "") + ".", "",
               *_table(["activation", "auto-interpretable", "Fisher p vs gelu"],
-                      fraction_rows(verdicts)), "",
-              f"## Blinded study, {plan.neurons_per_model} neurons per {largest} model", ""]
+                      fraction_rows(pooled)), ""]
+    seed_numbers = {}
+    if plan.seeds > 1 or plan.layers > 1:
+        seed_lines, seed_numbers = seed_section(comparison, runs, verdicts, largest,
+                                                out / "figures", _table)
+        lines += [*seed_lines, ""]
+    lines += [f"## Blinded study, {plan.neurons_per_model} neurons per activation of {largest}"
+              + (" (every seed, every layer)" if plan.seeds > 1 else ""), ""]
     blinded_lines, blinded = study_lines(out, study, runs, verdicts)
     lines += [*blinded_lines, "", "## The paper", "", PAPER, ""]
     path = out / RESULTS_FILE
@@ -198,5 +247,5 @@ def write_results(out: Path, plan: ReplicationPlan, comparison: dict[str, Any],
         "sizes": plan.sizes, "tokens": plan.tokens, "train_minutes": train_minutes,
         "loss": comparison["runs"], "fit": comparison.get("fit"),
         "automated": {act: {"interpretable": sum(v.values()), "neurons": len(v)}
-                      for act, v in verdicts.items()}, **blinded})
+                      for act, v in pooled.items()}, **seed_numbers, **blinded})
     return path

@@ -6,20 +6,23 @@ import time
 
 import pytest
 
+from solulab.autointerp.compare import auto_labels
 from solulab.errors import SolulabError
 from solulab.replicate import (
-    LADDER,
     PLAN_FILE,
     TOKENS_PER_PARAM,
     ReplicationPlan,
     Request,
+    ladder,
     load_plan,
     replicate,
 )
 from solulab.study import db
 
 SETTINGS = ["--n-ctx", "32", "--batch-size", "8", "--collect-tokens", "2048",
-            "--neurons-per-model", "12", "--annotators", "ann"]
+            "--neurons-per-model", "12", "--annotators", "ann,bob", "--layers", "2",
+            "--seeds", "2", "--acts", "gelu,solu_ln"]
+ACTS = ("gelu", "solu_ln")
 
 
 def _cli(*args: str) -> subprocess.Popen:
@@ -27,13 +30,43 @@ def _cli(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _largest(out, plan) -> dict[int, dict[str, object]]:
+    """{seed: {act: run}} of the largest size, where replicate keeps them."""
+    roots = {0: out / "sweep", 1: out / "seeds" / "seed1"}
+    return {seed: {act: root / plan["sizes"][-1] / act for act in ACTS}
+            for seed, root in roots.items()}
+
+
 def _complete_runs(out):
     plan = json.loads((out / PLAN_FILE).read_text())
-    for size in plan["sizes"]:
-        for act in plan["acts"]:
-            record = json.loads((out / "sweep" / size / act / "run.json").read_text())
-            assert record["complete"]
+    runs = [out / "sweep" / size / act for size in plan["sizes"] for act in plan["acts"]]
+    runs += [run for by_act in _largest(out, plan).values() for run in by_act.values()]
+    for run in runs:
+        assert json.loads((run / "run.json").read_text())["complete"]
     return plan
+
+
+def _rate_and_finish(study) -> dict[tuple[str, int], list[int]]:
+    """Both annotators rate every neuron (interpretable when its id's last digit is even) and
+    finish; returns {(act, layer): [interpretable, rated]} by hand."""
+    conn = db.connect(study)
+    counts: dict[tuple[str, int], list[int]] = {}
+    rows = conn.execute("SELECT o.annotator, o.item_id, m.act_fn, s.layer FROM orders o "
+                        "JOIN secrets s ON s.item_id = o.item_id "
+                        "JOIN models m ON m.name = s.model").fetchall()
+    with db.Transaction(conn):
+        for annotator, item, act, layer in rows:
+            yes = int(item[-1], 16) % 2 == 0
+            conn.execute("INSERT INTO ratings (annotator, item_id, label, hypothesis, seconds) "
+                         "VALUES (?, ?, ?, 'x', 1)", (annotator, item,
+                                                      "interpretable" if yes else
+                                                      "not_interpretable"))
+            cell = counts.setdefault((act, layer), [0, 0])
+            cell[0] += yes
+            cell[1] += 1
+        conn.execute("UPDATE annotators SET finished_at = datetime('now')")
+    conn.close()
+    return counts
 
 
 def test_replicate_end_to_end_interrupted_and_resumed(small_corpus, tmp_path):
@@ -57,27 +90,60 @@ def test_replicate_end_to_end_interrupted_and_resumed(small_corpus, tmp_path):
     assert second.returncode == 0, log
     assert "continuing the plan" in log and (out / PLAN_FILE).read_text() == plan_before
     plan = _complete_runs(out)
-    # The plan: sizes from the ladder, the largest with the two below it, all on equal tokens.
-    top = LADDER.index(plan["sizes"][-1])
-    assert plan["sizes"] == list(LADDER[max(0, top - 2):top + 1])
+    # The plan: 2-layer sizes, the largest with the two below it, all on equal tokens, and a
+    # second seed of the largest.
+    sizes = ladder(2)
+    top = sizes.index(plan["sizes"][-1])
+    assert plan["sizes"] == sizes[max(0, top - 2):top + 1]
+    assert (plan["layers"], plan["seeds"]) == (2, 2)
     assert plan["undertrained"] or (
         plan["tokens"] >= TOKENS_PER_PARAM * plan["non_embedding_params"][plan["sizes"][-1]])
     results = (out / "results.md").read_text()
     assert "size-equivalent multiplier" in results and "Not rated yet" in results
+    assert "Across seeds: 2 seeds" in results and "by layer" in results
     numbers = json.loads((out / "results.json").read_text())
-    assert set(numbers["automated"]) == {"gelu", "solu_ln", "gelu_ln"}
+    assert set(numbers["automated"]) == set(ACTS)
     assert (out / "annotator-links.txt").stat().st_mode & 0o077 == 0
+    # Per-layer fractions and the seed spread, by hand from the runs themselves.
+    largest = _largest(out, plan)
+    for seed, by_act in largest.items():
+        for act, run in by_act.items():
+            verdicts = auto_labels(run)
+            for layer in (0, 1):
+                mine = [v for (lay, _), v in verdicts.items() if lay == layer]
+                assert numbers["layer_fractions"][act][str(layer)][str(seed)] == \
+                    pytest.approx(sum(mine) / len(mine))
+            loss = json.loads((run / "run.json").read_text())["val_loss"]
+            assert numbers["losses"][act][str(seed)] == pytest.approx(loss)
+    for act in ACTS:
+        assert numbers["automated"][act]["neurons"] == sum(
+            len(auto_labels(by_act[act])) for by_act in largest.values())
+    gelu = [numbers["losses"]["gelu"][s] for s in ("0", "1")]
+    assert f"{sum(gelu) / 2:.4f} ± {abs(gelu[0] - gelu[1]) / 2 ** 0.5:.4f}" in results
+    # The study: 6 neurons of each seed's model, 3 from each layer.
     conn = db.connect(out / "study.sqlite")
     try:
-        assert sorted(m["name"] for m in db.models(conn)) == ["gelu", "gelu_ln", "solu_ln"]
+        assert sorted(m["name"] for m in db.models(conn)) == [
+            "gelu-seed0", "gelu-seed1", "solu_ln-seed0", "solu_ln-seed1"]
+        per_layer = conn.execute("SELECT model, layer, COUNT(*) FROM secrets "
+                                 "GROUP BY model, layer").fetchall()
+        assert sorted(n for _, _, n in per_layer) == [3] * 8
     finally:
         conn.close()
-    # A third run changes no trained weight and no study.
-    kept = [out / "study.sqlite", *sorted((out / "sweep").glob("*/*/model.safetensors"))]
+    counts = _rate_and_finish(out / "study.sqlite")
+    # A third run changes no trained weight and no study, and adds the blinded figures.
+    kept = [*sorted(out.glob("**/model.safetensors"))]
     before = [p.stat().st_mtime_ns for p in kept]
     third = _cli(*args)
     assert third.communicate(timeout=200)[0] and third.returncode == 0
     assert [p.stat().st_mtime_ns for p in kept] == before
+    numbers = json.loads((out / "results.json").read_text())
+    for row in numbers["blinded_layers"]:
+        assert [row["interpretable"], row["rated"]] == counts[(row["act_fn"], row["layer"])]
+    assert {(r["act_fn"], r["layer"]) for r in numbers["program_vs_raters_layers"]} == \
+        set(counts)
+    results = (out / "results.md").read_text()
+    assert "By layer (every rater pooled" in results and "fig4_layers.png" in results
 
 
 def test_a_replication_continues_only_with_its_own_settings(small_corpus, tmp_path):
@@ -87,7 +153,7 @@ def test_a_replication_continues_only_with_its_own_settings(small_corpus, tmp_pa
         acts=list(request.acts), tokens=1000, seconds_per_token={"1x32": 1e-5},
         non_embedding_params={"1x32": 12_000}, device="cpu", threads=1, n_ctx=256,
         batch_size=16, lr=1e-3, seed=0, neurons_per_model=60, collect_tokens=262_144,
-        annotators=["rater1", "rater2"], undertrained=True)
+        annotators=["rater1", "rater2"], undertrained=True, layers=2, seeds=3)
     (tmp_path / PLAN_FILE).write_text(json.dumps(plan.__dict__))
     assert load_plan(tmp_path, request) == plan
     with pytest.raises(SolulabError, match="budget_minutes: 1.0 -> 2.0"):
@@ -96,3 +162,17 @@ def test_a_replication_continues_only_with_its_own_settings(small_corpus, tmp_pa
         Request(small_corpus, 1.0, acts=("solu_ln", "gelu_ln"))
     with pytest.raises(SolulabError, match="budget"):
         replicate(Request(small_corpus, 0.0), tmp_path / "x")
+    with pytest.raises(SolulabError, match="seeds must be >= 1"):
+        Request(small_corpus, 1.0, seeds=0)
+
+
+def test_plans_made_before_depth_and_seeds_read_as_one_layer_one_seed():
+    from pathlib import Path
+
+    from solulab.replicate import read_plan_file, request_from_plan
+
+    saved = Path(__file__).parent.parent / "docs" / "replication" / "code" / "replicate.json"
+    plan = read_plan_file(saved)
+    assert (plan.layers, plan.seeds, plan.sizes) == (1, 1, ["1x32", "1x64", "1x128"])
+    request = request_from_plan(plan, Path("corpus"))
+    assert (request.layers, request.seeds) == (1, 1)

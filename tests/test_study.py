@@ -150,7 +150,7 @@ def test_a_study_that_fails_part_way_leaves_nothing(collected_runs, tmp_path, mo
 def test_bad_creation_requests_are_refused(collected_runs, tmp_path, study):
     with pytest.raises(SolulabError, match="exists"):
         create_study({"m": collected_runs / "gelu"}, study.path)
-    with pytest.raises(SolulabError, match="fewer than --neurons-per-model"):
+    with pytest.raises(SolulabError, match="fewer than the 65 that --neurons-per-model 65"):
         create_study({"m": collected_runs / "gelu"}, tmp_path / "x.sqlite", 65)
     with pytest.raises(SolulabError, match="distinct"):
         create_study({"m": collected_runs / "gelu"}, tmp_path / "y.sqlite", 2,
@@ -273,3 +273,27 @@ def test_excluded_studies_neurons_are_not_drawn_again(collected_runs, tmp_path):
     with pytest.raises(SolulabError, match="not counting excluded"):
         create_study({"m": collected_runs / "gelu"}, tmp_path / "c.sqlite", 25,
                      exclude=[first.path])
+
+
+def test_stratified_sampling_takes_each_layer_equally_and_the_remainder_at_random():
+    import random
+    from collections import Counter
+
+    from solulab.study.create import stratified
+
+    by_layer = {layer: [(layer, n) for n in range(10)] for layer in range(3)}
+    extra = Counter()
+    within = Counter()
+    for seed in range(300):
+        picked = stratified(random.Random(seed), by_layer, 7)
+        assert len(set(picked)) == 7
+        per_layer = Counter(layer for layer, _ in picked)
+        assert sorted(per_layer.values()) == [2, 2, 3]
+        extra[max(per_layer, key=per_layer.get)] += 1
+        within.update(n for layer, n in picked if layer == 0)
+    # Which layer gives the extra neuron, and which neurons a layer gives, are uniform.
+    assert scipy.stats.chisquare(list(extra.values())).pvalue > 0.001
+    assert scipy.stats.chisquare([within[n] for n in range(10)]).pvalue > 0.001
+    # One layer: exactly the uniform draw of before (old seeds redraw the same neurons).
+    assert stratified(random.Random(5), {0: by_layer[0]}, 4) == random.Random(5).sample(
+        by_layer[0], 4)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from solulab.autointerp.run import load_explanations
 from solulab.errors import SolulabError
@@ -35,9 +35,16 @@ def auto_labels(run: Path) -> dict[tuple[int, int], bool]:
 Labels = dict[Path, dict[tuple[int, int], bool]]  # resolved run -> (layer, neuron) -> verdict
 
 
-def rating_pairs(study: Path, labels: Labels) -> list[tuple[str, Path, bool, bool]]:
-    """``(annotator, run, rated interpretable, auto-interpretable)`` for every rating of a
-    neuron that has an automated label."""
+class RatingPair(NamedTuple):
+    annotator: str
+    run: Path
+    layer: int
+    human: bool  # rated interpretable
+    auto: bool  # auto-interpretable
+
+
+def rating_pairs(study: Path, labels: Labels) -> list[RatingPair]:
+    """A ``RatingPair`` for every rating of a neuron that has an automated label."""
     conn = connect(study)
     try:
         rows = neuron_labels(conn)
@@ -48,7 +55,8 @@ def rating_pairs(study: Path, labels: Labels) -> list[tuple[str, Path, bool, boo
         run = Path(row["run"]).resolve()
         auto = labels.get(run, {}).get((row["layer"], row["neuron"]))
         if auto is not None:
-            pairs.append((row["annotator"], run, row["label"] == HUMAN_YES, auto))
+            pairs.append(RatingPair(row["annotator"], run, row["layer"],
+                                    row["label"] == HUMAN_YES, auto))
     return pairs
 
 
@@ -65,8 +73,8 @@ def agreement_score(pairs: list[tuple[bool, bool]]) -> dict[str, Any]:
 def human_agreement(study: Path, labels: Labels) -> dict[str, Any]:
     """Cohen's kappa between human ratings and automated labels of the same neurons."""
     pairs: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
-    for annotator, _, human, auto in rating_pairs(study, labels):
-        pairs[annotator].append((human, auto))
+    for pair in rating_pairs(study, labels):
+        pairs[pair.annotator].append((pair.human, pair.auto))
     everyone = [p for annotator_pairs in pairs.values() for p in annotator_pairs]
     if not everyone:
         raise SolulabError(f"no rating in {study} is of a neuron with an automated label in "

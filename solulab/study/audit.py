@@ -138,15 +138,22 @@ def audit_pair(features: list[dict[str, float]], labels: list[int], seed: int = 
 
 
 def audit(path: str | Path, seed: int = 0) -> dict[str, Any]:
-    """The audit of a study: its display and, per pair of models, ``audit_pair``'s answer."""
+    """The audit of a study: its display and, per pair of models, ``audit_pair``'s answer.
+    Where several models share an activation (seeds of one size), they are pooled and the
+    activations are told apart instead: that is what an annotator's bias would act on."""
     conn = db.connect(path)
     try:
         shown, display = db.shown_payloads(conn), db.display_name(conn)
     finally:
         conn.close()
+    models_per_act: dict[str, set[str]] = {}
+    for row in shown:
+        models_per_act.setdefault(row["act_fn"], set()).add(row["model"])
+    pooled = len(models_per_act) > 1 and any(len(m) > 1 for m in models_per_act.values())
     by_model: dict[str, list[dict[str, float]]] = {}
     for row in shown:
-        by_model.setdefault(row["model"], []).append(item_features(row["item"], row["checks"]))
+        by_model.setdefault(row["act_fn"] if pooled else row["model"], []).append(
+            item_features(row["item"], row["checks"]))
     pairs = []
     for a, b in itertools.combinations(sorted(by_model), 2):
         labels = [0] * len(by_model[a]) + [1] * len(by_model[b])

@@ -1,12 +1,15 @@
 """``solulab study create``: sample neurons from each model and write a blinded study database.
 
-Neurons are drawn uniformly at random from all (layer, neuron) pairs of each model's store (the
-paper: 60 per model). What an annotator is shown is copied into the database and made the same
-shape for every model: exactly ``SNIPPETS`` top examples (empty ones pad a short list), each cut
-to the same window around its firing token (the widest every model's store holds), with shades
-in [0, 1] to two decimals from the study's display (``solulab.study.display``: by default the
-same amount of shading for every neuron), so neither the scale or density of a model's
-activations nor the store's layout says where a neuron came from.
+Neurons are drawn at random from each model's store (the paper: 60 per model), stratified by
+layer: every layer gives the same number of neurons (the remainder to layers drawn at random),
+each drawn uniformly within its layer, so every layer is represented and none is
+overrepresented; the layer is a secret like the rest. What an annotator is shown is copied
+into the database and made the same shape for every model: exactly ``SNIPPETS`` top examples
+(empty ones pad a short list), each cut to the same window around its firing token (the widest
+every model's store holds), with shades in [0, 1] to two decimals from the study's display
+(``solulab.study.display``: by default the same amount of shading for every neuron), so neither
+the scale or density of a model's activations nor the store's layout says where a neuron came
+from.
 
 Every neuron gets the same number of section 6.4 examples, drawn in turn from every activation
 interval of every point its model has (before and after the extra LayerNorm where there is
@@ -119,6 +122,16 @@ def check_examples(store: NeuronStore, layer: int, neuron: int, rng: random.Rand
     return picked
 
 
+def stratified(rng: random.Random, by_layer: dict[int, list[tuple[int, int]]], n: int
+               ) -> list[tuple[int, int]]:
+    """``n`` (layer, neuron) pairs: ``n // layers`` uniformly from each layer, one more from
+    each of ``n % layers`` layers drawn at random."""
+    layers = sorted(by_layer)
+    extra = set(rng.sample(layers, n % len(layers))) if n % len(layers) else set()
+    return [pair for layer in layers
+            for pair in rng.sample(by_layer[layer], n // len(layers) + (layer in extra))]
+
+
 def _open_stores(models: dict[str, Path]) -> dict[str, NeuronStore]:
     if not models:
         raise SolulabError("give at least one --model NAME=RUN")
@@ -147,12 +160,15 @@ def create_study(models: dict[str, str | Path], out: str | Path, neurons_per_mod
     candidates = {}
     for name, store in stores.items():
         run = str(store.path.parent.resolve())
-        candidates[name] = [(layer, n) for layer in store.layers for n in range(store.d_mlp)
-                            if (run, layer, n) not in taken]
-        if neurons_per_model > len(candidates[name]):
-            raise SolulabError(f"model {name} has {len(candidates[name])} neurons in its store "
-                               f"(not counting excluded ones), fewer than --neurons-per-model "
-                               f"{neurons_per_model}")
+        candidates[name] = {layer: [(layer, n) for n in range(store.d_mlp)
+                                    if (run, layer, n) not in taken] for layer in store.layers}
+        share = -(-neurons_per_model // len(store.layers))  # the most any layer must give
+        short = [layer for layer, pairs in candidates[name].items() if len(pairs) < share]
+        if short:
+            raise SolulabError(f"model {name}: layer {short[0]} has "
+                               f"{len(candidates[name][short[0]])} neurons in its store (not "
+                               f"counting excluded ones), fewer than the {share} that "
+                               f"--neurons-per-model {neurons_per_model} asks of each layer")
     seed = secrets.randbits(63) if seed is None else seed
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
@@ -179,8 +195,9 @@ def _sampled(study: Path) -> set[tuple[str, int, int]]:
 
 
 def _write_study(path: Path, stores: dict[str, NeuronStore],
-                 candidates: dict[str, list[tuple[int, int]]], neurons_per_model: int, seed: int,
-                 annotators: list[str], display_name: str, shade: Display) -> dict[str, str]:
+                 candidates: dict[str, dict[int, list[tuple[int, int]]]], neurons_per_model: int,
+                 seed: int, annotators: list[str], display_name: str, shade: Display
+                 ) -> dict[str, str]:
     rng = random.Random(seed)
     window = shared_window(stores)
     conn = db.connect(path, create=True)
@@ -193,7 +210,7 @@ def _write_study(path: Path, stores: dict[str, NeuronStore],
             for name, store in stores.items():
                 run = store.path.parent
                 db.add_model(conn, name, run, store.meta["act_fn"], _n_params(run))
-                for layer, neuron in rng.sample(candidates[name], neurons_per_model):
+                for layer, neuron in stratified(rng, candidates[name], neurons_per_model):
                     item_ids.append(new_id())
                     payload = item_payload(store, layer, neuron, window, shade)
                     db.add_item(conn, item_ids[-1], payload, name, run, layer, neuron)

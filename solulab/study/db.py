@@ -395,10 +395,11 @@ def shown_payloads(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     checks: dict[str, list[dict]] = {}
     for row in conn.execute("SELECT item_id, payload FROM checks ORDER BY item_id, position"):
         checks.setdefault(row["item_id"], []).append(json.loads(row["payload"]))
-    return [{"model": row["model"], "item": json.loads(row["payload"]),
+    return [{"model": row["model"], "act_fn": row["act_fn"], "item": json.loads(row["payload"]),
              "checks": checks.get(row["id"], [])}
-            for row in conn.execute("SELECT i.id, i.payload, s.model FROM items i "
-                                    "JOIN secrets s ON s.item_id = i.id ORDER BY s.model, i.id")]
+            for row in conn.execute("SELECT i.id, i.payload, s.model, m.act_fn FROM items i "
+                                    "JOIN secrets s ON s.item_id = i.id "
+                                    "JOIN models m ON m.name = s.model ORDER BY s.model, i.id")]
 
 
 def models(conn: sqlite3.Connection) -> list[dict[str, Any]]:

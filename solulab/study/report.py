@@ -75,6 +75,21 @@ def fisher_pairs(shares: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return pairs
 
 
+def by_activation_and_layer(ratings: list[dict]) -> dict[str, Any]:
+    """Ratings pooled per activation (over the models, e.g. seeds, that share it) and per
+    (activation, layer), with Fisher's exact test between activations at each layer."""
+    acts = sorted({r["act_fn"] for r in ratings})
+    layers = sorted({r["layer"] for r in ratings})
+    per_layer = {layer: {act: _share([r for r in ratings if (r["act_fn"], r["layer"]) ==
+                                      (act, layer)]) for act in acts} for layer in layers}
+    activations = {act: _share([r for r in ratings if r["act_fn"] == act]) for act in acts}
+    return {"activations": activations, "fisher_activations": fisher_pairs(activations),
+            "layers": [{"act_fn": act, "layer": layer, **share}
+                       for layer, shares in per_layer.items() for act, share in shares.items()],
+            "fisher_layers": [{"layer": layer, **pair} for layer, shares in per_layer.items()
+                              for pair in fisher_pairs(shares)]}
+
+
 def summarise(path: str | Path, unfinished: bool = False) -> dict[str, Any]:
     """Every statistic of the study as a dict (also written to ``summary.json``)."""
     conn = db.connect(path)
@@ -105,7 +120,7 @@ def summarise(path: str | Path, unfinished: bool = False) -> dict[str, Any]:
             "unopened": [{k: r[k] for k in ("annotator", "model", "layer", "neuron")}
                          for r in ratings if not r["opened"]],
             "models": per_model, "fisher": fisher_pairs(per_model), "fisher_per_annotator": alone,
-            "per_annotator": per_annotator,
+            "per_annotator": per_annotator, **by_activation_and_layer(ratings),
             "agreement": agreement(ratings),
             "consistency": [{"model": k[0], "act_fn": k[1], "point": k[2], "interval": k[3],
                              "intervals": k[4], "inconsistent": v[0], "labelled": v[1]}
@@ -171,6 +186,12 @@ def plot_figures(summary: dict[str, Any], out: Path, mode: int = FILE_MODE) -> l
     _save(fig, paths[-1], mode)
     plt.close(fig)
 
+    if len({row["layer"] for row in summary["layers"]}) > 1:
+        paths.append(out / "fig4_layers.png")
+        fig = plot_layers(summary["layers"], plt)
+        _save(fig, paths[-1], mode)
+        plt.close(fig)
+
     if summary["consistency"]:
         fig, ax = plt.subplots(figsize=(6, 4))
         curves = sorted({(c["act_fn"], c["point"]) for c in summary["consistency"]})
@@ -195,6 +216,27 @@ def plot_figures(summary: dict[str, Any], out: Path, mode: int = FILE_MODE) -> l
         _save(fig, paths[-1], mode)
         plt.close(fig)
     return paths
+
+
+def plot_layers(rows: list[dict[str, Any]], plt):
+    """Figure 4 per layer: the fraction rated interpretable at each layer, one line per
+    activation, with Wilson 95% intervals."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, act in enumerate(sorted({r["act_fn"] for r in rows})):
+        points = sorted((r for r in rows if r["act_fn"] == act and r["rated"]),
+                        key=lambda r: r["layer"])
+        ax.errorbar([r["layer"] + 0.06 * i for r in points], [r["fraction"] for r in points],
+                    yerr=[[r["fraction"] - r["wilson_low"] for r in points],
+                          [r["wilson_high"] - r["fraction"] for r in points]],
+                    marker="o", capsize=3, label=act)
+    ax.set_xticks(sorted({r["layer"] for r in rows}))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("fraction rated interpretable")
+    ax.set_title("Blinded study by layer (Wilson 95% intervals)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -227,6 +269,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     if a and a["kappa"] is not None:
         lines.append(f"{a['kind']} kappa {a['kappa']:.3f} over {a['shared_neurons']} neurons "
                      f"rated by {', '.join(a['annotators'])}")
+    if len({row["layer"] for row in summary["layers"]}) > 1:
+        lines.append("by layer (all models of an activation pooled):")
+        for row in summary["layers"]:
+            if row["rated"]:
+                lines.append(f"  layer {row['layer']} {row['act_fn']:<10} {row['interpretable']:>4}"
+                             f" of {row['rated']:<4} {row['fraction']:.3f} "
+                             f"({row['wilson_low']:.3f}-{row['wilson_high']:.3f})")
+        lines += [f"  layer {p['layer']}: Fisher {p['a']} vs {p['b']}: p = {p['p_value']:.3g}"
+                  for p in summary["fisher_layers"]]
     return "\n".join(lines + format_audit(summary["audit"]))
 
 
