@@ -22,9 +22,9 @@ from solulab.config import ModelConfig
 from solulab.errors import SolulabError
 from solulab.interop import cli as interop_cli
 from solulab.neurons.cli import app as neurons_app
-from solulab.replicate import Request
+from solulab.replicate_plan import Request
 from solulab.study.cli import app as study_app
-from solulab.train import TrainConfig
+from solulab.train_config import TrainConfig
 
 
 def _defaults(cls) -> dict[str, Any]:
@@ -295,7 +295,8 @@ def replicate(
     annotators: str = typer.Option(",".join(REPLICATE["annotators"]),
                                    help="Comma-separated annotator names."),
     layers: int = typer.Option(REPLICATE["layers"], help="Layers of every model: the sizes "
-                               "tried are LAYERSx32, LAYERSx64, ... (4 where the budget allows)."),
+                               "tried are LAYERSx32, LAYERSx64, ...; 2 or more reach past the "
+                               "first layer, 4 where the budget allows."),
     seeds: int = typer.Option(REPLICATE["seeds"], help="Seeds of the largest size (seed, "
                               "seed+1, ...): the spread of loss, multiplier and fractions."),
     base_url: str = typer.Option("http://127.0.0.1:8000", help="Where `solulab serve` runs."),
@@ -304,7 +305,8 @@ def replicate(
     """GELU vs SoLU-LN (and the LayerNorm-only ablation) at the largest size the budget
     trains well, with several seeds of it: loss, multipliers, automated verdicts per layer, a
     blinded study stratified by layer, results.md."""
-    from solulab.replicate import read_plan_file, replicate, request_from_plan
+    from solulab.replicate import replicate
+    from solulab.replicate_plan import read_plan_file, request_from_plan
 
     if (budget_minutes is None) == (plan is None):
         raise SolulabError("give exactly one of --budget-minutes or --plan")
@@ -373,6 +375,7 @@ def serve(
 
         connect(study).close()  # refuses a missing or foreign file now, not per request
         server, what = web.study_app(study, hosts), "study (annotator links: /study/TOKEN)"
+    web.check_port_free(host, port)
     typer.echo(f"{what}: http://{host}:{port}/")
     uvicorn.run(server, host=host, port=port, log_level="warning")
 

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from solulab.activations import ACTIVATIONS
+from solulab.activation_specs import ACTIVATIONS
 from solulab.errors import SolulabError
 
 POSITIONAL = ("rotary", "learned")

@@ -9,6 +9,7 @@ the demo again is cheap.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from solulab.cache import cache_dir
 from solulab.data import build_corpus, is_corpus
 from solulab.evals.runner import evaluate_run
 from solulab.neurons.collect import ensure_store
-from solulab.report import write_report
+from solulab.report import neuron_worth_reading, write_report
 from solulab.stats import proportion
 from solulab.sweep import run_sweep
 from solulab.sweep.compare import compare_sweep, format_table
@@ -97,12 +98,32 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
     say("[6/6] report")
     report = write_report(sweep_dir)
     largest = f"{sweep_dir}/{settings.sizes[-1]}"
+    layer, neuron, description = neuron_worth_reading(Path(largest) / "solu_ln") or (0, 0, "")
     typer.echo(f"\nreport: {report}")
     typer.echo(f"runs:   {sweep_dir}/<size>/<activation>")
     typer.echo(f"corpus: {corpus}")
-    typer.echo(f"read a neuron:   solulab neurons show {largest}/solu_ln --layer 0 --neuron 0")
+    activate = activation_line()
+    if activate:
+        typer.echo(f"first, in each new shell: {activate}")
+    typer.echo(f"read a neuron:   solulab neurons show {largest}/solu_ln --layer {layer} "
+               f"--neuron {neuron}" + (f"   # {description}" if description else ""))
     typer.echo(f"open the viewer: solulab serve --runs {sweep_dir}")
     typer.echo(f"blinded study:   solulab study create --model solu_ln={largest}/solu_ln "
                f"--model gelu={largest}/gelu --annotators you --out {out}/study.sqlite")
-    typer.echo(f"                 solulab serve --study {out}/study.sqlite")
+    typer.echo(f"                 solulab serve --study {out}/study.sqlite --port 8001")
     return report
+
+
+def activation_line() -> str | None:
+    """``source .../bin/activate`` when this ``solulab`` runs from a virtual environment that a
+    new shell would not find on its PATH (``make demo`` runs ``.venv/bin/solulab``)."""
+    scripts = Path(sys.prefix) / "bin"
+    active = os.environ.get("VIRTUAL_ENV")
+    if sys.prefix == sys.base_prefix or not (scripts / "activate").is_file() or (
+            active and Path(active).resolve() == Path(sys.prefix).resolve()):
+        return None
+    try:
+        where = scripts.relative_to(Path.cwd())
+    except ValueError:
+        where = scripts
+    return f"source {where}/activate"

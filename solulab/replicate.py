@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
@@ -28,6 +28,18 @@ from solulab.errors import SolulabError
 from solulab.io import atomic_write, atomic_write_json
 from solulab.model import Transformer
 from solulab.neurons.collect import ensure_store
+from solulab.neurons.store import NeuronStore
+from solulab.replicate_plan import (
+    OVERHEAD,
+    SIZES_IN_FIT,
+    TOKENS_PER_PARAM,
+    ReplicationPlan,
+    Request,
+    ladder,
+    plan_cost,
+    plan_settings,
+    read_plan_file,
+)
 from solulab.replicate_results import write_results
 from solulab.study.create import create_study
 from solulab.sweep import SweepPlan, run_sweep
@@ -37,106 +49,6 @@ from solulab.train import TrainConfig, build_optimizer
 PLAN_FILE = "replicate.json"
 LINKS_FILE = "annotator-links.txt"
 TIMINGS_FILE = "timings.json"
-WIDTHS = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
-ACTS = ("gelu", "solu_ln", "gelu_ln")
-# Hoffmann et al. (2022), "Training Compute-Optimal Large Language Models": about 20 training
-# tokens per parameter is compute-optimal; fewer leaves a model undertrained for its size.
-TOKENS_PER_PARAM = 20
-SIZES_IN_FIT = 3  # the planned size and the two below it
-OVERHEAD = 1.15  # evaluation, logging and checkpoints on top of the timed steps
-
-
-@dataclass
-class ReplicationPlan:
-    """What ``replicate`` decided; saved so that a re-run continues the same experiment."""
-
-    corpus: str
-    budget_minutes: float
-    sizes: list[str]
-    acts: list[str]
-    tokens: int  # per model, the same for every model
-    seconds_per_token: dict[str, float]  # per measured size, summed over the activations
-    non_embedding_params: dict[str, int]
-    device: str
-    threads: int
-    n_ctx: int
-    batch_size: int
-    lr: float
-    seed: int
-    neurons_per_model: int
-    collect_tokens: int
-    annotators: list[str]
-    undertrained: bool  # even the smallest size gets fewer than TOKENS_PER_PARAM tokens/param
-    layers: int = 1  # plans made before depth and seeds were settings had one of each
-    seeds: int = 1  # of the largest size: seed, seed + 1, ...
-
-    @property
-    def largest(self) -> str:
-        return self.sizes[-1]
-
-    @property
-    def seed_values(self) -> list[int]:
-        return [self.seed + k for k in range(self.seeds)]
-
-    def train_config(self) -> TrainConfig:
-        steps = max(1, self.tokens // (self.batch_size * self.n_ctx))
-        return TrainConfig(tokens=self.tokens, batch_size=self.batch_size, lr=self.lr,
-                           seed=self.seed, eval_every=max(1, steps // 10),
-                           checkpoint_every=max(1, steps // 5), checkpoint_minutes=5.0,
-                           device=self.device)
-
-    def predicted_minutes(self) -> float:
-        return OVERHEAD * plan_cost(self.seconds_per_token, self.sizes, self.seeds) \
-            * self.tokens / 60
-
-
-def ladder(layers: int) -> list[str]:
-    """The sizes ``replicate`` tries, smallest first: ``layers`` layers of growing width."""
-    return [f"{layers}x{width}" for width in WIDTHS]
-
-
-def plan_cost(seconds_per_token: dict[str, float], sizes: list[str], seeds: int) -> float:
-    """Seconds per training token of a plan: every size once, the largest ``seeds`` times."""
-    return sum(seconds_per_token[s] for s in sizes) + (seeds - 1) * seconds_per_token[sizes[-1]]
-
-
-@dataclass(frozen=True)
-class Request:
-    """The user's side of a replication: what a re-run must repeat to continue."""
-
-    corpus: Path
-    budget_minutes: float
-    acts: tuple[str, ...] = ACTS
-    n_ctx: int = 256
-    batch_size: int = 16
-    lr: float = 1e-3
-    seed: int = 0
-    neurons_per_model: int = 60
-    collect_tokens: int = 262_144
-    annotators: tuple[str, ...] = ("rater1", "rater2")
-    layers: int = 2
-    seeds: int = 3
-    device: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.budget_minutes > 0:
-            raise SolulabError(f"--budget-minutes must be > 0, got {self.budget_minutes}")
-        if "gelu" not in self.acts or len(self.acts) < 2:
-            raise SolulabError("--acts must include the gelu baseline and at least one other")
-        for name in ("n_ctx", "batch_size", "neurons_per_model", "collect_tokens", "layers",
-                     "seeds"):
-            if getattr(self, name) < 1:
-                raise SolulabError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-
-REQUEST_SETTINGS = tuple(f.name for f in fields(Request) if f.name not in ("corpus", "device"))
-
-
-def plan_settings(request: Request) -> dict[str, Any]:
-    """What a plan keeps of its request (sequences as JSON lists), to compare on a re-run."""
-    settings = {name: getattr(request, name) for name in REQUEST_SETTINGS}
-    return {"corpus": str(Path(request.corpus).resolve()),
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
 
 
 def seconds_per_token(size: str, act: str, request: Request, d_vocab: int,
@@ -223,16 +135,6 @@ def load_plan(out: Path, request: Request) -> ReplicationPlan | None:
     return plan
 
 
-def read_plan_file(path: Path) -> ReplicationPlan:
-    """A plan saved by an earlier replication (``--plan``), to redo it without re-timing."""
-    try:
-        data = json.loads(Path(path).read_text())
-        return ReplicationPlan(**{f.name: data[f.name] for f in fields(ReplicationPlan)
-                                  if f.name in data or f.default is MISSING})
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SolulabError(f"{path} is not a replication plan ({e})") from None
-
-
 def write_links(out: Path, links: dict[str, str]) -> Path:
     """Each annotator's secret link, readable by the owner only."""
     path = out / LINKS_FILE
@@ -247,14 +149,6 @@ def add_train_minutes(out: Path, minutes: float) -> float:
     total = (json.loads(path.read_text())["train_minutes"] if path.is_file() else 0.0) + minutes
     atomic_write_json(path, {"train_minutes": total})
     return total
-
-
-def request_from_plan(plan: ReplicationPlan, corpus: Path) -> Request:
-    """The request that continues a saved plan on ``corpus`` (the plan's own path may be
-    another machine's)."""
-    settings = {name: getattr(plan, name) for name in REQUEST_SETTINGS}
-    return Request(corpus=corpus, device=plan.device,
-                   **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
 
 
 def seed_sweep(out: Path, seed: int) -> Path:
@@ -320,12 +214,14 @@ def replicate(request: Request, out: Path, saved_plan: ReplicationPlan | None = 
     plot_comparison(comparison, out / "figures")
 
     runs = largest_runs(out, plan)
-    log(f"[4/6] neurons of the {plan.largest} models ({plan.seeds} seed(s)): "
+    log(f"[4/6] neurons of the {plan.largest} models ({plan.seeds} seed(s)): up to "
         f"{plan.collect_tokens:,} validation tokens each")
     for by_act in runs.values():
         for run in by_act.values():
-            ensure_store(run, Path(plan.corpus), plan.collect_tokens, progress)
+            store = NeuronStore.open(ensure_store(run, Path(plan.corpus), plan.collect_tokens,
+                                                  progress))
             ensure_explanations(run, progress)
+            log(f"      {run}: {store.meta['n_tokens']:,} tokens collected")
 
     study = out / "study.sqlite"
     log("[5/6] blinded study")

@@ -61,6 +61,16 @@ def loss_section(result: dict[str, Any], plots: list[Path]) -> str:
                      "finds SoLU-LN between 0.95x and 1.05x at every size.</p>")
     if result.get("note"):
         parts.append(f"<p class=note>{html.escape(result['note'])}</p>")
+    if result.get("fit") and all(r["multiplier_low"] is None for r in result["runs"]):
+        parts.append("<p class=note>The 95% interval column is empty: a law with three "
+                     "parameters fitted through three sizes passes through every point, and "
+                     "every bootstrap resample that can still fit it is the same three runs, so "
+                     "there is no spread to report. More sizes, or several seeds of a size "
+                     "(<code>solulab replicate --seeds</code>), give intervals.</p>")
+    if result.get("fit"):
+        parts.append("<p class=note>The baseline's own multipliers say how far each baseline "
+                     "run lies from the fitted law: the fit's error, not an effect. Read a "
+                     "SoLU multiplier against the baseline's at the same size.</p>")
     parts.extend(_img(p) for p in plots)
     return "\n".join(parts)
 
@@ -77,12 +87,26 @@ def eval_section(root: Path, result: dict[str, Any], plot_dir: Path) -> str:
                       "difference from the baseline at the same size.</p>", _img(plot)])
 
 
+def ranked_explained(explanations: dict[tuple[int, int], dict]) -> list:
+    """The auto-interpretable neurons, the one whose rule best predicts its firing over the
+    whole range (AUROC on held-out text) first."""
+    return sorted(((key, e) for key, e in explanations.items()
+                   if e["interpretable"] and e["auroc"] is not None),
+                  key=lambda item: (-item[1]["auroc"], item[0]))
+
+
+def neuron_worth_reading(run: Path) -> tuple[int, int, str] | None:
+    """``(layer, neuron, explanation)`` of the run's best-explained neuron, if it has one."""
+    ranked = ranked_explained(load_explanations(Path(run) / "neurons"))
+    if not ranked:
+        return None
+    (layer, neuron), e = ranked[0]
+    return layer, neuron, e["description"]
+
+
 def best_explained(run: str, explanations: dict[tuple[int, int], dict], n: int = 5) -> list:
-    """Rows for the ``n`` auto-interpretable neurons whose rule best predicts their firing over
-    the whole range (AUROC on held-out text)."""
-    ranked = sorted(((key, e) for key, e in explanations.items()
-                     if e["interpretable"] and e["auroc"] is not None),
-                    key=lambda item: -item[1]["auroc"])[:n]
+    """Rows for the ``n`` best-explained neurons (``ranked_explained``)."""
+    ranked = ranked_explained(explanations)[:n]
     return [[run, f"{layer}:{neuron}", e["description"], f"{e['coverage']:.0%}",
              f"{e['auroc']:.3f}", "n/a" if e["simulation"] is None else f"{e['simulation']:.3f}"]
             for (layer, neuron), e in ranked]
@@ -120,6 +144,48 @@ def neuron_section(root: Path, result: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def summary_section(root: Path, result: dict[str, Any]) -> str:
+    """What was measured, what it can and cannot show, and where to start reading."""
+    runs = result["runs"]
+    largest = max(runs, key=lambda r: r["n_params"])["size"]
+    sizes = sorted({r["size"] for r in runs}, key=lambda size: next(
+        r["n_params"] for r in runs if r["size"] == size))
+    fractions = []
+    for r in (r for r in runs if r["size"] == largest):
+        labels = [e["interpretable"] for e in load_explanations(
+            root / largest / r["act"] / "neurons").values()]
+        if labels:
+            p = proportion(sum(labels), len(labels))
+            fractions.append(f"{r['act']} {p.fraction:.0%} ({p.low:.0%}-{p.high:.0%})")
+    parts = ["<h2>What this report shows</h2>",
+             f"<p>{len(runs)} models: sizes {', '.join(sizes)} × "
+             f"{', '.join(sorted({r['act'] for r in runs}))}, trained with identical settings "
+             "and one seed each; their losses, the baseline's scaling law and each model's "
+             "size-equivalent multiplier, offline evals, and each model's neurons explained by "
+             "the automated verdict.</p>"]
+    if fractions:
+        parts.append(f"<p>Neurons of the {largest} models that one rule explains "
+                     f"(automated verdict, Wilson 95%): {', '.join(fractions)}.</p>")
+    parts.append(
+        "<p class=note>What it cannot show: models this small, trained this briefly and once "
+        "each, cannot test the paper's claim. Differences of a few hundredths of a nat or a few "
+        "points of interpretability are within what another seed would move, and no person has "
+        "rated these neurons. <code>solulab replicate</code> trains larger models with several "
+        "seeds and creates the blinded study; <code>docs/replication.md</code> in the solulab "
+        "repository reports what that showed on this kind of machine.</p>")
+    best = [(r["act"], neuron_worth_reading(root / largest / r["act"]))
+            for r in runs if r["size"] == largest and r["act"] != result["baseline"]]
+    for act, pick in best:
+        if pick is not None:
+            layer, neuron, description = pick
+            run = root / largest / act
+            parts.append(f"<p>A neuron worth reading first: layer {layer}, neuron {neuron} of "
+                         f"{html.escape(f'{largest}/{act}')} ({html.escape(description)}): "
+                         f"<code>solulab neurons show {html.escape(str(run))} --layer {layer} "
+                         f"--neuron {neuron}</code></p>")
+    return "\n".join(parts)
+
+
 def write_report(root: Path, out: Path | None = None) -> Path:
     """Write ``report.html`` for a sweep directory; returns its path."""
     root = Path(root)
@@ -128,6 +194,7 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     plots = plot_comparison(result, root / "plots")
     body = "\n".join([
         f"<h1>solulab report: {html.escape(root.name)}</h1>",
+        summary_section(root, result),
         loss_section(result, plots),
         eval_section(root, result, root / "plots"),
         neuron_section(root, result),

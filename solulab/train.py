@@ -37,9 +37,9 @@ from solulab.distributed import (
 )
 from solulab.distributed.build import build_model, is_sharded
 from solulab.distributed.tensor_parallel import clip_grad_norm
-from solulab.errors import SolulabError
 from solulab.io import atomic_write_text, json_text
 from solulab.model import Transformer, lm_loss
+from solulab.train_config import TrainConfig, TrainError
 from solulab.train_state import (
     TrainState,
     check_identity,
@@ -58,10 +58,6 @@ def _step_of(line: str) -> float:
         return json.loads(line)["step"]
     except (json.JSONDecodeError, KeyError, TypeError):
         return math.inf
-
-
-class TrainError(SolulabError):
-    """Training cannot start as asked; the message says what to change."""
 
 
 class TrainingInterrupted(Exception):
@@ -101,59 +97,6 @@ class StopSignals:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings; identical across the runs of a comparison."""
-
-    batch_size: int = 8  # sequences per micro-batch per process
-    grad_accum: int = 1
-    steps: int | None = None
-    tokens: int | None = None  # alternative to steps: train on about this many tokens
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int | None = None  # default: 5% of the steps
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_sequences: int = 32
-    log_every: int = 10
-    checkpoint_every: int = 200
-    checkpoint_minutes: float = 10.0  # also checkpoint when this long has passed since the last
-    keep_checkpoints: int = 2
-    seed: int = 0
-    compile: bool = False
-    fsdp: bool = False
-    tp: int = 1  # tensor-parallel degree under torchrun
-    device: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "eval_every", "eval_sequences", "log_every",
-                     "checkpoint_every", "keep_checkpoints", "tp"):
-            if getattr(self, name) < 1:
-                raise TrainError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if (self.steps is None) == (self.tokens is None):
-            raise TrainError("give exactly one of --steps or --tokens")
-        if self.steps is not None and self.steps < 1:
-            raise TrainError(f"steps must be >= 1, got {self.steps}")
-        if self.tokens is not None and self.tokens < 1:
-            raise TrainError(f"tokens must be >= 1, got {self.tokens}")
-        if not self.checkpoint_minutes > 0:
-            raise TrainError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise TrainError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        self.betas = tuple(self.betas)
-
-    def global_batch(self, dp_size: int) -> int:
-        """Sequences per optimizer step over the ``dp_size`` data-parallel ranks."""
-        return self.batch_size * self.grad_accum * dp_size
-
-    def total_steps(self, dp_size: int, n_ctx: int) -> int:
-        if self.steps is not None:
-            return self.steps
-        return max(1, math.ceil(self.tokens / (self.global_batch(dp_size) * n_ctx)))
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -226,6 +169,9 @@ class Trainer:
         callbacks: Sequence[Callable[[int, dict[str, Any]], None]] = (),
     ):
         self.cfg, self.out, self.progress, self.callbacks = cfg, Path(out), progress, callbacks
+        if self.out.exists() and not self.out.is_dir():
+            raise TrainError(f"--out {self.out} is a file, not a run directory: choose another "
+                             "--out")
         self.corpus = Corpus(corpus_dir)
         self.corpus_dir = Path(corpus_dir)
         if model_cfg.d_vocab < self.corpus.vocab_size:
@@ -333,6 +279,13 @@ class Trainer:
         if finished is not None:
             check_identity(self._identity_of(finished), identity, self.out)
             steps = finished["total_steps"]
+            if steps != total_steps:
+                raise TrainError(
+                    f"{self.out} finished at {steps:,} steps ({steps * global_batch * n_ctx:,} "
+                    f"tokens); this command asks for {total_steps:,} steps "
+                    f"({total_steps * global_batch * n_ctx:,} tokens). A finished run is not "
+                    "extended (its learning-rate schedule has ended): train the longer run "
+                    "into another --out")
             return TrainResult(self.out, steps, steps * global_batch * n_ctx, float("nan"),
                                finished.get("val_loss") or float("nan"), already_finished=True)
         start_step, optimizer_state = 0, None

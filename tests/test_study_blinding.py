@@ -31,7 +31,10 @@ def crawl(client, token):
     """Everything the link reaches, and per item the features an attacker can compute."""
     api = f"/api/study/{token}"
     seen = [client.get(f"/study/{token}").text, client.get("/static/study.js").text]
-    for path in ("/", "/run", "/neuron", "/docs", "/openapi.json", "/api/study"):
+    root = client.get("/")  # the server says what it is, and nothing about the study
+    assert root.status_code == 200 and "link you were given" in root.text
+    seen.append(root.text)
+    for path in ("/run", "/neuron", "/docs", "/openapi.json", "/api/study"):
         response = client.get(path)
         assert response.status_code == 404
         seen.append(response.text)

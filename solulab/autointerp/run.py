@@ -118,6 +118,9 @@ def rank_by_pattern(run_dir: str | Path, pattern: str, layers: list[int] | None 
     layers = store.layers if layers is None else layers
     held, acts = held_out_activations(Path(run_dir), layers, n_tokens)
     predicted = held.predict(rule)
+    if not predicted.any():
+        raise SolulabError(f"the pattern {pattern!r} matches none of the {len(predicted):,} "
+                           "held-out tokens: nothing to rank (try a broader pattern)")
     ranked = []
     for layer in layers:
         for neuron in range(store.d_mlp):

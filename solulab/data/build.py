@@ -523,9 +523,14 @@ def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int =
         files = resolve_sources(sources, keep_markup, text_field)
         stats, plan, content = _scan(files, val_fraction, max_bytes, progress)
         if stats.documents == 0:
-            skipped = (f" (passed over for their suffix: {files.skipped_text()}; readable: "
-                       f"{' '.join(sorted(SUPPORTED_SUFFIXES))})" if files.skipped_suffixes else "")
-            raise CorpusError(f"no documents found in {', '.join(files.labels)}{skipped}")
+            reasons = [f"{n} {what}" for n, what in (
+                (stats.skipped_empty, "empty or whitespace only"),
+                (stats.skipped_binary, "binary (a NUL byte in the first 8 KiB)")) if n]
+            if files.skipped_suffixes:
+                reasons.append(f"passed over for their suffix: {files.skipped_text()}; readable: "
+                               f"{' '.join(sorted(SUPPORTED_SUFFIXES))}")
+            why = f" ({'; '.join(reasons)})" if reasons else ""
+            raise CorpusError(f"no documents found in {', '.join(files.labels)}{why}")
         key = _build_key(files, stats, content,
                          _settings(files, vocab_size, val_fraction, max_bytes), tokenizer)
         partial = partial_dir(out)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from solulab.activations import REGISTRY
+from solulab.activation_specs import REGISTRY
 from solulab.config import ConfigError, ModelConfig
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_bytes, atomic_write_json

@@ -127,6 +127,17 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _log_tokens_axis(ax) -> None:
+    """A log x axis labelled at 1, 2 and 5 of each decade in engineering notation (20k, 5M),
+    with no labels on the minor ticks: readable and never overlapping."""
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_comparison(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """Figure-1-style plots: learning curves (baseline dotted, others solid) and multipliers."""
     import matplotlib
@@ -139,15 +150,17 @@ def plot_comparison(result: dict[str, Any], out_dir: Path) -> list[Path]:
     runs = result["runs"]
     sizes = sorted({r["size"] for r in runs}, key=lambda s: min(
         r["n_params"] for r in runs if r["size"] == s))
-    colors = {s: plt.cm.viridis(i / max(1, len(sizes) - 1)) for i, s in enumerate(sizes)}
+    # viridis without its last, pale yellow fifth, so that every curve stays visible
+    colors = {s: plt.cm.viridis(0.8 * i / max(1, len(sizes) - 1)) for i, s in enumerate(sizes)}
     paths = []
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in runs:
         tokens, losses = zip(*r["curve"]) if r["curve"] else ((), ())
         style = ":" if r["act"] == result["baseline"] else "-"
-        ax.plot(tokens, losses, style, color=colors[r["size"]], label=f"{r['size']} {r['act']}")
-    ax.set_xscale("log")
+        ax.plot(tokens, losses, style, color=colors[r["size"]], lw=1.8,
+                label=f"{r['size']} {r['act']}")
+    _log_tokens_axis(ax)
     ax.set_xlabel("tokens")
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title(f"Learning curves ({result['baseline']} dotted)")
@@ -174,7 +187,7 @@ def plot_comparison(result: dict[str, Any], out_dir: Path) -> list[Path]:
         for ax, xlabel in ((left, "non-embedding parameters"), (right, "tokens")):
             ax.axhspan(*BAND, color="grey", alpha=0.2, label="0.95-1.05x")
             ax.axhline(1.0, color="black", lw=0.8, ls=":")
-            ax.set_xscale("log")
+            _log_tokens_axis(ax)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"model-size equivalent (x {result['baseline']})")
             ax.legend(fontsize=7)

@@ -9,10 +9,11 @@ answer only to the host names they are given (loopback by default) and go throug
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from solulab.errors import SolulabError
 from solulab.web.guard import LOOPBACK_NAMES, guarded
@@ -63,7 +64,33 @@ def viewer_app(runs: Path, allowed_hosts: frozenset[str] = LOOPBACK_NAMES) -> Fa
     return app
 
 
+STUDY_ROOT = """<!doctype html><html><head><meta charset=utf-8><title>Neuron study</title>
+<link rel=stylesheet href=/static/style.css></head><body><h1>A blinded neuron study</h1>
+<p>This server holds a blinded study of language-model neurons. Annotators: open the personal
+link you were given (it ends in <code>/study/</code> and your secret token). Nothing else is
+served here.</p></body></html>"""
+
+
 def study_app(study: Path, allowed_hosts: frozenset[str] = LOOPBACK_NAMES) -> FastAPI:
     app = _app("study", allowed_hosts)
+
+    @app.get("/", response_class=HTMLResponse)
+    def root():
+        """What this server is, for someone who opens its address without a link."""
+        return STUDY_ROOT
+
     app.include_router(study_router(study))
     return app
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A one-line error, before anything is printed, when ``port`` on ``host`` is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise SolulabError(f"cannot listen on {host}:{port} ({e.strerror}): another server "
+                               f"(a second `solulab serve`?) has it; choose another with "
+                               f"--port, e.g. --port {port + 1}") from None
