@@ -3,12 +3,16 @@ interpretable and the raters', Cohen's kappa program-rater beside rater-rater, a
 table.
 
     python benchmarks/autointerp_agreement.py STUDY.sqlite [STUDY ...] [--runs DIR]
+        [--by activation] [--per-layer]
     python benchmarks/autointerp_agreement.py --labels LABELS.csv --set test --runs DIR
 
 Ratings come from study databases (with the neurons they are of) or from a labels CSV such as
 ``benchmarks/data/autointerp-labels/labels.csv`` (``--set`` picks its rows). Each model's run is
 explained afresh with ``solulab autointerp``, so the figures are of the code as it is. ``--runs
-DIR`` finds a run as ``DIR/<model name>`` for a CSV, or ``DIR/<run directory name>`` for a study.
+DIR`` finds a run as ``DIR/<model name>`` for a CSV, or ``DIR/<run directory name>`` for a study
+(``DIR/<seed directory>/<run directory name>`` where a study's runs differ only by seed, as
+``replicate --seeds`` makes them). ``--by activation`` pools the models of one activation (the
+seeds of a replication); ``--per-layer`` adds a row for each layer of each group.
 """
 
 from __future__ import annotations
@@ -30,18 +34,23 @@ def ratings(study: Path, runs: Path | None) -> list[dict]:
     """Every rating: annotator, model, run directory, layer, neuron, label (True/False)."""
     conn = sqlite3.connect(study)
     conn.row_factory = sqlite3.Row
-    rows = conn.execute("SELECT r.annotator, s.model, s.run, s.layer, s.neuron, r.label "
-                        "FROM ratings r JOIN secrets s ON s.item_id = r.item_id").fetchall()
+    rows = conn.execute("SELECT r.annotator, s.model, m.act_fn, s.run, s.layer, s.neuron, "
+                        "r.label FROM ratings r JOIN secrets s ON s.item_id = r.item_id "
+                        "JOIN models m ON m.name = s.model").fetchall()
     conn.close()
-    return [{"annotator": r["annotator"], "model": r["model"], "layer": r["layer"],
-             "neuron": r["neuron"], "label": r["label"] == YES,
-             "run": (runs / Path(r["run"]).name) if runs else Path(r["run"])} for r in rows]
+    names = {Path(r["run"]).name for r in rows}
+    keep = 1 if len(names) == len({r["run"] for r in rows}) else 3  # run, or seed/size/run
+    return [{"annotator": r["annotator"], "model": r["model"], "activation": r["act_fn"],
+             "layer": r["layer"], "neuron": r["neuron"], "label": r["label"] == YES,
+             "run": (runs.joinpath(*Path(r["run"]).parts[-keep:]) if runs else Path(r["run"]))}
+            for r in rows]
 
 
 def labels_csv(path: Path, wanted: str | None, runs: Path) -> list[dict]:
     """Rows of a labels CSV (columns set, annotator, model, layer, neuron, label)."""
     with open(path, newline="") as f:
-        return [{"annotator": r["annotator"], "model": r["model"], "layer": int(r["layer"]),
+        return [{"annotator": r["annotator"], "model": r["model"], "activation": r["model"],
+                 "layer": int(r["layer"]),
                  "neuron": int(r["neuron"]), "label": r["label"] == YES,
                  "run": runs / r["model"]} for r in csv.DictReader(f)
                 if wanted is None or r["set"] == wanted]
@@ -63,6 +72,8 @@ def main() -> None:
     parser.add_argument("--set", default=None, help="Only the CSV rows of this set.")
     parser.add_argument("--runs", type=Path, default=None)
     parser.add_argument("--tokens", type=int, default=16_384, help="Held-out tokens.")
+    parser.add_argument("--by", choices=("model", "activation"), default="model")
+    parser.add_argument("--per-layer", action="store_true")
     args = parser.parse_args()
     if args.labels and not args.runs:
         parser.error("--labels needs --runs DIR (see the labels' README)")
@@ -80,16 +91,19 @@ def main() -> None:
 
     print(f"{'model':<16} {'neurons':>7} {'program':>8} {'raters':>8} {'kappa p-r':>10} "
           f"{'kappa r-r':>10}  raters")
-    for model, group in itertools.groupby(sorted(rows, key=lambda r: r["model"]),
-                                          key=lambda r: r["model"]):
-        group = list(group)
-        neurons = {(r["layer"], r["neuron"]): r["program"] for r in group}
+    groups = defaultdict(list)
+    for r in rows:
+        groups[r[args.by]].append(r)
+        if args.per_layer:
+            groups[f"{r[args.by]} L{r['layer']}"].append(r)
+    for model, group in sorted(groups.items()):
+        neurons = {(r["run"], r["layer"], r["neuron"]): r["program"] for r in group}
         program = proportion(sum(neurons.values()), len(neurons))
         human = proportion(sum(r["label"] for r in group), len(group))
         pairs = [(r["label"], r["program"]) for r in group]
         by_rater = defaultdict(dict)
         for r in group:
-            by_rater[r["annotator"]][r["layer"], r["neuron"]] = r["label"]
+            by_rater[r["annotator"]][r["run"], r["layer"], r["neuron"]] = r["label"]
         raters = sorted(by_rater)
         between = "-"
         pairs_of_raters = [(len(set(by_rater[a]) & set(by_rater[b])), a, b)

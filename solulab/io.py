@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -82,6 +83,13 @@ def finite(obj: Any) -> Any:
 def json_text(obj: Any, **kwargs) -> str:
     """Strict JSON: non-finite floats as null."""
     return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
+def atomic_write_png(figure: Any, path: Path, mode: int = FILE_MODE, dpi: int = 120) -> None:
+    """A matplotlib ``figure`` as a PNG at ``path``, written atomically with ``mode``."""
+    png = BytesIO()
+    figure.savefig(png, format="png", dpi=dpi)
+    atomic_write(path, lambda f: f.write(png.getvalue()), mode)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

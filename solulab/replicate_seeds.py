@@ -21,7 +21,7 @@ import scipy.stats
 
 from solulab import rundir
 from solulab.errors import SolulabError
-from solulab.io import FILE_MODE, atomic_write
+from solulab.io import atomic_write_png
 from solulab.sweep import scaling
 
 Runs = dict[int, dict[str, Path]]
@@ -87,8 +87,6 @@ def plot_layer_fractions(fractions: dict[str, dict[int, dict[int, float]]], path
     import matplotlib
 
     matplotlib.use("Agg")
-    import io
-
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -110,10 +108,8 @@ def plot_layer_fractions(fractions: dict[str, dict[int, dict[int, float]]], path
     ax.set_title("Automated verdict by layer: each seed a point, range shaded")
     ax.legend()
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=120)
+    atomic_write_png(fig, path)
     plt.close(fig)
-    atomic_write(path, lambda f: f.write(png.getvalue()), FILE_MODE)
 
 
 def _fmt(s: dict[str, Any], digits: int, suffix: str = "") -> str:

@@ -26,7 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from solulab.io import FILE_MODE, atomic_write, json_text
+from solulab.io import FILE_MODE, atomic_write, atomic_write_png, json_text
 from solulab.stats import cohens_kappa, fisher_exact_2x2, fleiss_kappa, proportion
 from solulab.study import db
 from solulab.study.audit import audit, format_audit
@@ -147,12 +147,6 @@ def _csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _save(fig, path: Path, mode: int) -> None:
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=120)
-    atomic_write(path, lambda f: f.write(png.getvalue()), mode)
-
-
 def plot_figures(summary: dict[str, Any], out: Path, mode: int = FILE_MODE) -> list[Path]:
     """``fig4.png`` (fraction interpretable against size per activation) and, with 6.4 labels,
     ``fig9.png`` (fraction inconsistent by activation interval, pre- vs post-LN), written with
@@ -183,13 +177,13 @@ def plot_figures(summary: dict[str, Any], out: Path, mode: int = FILE_MODE) -> l
         ax.legend()
     fig.tight_layout()
     paths.append(out / "fig4.png")
-    _save(fig, paths[-1], mode)
+    atomic_write_png(fig, paths[-1], mode)
     plt.close(fig)
 
     if len({row["layer"] for row in summary["layers"]}) > 1:
         paths.append(out / "fig4_layers.png")
         fig = plot_layers(summary["layers"], plt)
-        _save(fig, paths[-1], mode)
+        atomic_write_png(fig, paths[-1], mode)
         plt.close(fig)
 
     if summary["consistency"]:
@@ -213,7 +207,7 @@ def plot_figures(summary: dict[str, Any], out: Path, mode: int = FILE_MODE) -> l
         ax.legend()
         fig.tight_layout()
         paths.append(out / "fig9.png")
-        _save(fig, paths[-1], mode)
+        atomic_write_png(fig, paths[-1], mode)
         plt.close(fig)
     return paths
 
