@@ -40,7 +40,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
             *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
 
 
-def loss_lines(comparison: dict[str, Any]) -> list[str]:
+def loss_lines(comparison: dict[str, Any], seeds: int = 1) -> list[str]:
     rows = []
     for r in comparison["runs"]:
         mult = "-" if r["multiplier"] is None else f"{r['multiplier']:.2f}x"
@@ -53,11 +53,16 @@ def loss_lines(comparison: dict[str, Any]) -> list[str]:
                     "vs gelu (nats)", "size-equivalent multiplier"], rows)
     if comparison.get("note"):
         lines += ["", comparison["note"]]
-    unmeasured = "One seed per model, so the losses carry no seed-to-seed interval"
-    if comparison.get("fit") and all(r["multiplier_low"] is None for r in comparison["runs"]):
-        unmeasured += (", and the multipliers none either (a scaling law fitted through this few "
-                       "sizes has no bootstrap interval)")
-    lines += ["", unmeasured + ": small differences here are unmeasured, not effects."]
+    if seeds > 1:
+        lines += ["", f"The first seed of every size; the spread over the {seeds} seeds of the "
+                  "largest size, for its loss and its multiplier, is under \"Across seeds\"."]
+    else:
+        unmeasured = "One seed per model, so the losses carry no seed-to-seed interval"
+        if comparison.get("fit") and all(r["multiplier_low"] is None
+                                         for r in comparison["runs"]):
+            unmeasured += (", and the multipliers none either (a scaling law fitted through "
+                           "this few sizes has no bootstrap interval)")
+        lines += ["", unmeasured + ": small differences here are unmeasured, not effects."]
     return lines + ["", "![learning curves](figures/learning_curves.png)",
                     *(["", "![multipliers](figures/multiplier.png)"] if comparison.get("fit")
                       else [])]
@@ -220,12 +225,12 @@ def write_results(out: Path, plan: ReplicationPlan, comparison: dict[str, Any],
              + (f" ({plan.tokens / params:.0f} per non-embedding parameter of {largest})"
                 if params else "")
              + f", batch {plan.batch_size} x {plan.n_ctx} tokens, lr {plan.lr}, {seeds}; "
-             "planned for {plan.budget_minutes:g} minutes of training on "
+             f"planned for {plan.budget_minutes:g} minutes of training on "
              f"{plan.device} ({plan.threads} threads), {train_minutes:.1f} minutes spent.", ""]
     if plan.undertrained:
         lines += ["**Undertrained**: the budget did not give even the smallest size 20 tokens "
                   "per parameter.", ""]
-    lines += ["## Loss", "", *loss_lines(comparison), "",
+    lines += ["## Loss", "", *loss_lines(comparison, plan.seeds), "",
               f"## Automated verdict, every neuron of the {largest} models", "",
               "The study's criterion (one rule explains at least 80% of the top examples); "
               "Wilson 95% intervals, Fisher's exact test against gelu"

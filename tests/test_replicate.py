@@ -101,6 +101,7 @@ def test_replicate_end_to_end_interrupted_and_resumed(small_corpus, tmp_path):
     results = (out / "results.md").read_text()
     assert "size-equivalent multiplier" in results and "Not rated yet" in results
     assert "Across seeds: 2 seeds" in results and "by layer" in results
+    assert "planned for 0.6 minutes" in results and "under \"Across seeds\"" in results
     numbers = json.loads((out / "results.json").read_text())
     assert set(numbers["automated"]) == set(ACTS)
     assert (out / "annotator-links.txt").stat().st_mode & 0o077 == 0
