@@ -41,7 +41,7 @@ def test_every_tour_command_is_safe_to_run_twice(tmp_path, monkeypatch):
         ["autointerp", sweep / "1x32" / "gelu", "--tokens", "1024"],
         ["neurons", "show", run, "--layer", "0", "--neuron", "1"],
         ["neurons", "trace", run, "the value of", "--layer", "0", "--neuron", "1"],
-        ["regex", run, "--pattern", "^ ?the$", "--tokens", "1024"],
+        ["regex", run, "--pattern", "^ ?[a-z]+$", "--tokens", "1024"],
         ["study", "create", "--model", f"a={run}", "--neurons-per-model", "4", "--out",
          work / "study.sqlite"],
         ["study", "report", work / "study.sqlite"],

@@ -151,8 +151,10 @@ def test_finishing_opens_the_checks_and_makes_ratings_final(client, study):
 
 
 def test_the_study_server_serves_no_viewer_and_the_viewer_no_study(client, viewer, study):
-    for path in ("/", "/run?run=solu_ln", "/neuron?run=solu_ln&layer=0&neuron=0",
-                 "/static/nothing"):
+    root = client.get("/")  # what this server is, and nothing of the viewer
+    assert root.status_code == 200 and "link you were given" in root.text
+    assert "neuron?" not in root.text and "run=" not in root.text
+    for path in ("/run?run=solu_ln", "/neuron?run=solu_ln&layer=0&neuron=0", "/static/nothing"):
         assert client.get(path).status_code == 404
     token = study.tokens["ann"]
     assert viewer.get(f"/study/{token}").status_code == 404

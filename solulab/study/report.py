@@ -108,6 +108,9 @@ def summarise(path: str | Path, unfinished: bool = False) -> dict[str, Any]:
     annotators = sorted({r["annotator"] for r in ratings})
     alone = {name: fisher_pairs({m: per_annotator[f"{name}/{m}"] for m in per_model
                                  if f"{name}/{m}" in per_annotator}) for name in annotators}
+    alone_by_activation = {name: by_activation_and_layer(
+        [r for r in ratings if r["annotator"] == name])["fisher_activations"]
+        for name in annotators}
     consistency = defaultdict(lambda: [0, 0])  # (model, act, point, interval) -> [bad, n]
     for c in checks:
         key = (c["model"], c["act_fn"], c["point"], c["interval_index"], c["interval_count"])
@@ -120,6 +123,8 @@ def summarise(path: str | Path, unfinished: bool = False) -> dict[str, Any]:
             "unopened": [{k: r[k] for k in ("annotator", "model", "layer", "neuron")}
                          for r in ratings if not r["opened"]],
             "models": per_model, "fisher": fisher_pairs(per_model), "fisher_per_annotator": alone,
+            "fisher_per_annotator_activation": alone_by_activation,
+            "models_share_activations": len({m["act_fn"] for m in models}) < len(models),
             "per_annotator": per_annotator, **by_activation_and_layer(ratings),
             "agreement": agreement(ratings),
             "consistency": [{"model": k[0], "act_fn": k[1], "point": k[2], "interval": k[3],
@@ -250,13 +255,22 @@ def format_summary(summary: dict[str, Any]) -> str:
             continue
         lines.append(f"{name:<16} {m['act_fn']:<10} {m['interpretable']:>6} of {m['rated']:<5} "
                      f"{m['fraction']:>9.3f} {m['wilson_low']:>7.3f}-{m['wilson_high']:.3f}")
-    several = len(summary["fisher_per_annotator"]) > 1
-    for p in summary["fisher"]:
+    by_activation = summary["models_share_activations"]  # seeds: compare activations
+    if by_activation:
+        lines.append("by activation (its models pooled):")
+        for act, m in summary["activations"].items():
+            lines.append(f"  {act:<14} {m['interpretable']:>6} of {m['rated']:<5} "
+                         f"{m['fraction']:>9.3f} {m['wilson_low']:>7.3f}-{m['wilson_high']:.3f}")
+    tests = summary["fisher_activations" if by_activation else "fisher"]
+    alone = summary["fisher_per_annotator_activation" if by_activation
+                    else "fisher_per_annotator"]
+    several = len(alone) > 1
+    for p in tests:
         lines.append(f"Fisher {p['a']} vs {p['b']}: odds ratio {p['odds_ratio']:.3g}, "
                      f"p = {p['p_value']:.3g}" + (" (pooled ratings)" if several else ""))
     if several:
         lines.append("pooled ratings count a neuron once per annotator; each annotator alone:")
-        for name, pairs in summary["fisher_per_annotator"].items():
+        for name, pairs in alone.items():
             lines += [f"  {name}: Fisher {p['a']} vs {p['b']}: p = {p['p_value']:.3g}"
                       for p in pairs]
     a = summary["agreement"]
