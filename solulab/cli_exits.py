@@ -9,7 +9,6 @@ import os
 import shlex
 import signal
 import sys
-import threading
 from collections.abc import Callable
 
 import typer
@@ -65,28 +64,15 @@ def reports_interruption(resume_flag: bool = True):
     try:
         yield
     except TrainingInterrupted as stop:
-        say_uninterrupted(f"stopped at step {stop.step} of {stop.total_steps}; checkpoint "
-                          f"{stop.checkpoint}\nresume with: {command}")
+        if is_main_process():
+            typer.echo(f"stopped at step {stop.step} of {stop.total_steps}; checkpoint "
+                       f"{stop.checkpoint}\nresume with: {command}", err=True)
         raise typer.Exit(stop.exit_code) from None
     except KeyboardInterrupt:
-        say_uninterrupted("stopped at once; every file is whole. Resume from the last "
-                          f"checkpoint with: {command}")
+        if is_main_process():
+            typer.echo("stopped at once; every file is whole. Resume from the last checkpoint "
+                       f"with: {command}", err=True)
         raise typer.Exit(128 + signal.SIGINT) from None
-
-
-def say_uninterrupted(text: str) -> None:
-    """``text`` on stderr from the main process, with Ctrl-C ignored while it is written: a
-    further Ctrl-C cannot swallow the command that resumes."""
-    if not is_main_process():
-        return
-    if threading.current_thread() is not threading.main_thread():
-        typer.echo(text, err=True)
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        typer.echo(text, err=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def is_main_process() -> bool:

@@ -110,6 +110,7 @@ def test_two_ctrl_c_stop_at_once_and_leave_a_directory_both_ways_accept(small_co
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130 and "stopped at once" in err, err
+    assert "Resume from the last checkpoint with:" in err and "--resume" in err, err
     assert not list_checkpoints(out)
     for path in out.glob("*.json"):
         json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c))
@@ -153,7 +154,7 @@ def test_a_stopped_corpus_build_keeps_its_work_says_so_and_resumes(tmp_path, sig
     from solulab.data import is_corpus
     from solulab.data.build import partial_dir
 
-    source = write_text_tree(tmp_path / "text", n_docs=400, words_per_doc=3000)
+    source = write_text_tree(tmp_path / "text", n_docs=2000, words_per_doc=3000)
     out = tmp_path / "corpus"
     build = [sys.executable, "-m", "solulab.cli", "corpus", "build", "--out", str(out),
              "--source", str(source), "--vocab-size", "2000"]
