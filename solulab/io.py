@@ -61,12 +61,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], mode: int = FILE
     fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
+def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    atomic_write(path, lambda f: f.write(data), mode)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: Path, text: str, mode: int = FILE_MODE) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
 def finite(obj: Any) -> Any:
@@ -92,8 +92,8 @@ def atomic_write_png(figure: Any, path: Path, mode: int = FILE_MODE, dpi: int = 
     atomic_write(path, lambda f: f.write(png.getvalue()), mode)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json_text(obj, indent=2, sort_keys=True) + "\n")
+def atomic_write_json(path: Path, obj: Any, mode: int = FILE_MODE) -> None:
+    atomic_write_text(path, json_text(obj, indent=2, sort_keys=True) + "\n", mode)
 
 
 def sha256_file(path: Path) -> str:

@@ -26,7 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from solulab.io import FILE_MODE, atomic_write, atomic_write_png, json_text
+from solulab.io import FILE_MODE, atomic_write_json, atomic_write_png, atomic_write_text
 from solulab.stats import cohens_kappa, fisher_exact_2x2, fleiss_kappa, proportion
 from solulab.study import db
 from solulab.study.audit import audit, format_audit
@@ -299,14 +299,9 @@ def write_report(path: str | Path, out: str | Path | None = None,
     out = Path(out) if out else path.parent / f"{path.stem}-report"
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o700)
-
-    def write(name: str, text: str) -> None:
-        atomic_write(out / name, lambda f: f.write(text.encode("utf-8")), db.OWNER_ONLY)
-
-    write("ratings.csv", _csv(summary["ratings"]))
-    write("checks.csv", _csv(summary["checks"]))
-    write("summary.json", json_text({k: v for k, v in summary.items()
-                                     if k not in ("ratings", "checks")}, indent=2,
-                                    sort_keys=True) + "\n")
+    atomic_write_text(out / "ratings.csv", _csv(summary["ratings"]), db.OWNER_ONLY)
+    atomic_write_text(out / "checks.csv", _csv(summary["checks"]), db.OWNER_ONLY)
+    atomic_write_json(out / "summary.json", {k: v for k, v in summary.items()
+                                             if k not in ("ratings", "checks")}, db.OWNER_ONLY)
     plot_figures(summary, out, db.OWNER_ONLY)
     return out, summary
