@@ -20,7 +20,8 @@ import time
 from solulab.neurons.store import NeuronStore
 from solulab.study.audit import audit_pair, item_features
 from solulab.study.create import check_examples, item_payload, shared_window
-from solulab.study.display import DISPLAYS, plain, rank
+from solulab.study.display import DEFAULT_DISPLAY
+from solulab.study.shading import plain, rank
 
 VARIANTS = {"plain": plain, **{f"rank {share:.0%}": functools.partial(rank, share=share)
                                for share in (0.04, 0.06, 0.1, 0.2)}}
@@ -50,7 +51,7 @@ def main() -> None:
     if len(runs) != 2:
         parser.error("give exactly two --model NAME=RUN")
     stores = {name: NeuronStore.open(f"{run}/neurons") for name, run in runs.items()}
-    print(f"{' vs '.join(runs)}; the default display is {next(iter(DISPLAYS))!r}")
+    print(f"{' vs '.join(runs)}; the default display is {DEFAULT_DISPLAY!r}")
     print(f"{'display':<10} {'items':>5} {'best accuracy':>14} {'95% Wilson':>11} "
           f"{'p corrected':>11}  {'shading only':>12}  best classifier")
     for name, shade in VARIANTS.items():

@@ -166,3 +166,34 @@ def test_the_readme_says_how_to_reach_solulab_and_its_example_makes_its_tokens()
     assert "docs/replication.md" in readme and "source .venv/bin/activate" in readme
     example = readme.split("```python\n", 1)[1].split("```", 1)[0]
     assert "tokens = " in example.split("run_with_cache(tokens")[0]
+
+
+HELP_IMPORTS = """
+import sys
+import typer.main
+from solulab.cli import app, main
+
+def commands(command, path):
+    yield path
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from commands(sub, path + [name])
+
+for path in commands(typer.main.get_command(app), []):
+    sys.argv = ["solulab", *path, "--help"]
+    try:
+        main()
+    except SystemExit as stop:
+        assert stop.code in (0, None), path
+print(len(list(commands(typer.main.get_command(app), []))),
+      sorted(m for m in ("torch", "numpy", "matplotlib", "uvicorn") if m in sys.modules))
+"""
+
+
+def test_every_help_starts_without_loading_torch():
+    """``--help`` of every command, through the entry point's ``main()``, imports no torch,
+    numpy, plotting or server: what makes it start in well under a second."""
+    result = subprocess.run([sys.executable, "-c", HELP_IMPORTS], env=ENV, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    count, loaded = result.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert int(count) >= 20 and loaded == "[]", result.stdout[-500:]

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 import solulab.study.create as create
 from solulab.study.audit import GROUPS, audit, audit_pair, item_features
-from solulab.study.display import RANK_FLOOR, plain, rank
+from solulab.study.display import RANK_FLOOR
+from solulab.study.shading import plain, rank
 from solulab.web.app import study_app
 
 
