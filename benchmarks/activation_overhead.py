@@ -15,7 +15,8 @@ drift in machine speed affects all alike:
 With each step time comes the model FLOPs utilization: training FLOPs per token (6 per weight of
 a matrix product, embedding lookups excluded, plus attention's 12 * n_layers * n_ctx * d_model;
 Chowdhery et al. 2022, "PaLM", appendix B) times tokens per second, over the device's peak
-(``--peak-tflops``, known for some GPUs in ``PEAK_TFLOPS``; without one, only the achieved rate).
+(``--peak-tflops``, known for some GPUs in ``solulab.flops.PEAK_TFLOPS``; without one, only the
+achieved rate).
 
     python benchmarks/activation_overhead.py [--n-layers 2 --d-model 256 --n-ctx 256 --batch 8]
 """
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 
 from solulab import ModelConfig, Transformer, kernels
 from solulab.activations import REGISTRY, Activation
+from solulab.flops import flops_per_token, peak_flops
 from solulab.kernels.c_kernels import native_activation, native_ready
 from solulab.kernels.fused import fused_activation
 from solulab.train import build_optimizer
@@ -41,26 +43,8 @@ from solulab.train import build_optimizer
 SOLU_LN = REGISTRY["solu_ln"].kind  # what the kernels compute for solu_ln
 
 # dense bf16 peak of some GPUs, TFLOP/s (vendor data sheets, SXM forms)
-PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 KERNEL_CONTENDER = {"native": "solu_ln native (C)", "triton": "solu_ln triton",
                     "fused": "solu_ln fused"}
-
-
-def flops_per_token(cfg: ModelConfig) -> float:
-    """Training FLOPs per token: 6 per matrix weight (embedding lookups excluded) plus
-    attention's scores and mixing, 12 * n_layers * n_ctx * d_model."""
-    weights = sum(p.numel() for name, p in Transformer(cfg).named_parameters()
-                  if p.dim() == 2 and not name.startswith("embed"))
-    return 6 * weights + 12 * cfg.n_layers * cfg.n_ctx * cfg.d_model
-
-
-def peak_flops(args, device: torch.device) -> float | None:
-    if args.peak_tflops:
-        return args.peak_tflops * 1e12
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name()
-        return next((tf * 1e12 for gpu, tf in PEAK_TFLOPS.items() if gpu in name), None)
-    return None
 
 
 def keep_freed_memory() -> None:
@@ -212,9 +196,10 @@ def main() -> None:
               f"{timed['solu_ln'] * 1e3:8.1f} ms   step-time ratio {ratio:.3f}   "
               f"(gelu'/gelu {noise:.3f})")
         tokens_per_step = args.batch * args.n_ctx
-        peak = peak_flops(args, device)
+        peak = peak_flops(device, args.peak_tflops)
         for act in ("gelu", "solu_ln"):
-            rate = flops_per_token(model_config(act, args)) * tokens_per_step / timed[act]
+            per_token = flops_per_token(Transformer(model_config(act, args)))
+            rate = per_token * tokens_per_step / timed[act]
             mfu = f", MFU {rate / peak:.1%}" if peak else ""
             print(f"   {'':<9} {act}: {rate / 1e12:.3f} TFLOP/s{mfu}")
         if not compile_model and KERNEL_CONTENDER.get(auto) in alone:

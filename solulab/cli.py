@@ -24,6 +24,7 @@ from solulab.interop import cli as interop_cli
 from solulab.neurons.cli import app as neurons_app
 from solulab.replicate_plan import Request
 from solulab.study.cli import app as study_app
+from solulab.tracking import parse_trackers
 from solulab.train_config import TrainConfig
 
 
@@ -43,6 +44,20 @@ app = typer.Typer(
 )
 corpus_app = typer.Typer(help="Build and inspect token corpora.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from solulab import __version__
+
+        typer.echo(f"solulab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version,
+                                          is_eager=True, help="Print the version and exit.")):
+    """Train SoLU and baseline language models and read their neurons."""
 app.add_typer(neurons_app, name="neurons")
 app.add_typer(study_app, name="study")
 app.add_typer(autointerp_app, name="autointerp")
@@ -146,6 +161,9 @@ def train(
                            "needs --act-blocks a multiple of it)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if present)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
+    log: Optional[list[str]] = typer.Option(
+        None, "--log", help="Experiment trackers: tensorboard, wandb, mlflow (repeatable or "
+        "comma-separated; default $SOLULAB_LOG, else none). Offline, inside each run directory."),
 ):
     """Train one model. Under `torchrun --nproc_per_node N` it trains with DDP (or FSDP2)."""
     from solulab.data import Corpus
@@ -170,7 +188,7 @@ def train(
                       checkpoint_every=checkpoint_every,
                       checkpoint_minutes=checkpoint_minutes, eval_sequences=eval_sequences,
                       seed=seed, compile=compile, fsdp=fsdp,
-                      tp=tp, device=device)
+                      tp=tp, device=device, log=parse_trackers(log))
     with reports_interruption():
         result = Trainer(model_cfg, cfg, corpus, out, resume=resume).run()
     if not is_main_process():
@@ -206,6 +224,9 @@ def sweep(
                                              help="Also checkpoint after this long."),
     seed: int = typer.Option(TRAIN["seed"]),
     device: Optional[str] = typer.Option(None),
+    log: Optional[list[str]] = typer.Option(
+        None, "--log", help="Experiment trackers: tensorboard, wandb, mlflow (repeatable or "
+        "comma-separated; default $SOLULAB_LOG, else none). Offline, inside each run directory."),
 ):
     """Train every size x activation with identical settings; re-run to resume."""
     from solulab.sweep import run_sweep
@@ -213,7 +234,7 @@ def sweep(
     cfg = TrainConfig(tokens=tokens, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
                       lr=lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
                       checkpoint_minutes=checkpoint_minutes,
-                      seed=seed, device=device)
+                      seed=seed, device=device, log=parse_trackers(log))
     with reports_interruption(resume_flag=False):
         run_sweep(corpus, out, _split(sizes), _split(acts), {"n_ctx": n_ctx}, cfg)
     typer.echo(f"sweep finished: {out}  (next: solulab compare {out})")
@@ -301,6 +322,9 @@ def replicate(
                               "seed+1, ...): the spread of loss, multiplier and fractions."),
     base_url: str = typer.Option("http://127.0.0.1:8000", help="Where `solulab serve` runs."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if present)."),
+    log: Optional[list[str]] = typer.Option(
+        None, "--log", help="Experiment trackers: tensorboard, wandb, mlflow (repeatable or "
+        "comma-separated; default $SOLULAB_LOG, else none). Offline, inside each run directory."),
 ):
     """GELU vs SoLU-LN (and the LayerNorm-only ablation) at the largest size the budget
     trains well, with several seeds of it: loss, multipliers, automated verdicts per layer, a
@@ -319,7 +343,7 @@ def replicate(
                           tuple(a.strip() for a in annotators.split(",")), layers, seeds,
                           device)
     with reports_interruption(resume_flag=False):
-        results = replicate(request, out, saved, base_url,
+        results = replicate(request, out, saved, base_url, trackers=parse_trackers(log),
                             log=lambda message: typer.echo(message, err=True))
     typer.echo(f"results: {results}")
 

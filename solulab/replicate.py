@@ -174,9 +174,10 @@ def study_models(runs: dict[int, dict[str, Path]]) -> dict[str, Path]:
 
 def replicate(request: Request, out: Path, saved_plan: ReplicationPlan | None = None,
               base_url: str = "http://127.0.0.1:8000", progress: bool = True,
-              log: Callable[[str], None] = print) -> Path:
+              log: Callable[[str], None] = print, trackers: tuple[str, ...] = ()) -> Path:
     """Plan (or continue, or take ``saved_plan``, another replication's), train, compare,
-    collect, explain, create the study, write ``results.md``; returns its path."""
+    collect, explain, create the study, write ``results.md``; returns its path. Every model is
+    logged to ``trackers`` (``solulab.tracking``)."""
     out = Path(out)
     plan = load_plan(out, request)
     log("[1/6] plan")
@@ -200,12 +201,13 @@ def replicate(request: Request, out: Path, saved_plan: ReplicationPlan | None = 
     log("[2/6] train, identical settings")
     sweep = out / "sweep"
     started = time.monotonic()
+    train_cfg = replace(plan.train_config(), log=trackers)
     run_sweep(Path(plan.corpus), sweep, plan.sizes, plan.acts, {"n_ctx": plan.n_ctx},
-              plan.train_config(), progress=progress, log=log)
+              train_cfg, progress=progress, log=log)
     for seed in plan.seed_values[1:]:
         log(f"      {plan.largest}, seed {seed}")
         run_sweep(Path(plan.corpus), seed_sweep(out, seed), [plan.largest], plan.acts,
-                  {"n_ctx": plan.n_ctx}, replace(plan.train_config(), seed=seed),
+                  {"n_ctx": plan.n_ctx}, replace(train_cfg, seed=seed),
                   progress=progress, log=log)
     train_minutes = add_train_minutes(out, (time.monotonic() - started) / 60)
 

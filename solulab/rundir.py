@@ -2,7 +2,8 @@
 
 A run directory holds the model (``config.json``, ``model.safetensors``), its ``tokenizer.json``,
 ``run.json`` (how it was trained, its corpus, ``complete`` once finished), ``metrics.jsonl``,
-``checkpoints/``, and what later stages add: ``evals.json`` and ``neurons/`` (the neuron store).
+``checkpoints/``, and what later stages add: ``evals.json``, ``neurons/`` (the neuron store),
+``README.md`` (the model card) and ``trackers.json``.
 Every file is written atomically (``solulab.io``).
 """
 
@@ -23,6 +24,9 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 EVALS = "evals.json"
 NEURONS = "neurons"
+EXPLANATIONS = "autointerp.json"  # in NEURONS: the automated verdict of every neuron
+CARD = "README.md"  # the model card (solulab.model_card)
+TRACKERS = "trackers.json"  # the experiment trackers and their run ids (solulab.tracking)
 
 
 def read_record(run: Path) -> dict[str, Any] | None:

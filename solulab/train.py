@@ -37,8 +37,11 @@ from solulab.distributed import (
 )
 from solulab.distributed.build import build_model, is_sharded
 from solulab.distributed.tensor_parallel import clip_grad_norm
+from solulab.flops import flops_per_token, peak_flops
 from solulab.io import atomic_write_text, json_text
 from solulab.model import Transformer, lm_loss
+from solulab.model_card import write_card
+from solulab.tracking import Trackers
 from solulab.train_config import TrainConfig, TrainError
 from solulab.train_state import (
     TrainState,
@@ -191,6 +194,7 @@ class Trainer:
                              "or choose another --out")
         self.resume = resume
         self.info: DistInfo | None = None
+        self.trackers = Trackers.disabled()
 
     # -- identity and bookkeeping -----------------------------------------------------------
     def unfinished_without_checkpoint(self) -> bool:
@@ -226,6 +230,7 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out / rundir.METRICS, "a") as f:
             f.write(json_text(record) + "\n")
+        self.trackers.metrics(record["step"], record)
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metrics past ``step`` (written after the checkpoint a resume starts from)."""
@@ -315,12 +320,22 @@ class Trainer:
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self._truncate_metrics(start_step)
-            rundir.write_record(self.out, self._run_record(identity, total_steps, None))
+            record = self._run_record(identity, total_steps, None)
+            rundir.write_record(self.out, record)
             self._say(self._summary(model, total_steps, start_step, global_batch))
+            self.trackers = Trackers(self.out, cfg.log,
+                                     resume_from=start_step if state is not None else None)
+            self.trackers.hyperparameters({**record, "n_params": model.n_params()})
         barrier()
-        with StopSignals() as signals:
-            return self._train(model, train_model, step_model, optimizer, start_step,
-                               total_steps, identity, signals)
+        finished = False
+        try:
+            with StopSignals() as signals:
+                result = self._train(model, train_model, step_model, optimizer, start_step,
+                                     total_steps, identity, signals)
+            finished = True
+            return result
+        finally:
+            self.trackers.close(finished)
 
     def _say(self, text: str) -> None:
         if self.progress and (self.info is None or self.info.is_main):
@@ -344,6 +359,7 @@ class Trainer:
         last_checkpoint = time.monotonic()
 
         history: list[dict[str, Any]] = []
+        per_token_flops, peak = flops_per_token(model), peak_flops(info.device)
         bar = tqdm(total=total_steps, initial=start_step, desc=f"train {self.model_cfg.act_fn}",
                    unit="step", disable=not (self.progress and info.is_main), dynamic_ncols=True)
         loss_sum = torch.zeros((), dtype=torch.float64, device=info.device)
@@ -365,10 +381,11 @@ class Trainer:
                         loss = step_model(tokens, return_loss=True) / cfg.grad_accum
                     loss.backward()
                 step_loss_t += loss.detach().double()
+            grad_norm = None
             if cfg.grad_clip > 0 and info.tp > 1:
-                clip_grad_norm(model.parameters(), cfg.grad_clip)
+                grad_norm = clip_grad_norm(model.parameters(), cfg.grad_clip)
             elif cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             loss_sum += step_loss_t
@@ -384,6 +401,12 @@ class Trainer:
                 record = {"step": done, "tokens": done * global_batch * n_ctx, "loss": mean_loss,
                           "lr": lr, "tokens_per_s": (done - last_step) * global_batch * n_ctx
                           / max(now - last_time, 1e-9)}
+                if grad_norm is not None:
+                    record["grad_norm"] = float(grad_norm.full_tensor() if hasattr(
+                        grad_norm, "full_tensor") else grad_norm)
+                record["tflops"] = per_token_flops * record["tokens_per_s"] / 1e12
+                if peak:
+                    record["mfu"] = record["tflops"] * 1e12 / peak
                 if done % cfg.eval_every == 0 or is_last:
                     val_loss = record["val_loss"] = self.evaluate(step_model)
                 loss_sum.zero_()
@@ -465,3 +488,4 @@ class Trainer:
         record = self._run_record(identity, total_steps, val_loss)
         record["n_params"] = model.n_params()
         rundir.write_record(self.out, record)
+        write_card(self.out)

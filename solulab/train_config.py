@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from solulab.errors import SolulabError
+from solulab.tracking import TRACKERS
 
 
 class TrainError(SolulabError):
@@ -38,6 +39,7 @@ class TrainConfig:
     fsdp: bool = False
     tp: int = 1  # tensor-parallel degree under torchrun
     device: str | None = None
+    log: tuple[str, ...] = ()  # experiment trackers (solulab.tracking); not part of the run
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "eval_every", "eval_sequences", "log_every",
@@ -55,6 +57,10 @@ class TrainConfig:
         if not 0 <= self.min_lr_ratio <= 1:
             raise TrainError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         self.betas = tuple(self.betas)
+        self.log = tuple(self.log)
+        unknown = sorted(set(self.log) - set(TRACKERS))
+        if unknown:
+            raise TrainError(f"unknown trackers {unknown}: choose from {', '.join(TRACKERS)}")
 
     def global_batch(self, dp_size: int) -> int:
         """Sequences per optimizer step over the ``dp_size`` data-parallel ranks."""

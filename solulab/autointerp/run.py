@@ -15,16 +15,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from solulab import rundir
 from solulab.autointerp.explain import TOP, Explanation, HeldOut, explain
 from solulab.autointerp.rules import Rule, regex
 from solulab.autointerp.simulate import Simulator
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json
+from solulab.model_card import interpretable_by_layer, write_card
 from solulab.neurons.collect import check_layers, open_corpus_for, open_store
 from solulab.pretrained import load_pretrained
 from solulab.stats import auroc, precision_recall
+from solulab.tracking import log_to_run
 
-RESULTS_FILE = "autointerp.json"
+RESULTS_FILE = rundir.EXPLANATIONS
 
 
 def held_out_activations(run_dir: Path, layers: list[int], n_tokens: int,
@@ -83,6 +86,11 @@ def autointerp(run_dir: str | Path, layers: list[int] | None = None, n_tokens: i
                  "simulator": simulator.name if simulator else "rule",
                  "model_sha256": store.meta["model_sha256"]},
         "neurons": {key: e.to_dict() for key, e in results.items()}})
+    if store.path == run_dir / rundir.NEURONS:  # the run's own store: its card and trackers
+        counts = interpretable_by_layer({key: e.to_dict() for key, e in results.items()})
+        log_to_run(run_dir, {f"neurons/layer{layer}_interpretable": k / n
+                             for layer, (k, n) in counts.items()})
+        write_card(run_dir)
     return results
 
 

@@ -13,7 +13,9 @@ from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
 from solulab.evals.tasks import TASKS
 from solulab.io import atomic_write_json, sha256_file
+from solulab.model_card import write_card
 from solulab.pretrained import load_pretrained
+from solulab.tracking import log_to_run
 
 
 def evaluate_run(run_dir: Path, tasks: list[str], corpus_dir: Path | None = None,
@@ -44,4 +46,6 @@ def evaluate_run(run_dir: Path, tasks: list[str], corpus_dir: Path | None = None
     saved = json.loads(path.read_text()) if path.is_file() else {}
     saved.update(results)
     atomic_write_json(path, saved)
+    log_to_run(run_dir, {f"eval/{task}_accuracy": r["accuracy"] for task, r in results.items()})
+    write_card(run_dir)
     return results

@@ -12,6 +12,11 @@ from solulab.cli_exits import reports_errors
 from solulab.errors import SolulabError
 
 FORMATS = ("transformerlens",)
+LOADING = ("in TransformerLens 4, cfg = TransformerBridgeConfig.from_dict("
+           "json.load(open('config.json'))); bridge = TransformerBridge.boot_native(cfg); "
+           "bridge.load_state_dict(convert_tl_checkpoint(torch.load('model_final.pth'), cfg)) "
+           "(convert_tl_checkpoint from transformer_lens.conversion_utils); solulab's "
+           "blocks.{l}.mlp.hook_mid is the bridge's blocks.{l}.mlp.ln.hook_in")
 
 
 @reports_errors
@@ -59,13 +64,11 @@ def export_command(
     """Write a run's model as a TransformerLens checkpoint (config.json + model_final.pth)."""
     from solulab import rundir
     from solulab.interop import transformerlens
+    from solulab.model_card import write_card
     from solulab.pretrained import load_pretrained
 
     if to not in FORMATS:
         raise typer.BadParameter(f"--to must be one of {', '.join(FORMATS)}, got {to!r}")
     transformerlens.export(load_pretrained(run), out, run / rundir.TOKENIZER)
-    typer.echo(f"wrote {out}: in TransformerLens 4, cfg = TransformerBridgeConfig.from_dict("
-               "json.load(open('config.json'))); bridge = TransformerBridge.boot_native(cfg); "
-               "bridge.load_state_dict(convert_tl_checkpoint(torch.load('model_final.pth'), cfg))"
-               " (convert_tl_checkpoint from transformer_lens.conversion_utils); solulab's "
-               "blocks.{l}.mlp.hook_mid is the bridge's blocks.{l}.mlp.ln.hook_in")
+    write_card(run, out, export=f"A TransformerLens checkpoint of the model: {LOADING}.")
+    typer.echo(f"wrote {out}: {LOADING}")

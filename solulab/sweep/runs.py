@@ -28,7 +28,7 @@ from solulab.train import TrainConfig, Trainer
 from solulab.train_state import list_checkpoints
 
 SWEEP_FILE = "sweep.json"
-MACHINE_SETTINGS = ("device", "compile")  # may differ between invocations of one sweep
+MACHINE_SETTINGS = ("device", "compile", "log")  # may differ between invocations of one sweep
 _CUSTOM_SIZE = re.compile(r"^(\d+)x(\d+)$")
 
 
