@@ -162,8 +162,9 @@ def train(
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if present)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
     log: Optional[list[str]] = typer.Option(
-        None, "--log", help="Experiment trackers: tensorboard, wandb, mlflow (repeatable or "
-        "comma-separated; default $SOLULAB_LOG, else none). Offline, inside each run directory."),
+        None, "--log", "--trackers", help="Experiment trackers: tensorboard, wandb, mlflow "
+        "(repeatable or comma-separated; default $SOLULAB_LOG, else none), offline, inside each "
+        "run directory. Under torchrun write --trackers: torchrun takes --log for its --log-dir."),
 ):
     """Train one model. Under `torchrun --nproc_per_node N` it trains with DDP (or FSDP2)."""
     from solulab.data import Corpus
@@ -225,8 +226,9 @@ def sweep(
     seed: int = typer.Option(TRAIN["seed"]),
     device: Optional[str] = typer.Option(None),
     log: Optional[list[str]] = typer.Option(
-        None, "--log", help="Experiment trackers: tensorboard, wandb, mlflow (repeatable or "
-        "comma-separated; default $SOLULAB_LOG, else none). Offline, inside each run directory."),
+        None, "--log", "--trackers", help="Experiment trackers: tensorboard, wandb, mlflow "
+        "(repeatable or comma-separated; default $SOLULAB_LOG, else none), offline, inside each "
+        "run directory. Under torchrun write --trackers: torchrun takes --log for its --log-dir."),
 ):
     """Train every size x activation with identical settings; re-run to resume."""
     from solulab.sweep import run_sweep
@@ -323,8 +325,9 @@ def replicate(
     base_url: str = typer.Option("http://127.0.0.1:8000", help="Where `solulab serve` runs."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if present)."),
     log: Optional[list[str]] = typer.Option(
-        None, "--log", help="Experiment trackers: tensorboard, wandb, mlflow (repeatable or "
-        "comma-separated; default $SOLULAB_LOG, else none). Offline, inside each run directory."),
+        None, "--log", "--trackers", help="Experiment trackers: tensorboard, wandb, mlflow "
+        "(repeatable or comma-separated; default $SOLULAB_LOG, else none), offline, inside each "
+        "run directory. Under torchrun write --trackers: torchrun takes --log for its --log-dir."),
 ):
     """GELU vs SoLU-LN (and the LayerNorm-only ablation) at the largest size the budget
     trains well, with several seeds of it: loss, multipliers, automated verdicts per layer, a

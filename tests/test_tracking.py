@@ -146,10 +146,16 @@ def test_tracker_names_are_checked_and_a_missing_extra_is_named(monkeypatch):
         tracking.parse_trackers(["wandb"])
 
 
-def test_the_command_line_refuses_an_unknown_tracker_in_one_line(small_corpus, tmp_path):
+@pytest.mark.parametrize("command", [
+    ["train", "--act", "gelu", "--preset", "1l-128", "--steps", "2"],
+    ["sweep", "--sizes", "1x32", "--steps", "2"],
+    ["replicate", "--budget-minutes", "1"],
+])
+def test_every_training_command_refuses_an_unknown_tracker_in_one_line(small_corpus, tmp_path,
+                                                                        command):
     result = subprocess.run(
-        [sys.executable, "-m", "solulab.cli", "train", "--corpus", str(small_corpus), "--act",
-         "gelu", "--preset", "1l-128", "--steps", "2", "--out", str(tmp_path / "run"), "--log",
-         "neptune"], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        [sys.executable, "-m", "solulab.cli", *command, "--corpus", str(small_corpus), "--out",
+         str(tmp_path / "run"), "--log", "neptune"], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 2 and "unknown tracker neptune" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

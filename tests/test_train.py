@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -141,8 +142,12 @@ def test_two_process_ddp_matches_one_process_at_the_same_global_batch(small_corp
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", str(free_port()), "-m", "solulab.cli", "train", "--out",
            str(tmp_path / "ddp"), *args] + (["--fsdp"] if fsdp else [])
-    subprocess.run(cmd, env={**CHILD_ENV, "SOLULAB_DIST_TIMEOUT_S": "60"}, check=True,
+    tracked = importlib.util.find_spec("tensorboard") is not None
+    subprocess.run(cmd + (["--trackers", "tensorboard"] if tracked else []),
+                   env={**CHILD_ENV, "SOLULAB_DIST_TIMEOUT_S": "60"}, check=True,
                    capture_output=True, timeout=300)
+    if tracked:  # only rank 0 logs
+        assert len(list((tmp_path / "ddp" / "tensorboard").glob("events.out.tfevents.*"))) == 1
     a, b = _weights(single), _weights(tmp_path / "ddp")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
