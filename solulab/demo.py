@@ -28,11 +28,12 @@ from solulab.sweep.compare import compare_sweep, format_table
 from solulab.train import TrainConfig
 
 DEMO_VOCAB = 4096
+STUDY_PORT = 8001  # the viewer takes 8000: the study gets a server of its own
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """How big the demo is; the defaults take about ten minutes on 2 CPU cores."""
+    """How big the demo is; the defaults take about six minutes on 2 CPU cores."""
 
     sizes: tuple[str, ...] = ("1x32", "1x64", "1x128")
     acts: tuple[str, ...] = ("gelu", "solu_ln")
@@ -109,8 +110,10 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), progress: bool 
                f"--neuron {neuron}" + (f"   # {description}" if description else ""))
     typer.echo(f"open the viewer: solulab serve --runs {sweep_dir}")
     typer.echo(f"blinded study:   solulab study create --model solu_ln={largest}/solu_ln "
-               f"--model gelu={largest}/gelu --annotators you --out {out}/study.sqlite")
-    typer.echo(f"                 solulab serve --study {out}/study.sqlite --port 8001")
+               f"--model gelu={largest}/gelu --annotators you --out {out}/study.sqlite "
+               f"--base-url http://127.0.0.1:{STUDY_PORT}")
+    typer.echo(f"                 solulab serve --study {out}/study.sqlite --port {STUDY_PORT}"
+               "   # then open the link create printed")
     return report
 
 

@@ -89,12 +89,18 @@ def test_the_demos_next_steps_work_as_printed_in_a_fresh_shell(tmp_path, monkeyp
     shown = fresh_shell(activate, show)
     out, err = shown.communicate(timeout=120)
     assert shown.returncode == 0 and f"neuron {neuron}" in out, err
-    assert fresh_shell(activate, create).wait(timeout=120) == 0
+    created = fresh_shell(activate, create)
+    printed, err = created.communicate(timeout=120)
+    assert created.returncode == 0, err
+    link = printed.split("you: ", 1)[1].split()[0]
+    assert f"{study.split('#')[0].strip()}   # the links below point there" in printed
     servers = [fresh_shell(activate, viewer), fresh_shell(activate, study)]
     try:
         assert wait_for("http://127.0.0.1:8000/", servers[0]).status_code == 200
         root = wait_for("http://127.0.0.1:8001/", servers[1])
         assert root.status_code == 200 and "link you were given" in root.text
+        page = httpx.get(link, timeout=10)  # the annotator's link reaches the study server
+        assert link.startswith("http://127.0.0.1:8001/") and page.status_code == 200
     finally:
         for server in servers:
             server.terminate()

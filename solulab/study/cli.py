@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 import typer
 
@@ -48,7 +49,10 @@ def create(
     links = create_study(parse_models(model), out, neurons_per_model, seed, names, exclude,
                          display)
     typer.echo(f"study: {links.path}")
-    typer.echo(f"serve it to annotators: solulab serve --study {links.path}")
+    port = urlsplit(base_url).port
+    serve = f"solulab serve --study {links.path}" + (f" --port {port}" if port and port != 8000
+                                                      else "")
+    typer.echo(f"serve it to annotators: {serve}   # the links below point there")
     for name, link in links.links(base_url).items():
         typer.echo(f"  {name}: {link}")
 
