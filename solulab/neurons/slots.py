@@ -126,29 +126,33 @@ class Slots:
                   key: torch.Tensor | None, windows: Callable[[torch.Tensor], Windows]) -> None:
         """Offer examples to groups ``group``: each touched group keeps its ``capacity`` best of
         what it held and what it is offered. ``windows(index)`` gives the windows of the offered
-        examples ``index`` (called for those kept only)."""
+        examples ``index`` (called for those kept only). Only the slots whose example is replaced
+        are written: an admitted example takes the slot of one it pushed out of its group (free
+        slots rank last, so they go first)."""
         if not len(group):
             return
         cap = self.capacity
-        held_group, held = self.clear(torch.unique(group))
-        all_group = torch.cat([held_group, group])
-        all_value = torch.cat([held.value, value.float()])
-        all_position = torch.cat([held.position, position])
-        all_key = None if key is None else torch.cat([held.key, key])
-        index = select(all_group, self._primary(all_value, all_key), all_position, cap)
-        target = all_group[index] * cap + rank_in_group(all_group[index])
-        was_held = index < len(held.value)
-        fresh = windows(index[~was_held] - len(held.value))
-        self.value.view(-1)[target] = all_value[index]
-        self.position.view(-1)[target] = all_position[index]
+        touched = torch.unique(group)  # sorted
+        slots = (touched[:, None] * cap + torch.arange(cap, device=group.device)).view(-1)
+        held_position = self.position.view(-1)[slots]
+        held_primary = (self.key.view(-1)[slots] if self.key is not None
+                        else -self.value.view(-1)[slots])
+        index = select(torch.cat([touched.repeat_interleave(cap), group]),
+                       torch.cat([held_primary, self._primary(value.float(), key)]),
+                       torch.cat([held_position, position]), cap)
+        kept = torch.zeros(len(slots) + len(group), dtype=torch.bool, device=group.device)
+        kept[index] = True
+        # Per group as many held examples leave as offered ones enter; both lists are in group
+        # order (slots by construction, ``index`` as ``select`` returns it), so they pair up.
+        target = slots[~kept[:len(slots)]]
+        admitted = index[index >= len(slots)] - len(slots)
+        self.value.view(-1)[target] = value[admitted].float()
+        self.position.view(-1)[target] = position[admitted]
         if self.key is not None:
-            self.key.view(-1)[target] = all_key[index]
-        for slots, old, new in zip((self.ids, self.acts, self.other),
-                                   (held.ids, held.acts, held.other), fresh):
-            if slots is not None:
-                rows = slots.view(-1, slots.shape[-1])
-                rows[target[was_held]] = old[index[was_held]]
-                rows[target[~was_held]] = new.to(rows.dtype)
+            self.key.view(-1)[target] = key[admitted]
+        for slots_of, new in zip((self.ids, self.acts, self.other), windows(admitted)):
+            if slots_of is not None:
+                slots_of.view(-1, slots_of.shape[-1])[target] = new.to(slots_of.dtype)
 
     def to(self, device) -> Slots:
         return Slots(*(None if t is None else t.to(device) for t in (

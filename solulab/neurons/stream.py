@@ -32,7 +32,7 @@ HALF_BINS = 16
 H0_EXP = -24  # the finest bin width is 2**-24
 GOLDEN = 0x9E3779B97F4A7C15
 SAMPLE_CHUNK = 512  # rows offered to the interval samples at a time while bins fill
-ADMIT_AT_ONCE = 65536  # sample candidates offered in one step once bins are full
+ADMIT_AT_ONCE = 65536  # a chunk with fewer sample candidates: the rest of the batch at once
 
 
 def position_keys(positions: torch.Tensor, seed: int) -> torch.Tensor:
@@ -161,30 +161,33 @@ class PointStream:
             other_v = None if other is None else other.reshape(-1, self.d)
             c_stats.stream_batch(self, HALF_BINS, v, other_v, tokens, positions, keys)
             return
-        self._extend(v.amax(0), v.amin(0))
-        self._statistics(v)
-        self._offer_candidates(batch)
+        batch_min, batch_max = torch.aminmax(v, dim=0)
+        self._extend(batch_max, batch_min)
+        group = self._groups(v)
+        self._statistics(v, group)
+        self._offer_candidates(batch, group)
 
     def _extend(self, batch_max: torch.Tensor, batch_min: torch.Tensor) -> None:
         self.vmax = torch.maximum(self.vmax, batch_max)
         self.vmin = torch.minimum(self.vmin, batch_min)
         self._grow(torch.maximum(self.vmax.abs(), self.vmin.abs()))
 
-    def _statistics(self, v: torch.Tensor) -> None:
-        """Moments, counts and the histogram of ``v [tokens, d_mlp]`` in PyTorch ops."""
+    def _statistics(self, v: torch.Tensor, group: torch.Tensor) -> None:
+        """Moments, counts and the histogram of ``v [tokens, d_mlp]`` (``group``: each value's
+        histogram bin, ``_groups``) in PyTorch ops."""
         v2 = v * v
         sums = torch.stack([v.sum(0), v2.sum(0), (v2 * v).sum(0), (v2 * v2).sum(0)], 1)
         self.moments += sums.double()
         self.n_positive += (v > 0).sum(0)
         self.n_above += (v > self.threshold).sum(0)
-        self.counts += torch.bincount(self._groups(v).reshape(-1),
+        self.counts += torch.bincount(group.view(-1),
                                       minlength=self.counts.numel()).view_as(self.counts)
 
     def _groups(self, v: torch.Tensor) -> torch.Tensor:
         """``[tokens, d_mlp]`` index of each value's (neuron, bin) in ``counts.view(-1)``."""
         return self.bins(v) + torch.arange(self.d, device=v.device) * (2 * HALF_BINS)
 
-    def _offer_candidates(self, batch: tuple) -> None:
+    def _offer_candidates(self, batch: tuple, group: torch.Tensor) -> None:
         """Find the batch's top-k and sample candidates in PyTorch ops and offer them."""
         v, keys = batch[-1], batch[-2]
         # Top-k: only values at least the kept k-th (and, while filling, the batch's k-th).
@@ -193,19 +196,18 @@ class PointStream:
             kth = torch.maximum(kth, torch.topk(v, min(self.k, len(v)), dim=0).values[-1])
         self._offer(batch, torch.nonzero((v >= kth).view(-1)).squeeze(1), top=True)
 
-        # Samples: only keys below their bin's s-th smallest can enter. While bins are filling,
-        # rows go a chunk at a time so that most rows meet bounds that have already dropped.
-        group = self._groups(v)
-        start = 0
+        # Samples: only keys below their bin's s-th smallest can enter. Rows go a chunk at a
+        # time while that admits many (bins filling), so that most rows meet bounds that have
+        # already dropped; once a chunk admits few, the rest of the batch goes at once.
+        start, rows = 0, SAMPLE_CHUNK
         while start < len(v):
-            bound = self.pool.worst()[group[start:]]
-            element = torch.nonzero(((keys[start:, None] ^ self.neuron_mask) < bound).view(-1))
-            element = element.squeeze(1)
-            chunked = len(element) > ADMIT_AT_ONCE and len(v) - start > SAMPLE_CHUNK
-            if chunked:
-                element = element[element < SAMPLE_CHUNK * self.d]
+            stop = min(len(v), start + rows)
+            bound = self.pool.worst()[group[start:stop]]
+            element = torch.nonzero(((keys[start:stop, None] ^ self.neuron_mask) < bound)
+                                    .view(-1)).squeeze(1)
             self._offer(batch, element + start * self.d, top=False)
-            start = start + SAMPLE_CHUNK if chunked else len(v)
+            rows = len(v) if len(element) <= ADMIT_AT_ONCE else SAMPLE_CHUNK
+            start = stop
 
     def to(self, device) -> None:
         """Move every tensor to ``device`` (streams travel between ranks on the CPU)."""
