@@ -15,4 +15,5 @@ demo: $(STAMP)
 	$(VENV)/bin/solulab demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check solulab tests benchmarks
 	$(VENV)/bin/python -m pytest

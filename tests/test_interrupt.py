@@ -173,3 +173,44 @@ def test_a_stopped_corpus_build_keeps_its_work_says_so_and_resumes(tmp_path, sig
     assert again.returncode == 0, again.stderr
     assert f"resuming the build kept in {partial_dir(out)}" in again.stderr
     assert is_corpus(out) and sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "text"]
+
+
+INSTALLED = Path(sys.prefix) / "bin" / "solulab"
+
+
+def until_stderr_says(process: subprocess.Popen, text: str, timeout: float = 120) -> str:
+    """Read the process's stderr until ``text`` appears (progress bars print it)."""
+    seen, deadline = "", time.monotonic() + timeout
+    while text not in seen and time.monotonic() < deadline:
+        chunk = os.read(process.stderr.fileno(), 4096).decode(errors="replace")
+        assert chunk, f"the command ended before saying {text!r}: {seen[-2000:]}"
+        seen += chunk
+    return seen
+
+
+@pytest.mark.skipif(not INSTALLED.is_file(), reason="solulab is not installed in this Python")
+def test_sigterm_stops_the_installed_command_cleanly(small_corpus, tmp_path):
+    """The ``solulab`` entry point (not ``python -m``) turns a cluster's SIGTERM into the
+    one-line report and exit 143 during a corpus build and a neuron collection."""
+    from conftest import write_text_tree
+    from test_neurons import make_run
+
+    source = write_text_tree(tmp_path / "text", n_docs=1500, words_per_doc=3000)
+    build = subprocess.Popen([INSTALLED, "corpus", "build", "--out", tmp_path / "corpus",
+                              "--source", source, "--vocab-size", "2000"], env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    until_stderr_says(build, "encoding")
+    build.send_signal(signal.SIGTERM)
+    _, err = build.communicate(timeout=60)
+    assert build.returncode == 143 and b"interrupted: nothing was written to" in err, err[-500:]
+
+    run = make_run(tmp_path / "run", small_corpus, "solu_ln", n_layers=2, d_mlp=1024)
+    collect = subprocess.Popen([INSTALLED, "neurons", "collect", run, "--tokens", "10000000",
+                                "--batch-size", "1"], env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    until_stderr_says(collect, "collecting")
+    collect.send_signal(signal.SIGTERM)
+    _, err = collect.communicate(timeout=60)
+    assert collect.returncode == 143, err[-500:]
+    assert b"interrupted: no neuron store was written" in err
+    assert not (run / "neurons").exists()
