@@ -38,7 +38,7 @@ from solulab.activations import REGISTRY, Activation
 from solulab.flops import flops_per_token, peak_flops
 from solulab.kernels.c_kernels import native_activation, native_ready
 from solulab.kernels.fused import fused_activation
-from solulab.train import build_optimizer
+from solulab.train import TrainConfig, build_optimizer, training_step
 
 SOLU_LN = REGISTRY["solu_ln"].kind  # what the kernels compute for solu_ln
 
@@ -116,21 +116,15 @@ def model_config(act: str, args) -> ModelConfig:
                        n_ctx=args.n_ctx, d_vocab=args.vocab, act_fn=act)
 
 
-def training_step(act: str, args, device, compile_model: bool) -> Callable[[], None]:
+def make_training_step(act: str, args, device, compile_model: bool) -> Callable[[], None]:
     cfg = model_config(act, args)
     model = Transformer(cfg).to(device)
     optimizer = build_optimizer(model, 1e-4, 0.1, (0.9, 0.95))  # as training builds it
     forward = torch.compile(model) if compile_model else model
     tokens = torch.randint(0, args.vocab, (args.batch, args.n_ctx), device=device)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
 
-    def step() -> None:
-        with autocast:
-            loss = forward(tokens, return_loss=True)  # the training loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def step() -> None:  # training's own step: autocast on CUDA, clipping, AdamW
+        training_step(model, optimizer, [tokens], TrainConfig.grad_clip, forward=forward)
 
     return step
 
@@ -188,7 +182,7 @@ def main() -> None:
           "the noise")
     for compile_model in (False, True):
         label = "compiled" if compile_model else "eager"
-        steps = {name: training_step(name.rstrip("'"), args, device, compile_model)
+        steps = {name: make_training_step(name.rstrip("'"), args, device, compile_model)
                  for name in ("gelu", "gelu'", "solu_ln")}
         timed = race(steps, args.rounds, args.reps, device)
         ratio, noise = timed["solu_ln"] / timed["gelu"], timed["gelu'"] / timed["gelu"]

@@ -16,7 +16,7 @@ import time
 import torch
 
 from solulab import ModelConfig, Transformer
-from solulab.train import build_optimizer
+from solulab.train import TrainConfig, build_optimizer, training_step
 
 
 def make_step(act: str, args, device: torch.device):
@@ -26,11 +26,8 @@ def make_step(act: str, args, device: torch.device):
     optimizer = build_optimizer(model, 1e-4, 0.1, (0.9, 0.95))  # as training builds it
     tokens = torch.randint(0, args.vocab, (args.batch, args.n_ctx), device=device)
 
-    def step() -> None:
-        loss = model(tokens, return_loss=True)  # the training loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def step() -> None:  # training's own step: autocast on CUDA, clipping, AdamW
+        training_step(model, optimizer, [tokens], TrainConfig.grad_clip)
 
     return step
 

@@ -44,7 +44,7 @@ from solulab.replicate_results import write_results
 from solulab.study.create import create_study
 from solulab.sweep import SweepPlan, run_sweep
 from solulab.sweep.compare import compare_sweep, plot_comparison
-from solulab.train import TrainConfig, build_optimizer
+from solulab.train import TrainConfig, build_optimizer, training_step
 
 PLAN_FILE = "replicate.json"
 LINKS_FILE = "annotator-links.txt"
@@ -64,11 +64,7 @@ def seconds_per_token(size: str, act: str, request: Request, d_vocab: int,
                            generator=generator).to(device)
 
     def step() -> None:
-        loss = model(tokens, return_loss=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        training_step(model, optimizer, [tokens], TrainConfig.grad_clip)
 
     step()  # warm-up: allocation, kernel selection
     if device.type == "cuda":

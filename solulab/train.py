@@ -147,6 +147,42 @@ def build_optimizer(model: Transformer, lr: float, weight_decay: float,
                              fused=not sharded)
 
 
+def autocast_for(device: torch.device):
+    """What training computes in: bf16 autocast on CUDA, the parameters' dtype elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  micro_batches: Sequence[torch.Tensor], grad_clip: float, forward=None,
+                  no_sync=None, tensor_parallel: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimizer step, the one training, replicate's timing and the benchmarks take: each
+    micro-batch's loss under ``autocast_for`` and its backward (``no_sync``, DDP's, holds the
+    gradient all-reduce back until the last), clipping (across tensor-parallel ranks where
+    sharded), AdamW. ``forward`` is what computes the loss (default ``model``; a compiled or
+    wrapped copy). Returns the step's loss (float64, on the device) and the gradient norm
+    before clipping (None without clipping)."""
+    forward = model if forward is None else forward
+    device = micro_batches[0].device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for i, tokens in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        with nullcontext() if last or no_sync is None else no_sync():
+            with autocast_for(device):
+                loss = forward(tokens, return_loss=True) / len(micro_batches)
+            loss.backward()
+        loss_sum += loss.detach().double()
+    grad_norm = None
+    if grad_clip > 0:
+        clip = clip_grad_norm if tensor_parallel else torch.nn.utils.clip_grad_norm_
+        grad_norm = clip(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -240,11 +276,6 @@ class Trainer:
             atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     # -- the loop ---------------------------------------------------------------------------
-    def _autocast(self, device: torch.device):
-        if device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
-
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> float:
         """Mean loss over the first ``eval_sequences`` windows of the validation split. Every
@@ -263,7 +294,7 @@ class Trainer:
             weight = torch.tensor([float(j >= 0) for j in batch], dtype=torch.float64,
                                   device=info.device)
             tokens = gather_windows(self.val_tokens, starts, n_ctx).to(info.device)
-            with self._autocast(info.device):
+            with autocast_for(info.device):
                 logits = model(tokens)
             per_seq = lm_loss(logits, tokens, per_sequence=True)
             total[0] += (per_seq.double() * weight).sum()
@@ -370,24 +401,14 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             starts = batch_starts(cfg.seed, step, global_batch, len(self.train_tokens), n_ctx)
-            step_loss_t = torch.zeros((), dtype=torch.float64, device=info.device)
-            for micro in range(cfg.grad_accum):
-                offset = (micro * info.dp_size + info.dp_rank) * cfg.batch_size
-                tokens = gather_windows(self.train_tokens, starts[offset:offset + cfg.batch_size],
-                                        n_ctx).to(info.device)
-                sync = micro == cfg.grad_accum - 1 or not hasattr(train_model, "no_sync")
-                with (nullcontext() if sync else train_model.no_sync()):
-                    with self._autocast(info.device):
-                        loss = step_model(tokens, return_loss=True) / cfg.grad_accum
-                    loss.backward()
-                step_loss_t += loss.detach().double()
-            grad_norm = None
-            if cfg.grad_clip > 0 and info.tp > 1:
-                grad_norm = clip_grad_norm(model.parameters(), cfg.grad_clip)
-            elif cfg.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            micro_batches = [
+                gather_windows(self.train_tokens, starts[offset:offset + cfg.batch_size],
+                               n_ctx).to(info.device)
+                for offset in ((micro * info.dp_size + info.dp_rank) * cfg.batch_size
+                               for micro in range(cfg.grad_accum))]
+            step_loss_t, grad_norm = training_step(
+                model, optimizer, micro_batches, cfg.grad_clip, forward=step_model,
+                no_sync=getattr(train_model, "no_sync", None), tensor_parallel=info.tp > 1)
             loss_sum += step_loss_t
             loss_count += 1
             done = step + 1

@@ -247,3 +247,37 @@ def test_presets_are_about_4x_apart_and_listed():
     assert PRESETS["1l-128"].n_layers == 1 and PRESETS["1l-128"].d_model == 128
     listing = _cli("presets")
     assert listing.exit_code == 0 and "1l-128" in listing.output and "199,552" in listing.output
+
+
+def test_the_training_step_equals_its_parts_and_takes_any_forward():
+    """``training_step`` (training's, replicate's timing's and the benchmarks' one step) against
+    the step written out by hand: two micro-batches, clipping, AdamW; and a forward that, like a
+    compiled module, refuses ``len()``."""
+    from solulab.train import build_optimizer, training_step
+
+    class Wrapped(torch.nn.Module):  # as torch.compile's module: no truthiness through len()
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def __len__(self):
+            raise TypeError("no len()")
+
+        def forward(self, tokens, return_loss=False):
+            return self.inner(tokens, return_loss=return_loss)
+
+    torch.manual_seed(0)
+    tokens = [torch.randint(0, 300, (2, 32)) for _ in range(2)]
+    ours, theirs = (Transformer(ModelConfig(**small_model_cfg())) for _ in range(2))
+    theirs.load_state_dict(ours.state_dict())
+    opt_ours, opt_theirs = (build_optimizer(m, 1e-2, 0.1, (0.9, 0.95)) for m in (ours, theirs))
+    loss, norm = training_step(ours, opt_ours, tokens, 0.5, forward=Wrapped(ours))
+    losses = [theirs(t, return_loss=True) / 2 for t in tokens]
+    sum(losses).backward()
+    expected_norm = torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.5)
+    opt_theirs.step()
+    assert loss.item() == pytest.approx(sum(x.item() for x in losses), rel=1e-6)
+    assert norm.item() == pytest.approx(expected_norm.item(), rel=1e-5) and norm.item() > 0.5
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert a.grad is None
