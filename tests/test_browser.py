@@ -151,3 +151,43 @@ def test_the_page_draws_bidi_controls_and_asks_for_a_hypothesis(server, browser)
     page.keyboard.press("i")  # INTERPRETABLE with no hypothesis: refused, nothing saved
     status_says(page, "An interpretable neuron needs its hypothesis: write the rule first.")
     assert sqlite3.connect(study.path).execute("SELECT COUNT(*) FROM ratings").fetchone() == (0,)
+
+
+def test_the_run_page_sorts_filters_searches_and_pages(viewer, browser, collected_runs):
+    """The neuron table: 64 neurons, 50 a page; sorting by max, a token search, paging."""
+    from solulab.neurons.store import NeuronStore
+
+    store = NeuronStore.open(collected_runs / "solu_ln" / "neurons")
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(f"{viewer}/run?run=solu_ln")
+    rows = page.locator("#neurons tbody tr")
+    playwright.expect(rows).to_have_count(50)
+    playwright.expect(page.locator("#status")).to_have_text("neurons 1-50 of 64")
+    page.click("#next")
+    playwright.expect(rows).to_have_count(14)
+    page.click("th[data-sort=max]")  # a numeric column sorts descending first
+    playwright.expect(page.locator("#status")).to_have_text("neurons 1-50 of 64")
+    by_max = sorted(range(64), key=lambda n: -store.stats(0, n).max)
+    neurons = page.eval_on_selector_all("#neurons tbody tr td:nth-child(2)",
+                                        "cells => cells.map(c => Number(c.textContent))")
+    assert neurons == by_max[:50]
+    assert page.get_attribute("#neurons tbody tr td:nth-child(2) a", "href") == \
+        f"/neuron?run=solu_ln&layer=0&neuron={by_max[0]}"
+    fired = [e.tokens[e.fire_index].strip() for e in store.examples(0, by_max[0])]
+    token = max(set(fired), key=fired.count)
+    page.fill("input[name=token]", token)
+    page.click("#filters button")
+    playwright.expect(page.locator("#status")).not_to_have_text("neurons 1-50 of 64")
+    listed = page.eval_on_selector_all("#neurons tbody tr td:nth-child(2)",
+                                       "cells => cells.map(c => Number(c.textContent))")
+    assert listed[0] == by_max[0] and len(listed) < 64
+    page.fill("input[name=min_firing]", "0.9")  # bounds the wrong way round: the reason
+    page.fill("input[name=max_firing]", "0.1")
+    page.click("#filters button")
+    playwright.expect(page.locator("#status")).to_contain_text("cannot search: firing bounds")
+    if SCREENSHOTS:
+        page.fill("input[name=min_firing]", "0")
+        page.fill("input[name=max_firing]", "1")
+        page.fill("input[name=token]", "")
+        page.click("#filters button")
+        page.screenshot(path=str(DOCS / "explorer.png"), full_page=False)

@@ -43,8 +43,10 @@ def rate_everything(client, token, label="interpretable", hypothesis="the letter
 
 def test_viewer_lists_runs_and_shades_a_neuron_in_activation_order(viewer, collected_runs):
     assert "solu_ln" in viewer.get("/").text and "gelu" in viewer.get("/").text
-    assert 'href="/neuron?run=solu_ln&amp;layer=0&amp;neuron=5"' in viewer.get(
-        "/run", params={"run": "solu_ln"}).text
+    assert 'data-run="solu_ln"' in viewer.get("/run", params={"run": "solu_ln"}).text
+    listed = viewer.get("/api/neurons", params={"run": "solu_ln", "limit": 500}).json()
+    assert [n["neuron"] for n in listed["neurons"]] == list(range(64)) == [
+        *range(listed["total"])]
     page = viewer.get("/neuron", params={"run": "solu_ln", "layer": 0, "neuron": 5}).text
     store = NeuronStore.open(collected_runs / "solu_ln" / "neurons")
     top = page.split('<div id=top>')[1].split("</div></div>")[0]

@@ -20,7 +20,7 @@ from solulab.web.guard import LOOPBACK_NAMES, guarded
 from solulab.web.study import STATIC, study_router
 from solulab.web.viewer import viewer_router
 
-STATIC_FILES = {"viewer": {"style.css"}, "study": {"style.css", "study.js"}}
+STATIC_FILES = {"viewer": {"style.css", "explorer.js"}, "study": {"style.css", "study.js"}}
 
 
 WILDCARDS = {"0.0.0.0", "::", ""}

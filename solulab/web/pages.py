@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from solulab.explorer import NeuronTable
 from solulab.neurons.store import Example, NeuronStats, NeuronStore
 from solulab.visible import visible
 
@@ -139,17 +140,37 @@ above {stats.threshold:g}: {stats.frac_above:.2%} · {stats.n_tokens:,} tokens</
     return page(f"{run} L{layer} N{neuron}", body)
 
 
-def run_page(run: str, store: NeuronStore) -> str:
-    layers = "".join(
-        f"<h2>layer {layer}</h2><p class=neurons>" + " ".join(
-            f'<a href="{neuron_href(run, layer, n)}" title="max {store.stats(layer, n).max:.2f}">'
-            f"{n}</a>" for n in range(store.d_mlp)) + "</p>"
-        for layer in store.layers)
+def run_page(run: str, store: NeuronStore, table: NeuronTable) -> str:
+    """The run's neurons as a table that sorts, filters, searches and pages through
+    ``/api/neurons`` (``static/explorer.js``)."""
     meta = store.meta
+    layers = "".join(f"<option value={layer}>layer {layer}</option>" for layer in store.layers)
+    explained = int((table.columns["interpretable"] >= 0).sum())
+    controls = (
+        '<form id=filters class=filters>'
+        '<input name=q placeholder="explanation contains" maxlength=200> '
+        '<input name=token placeholder="fires on token" maxlength=200> '
+        f'<select name=layer><option value="">all layers</option>{layers}</select> '
+        '<select name=interpretable><option value="">any verdict</option>'
+        '<option value=true>interpretable</option><option value=false>not interpretable'
+        '</option></select> '
+        'firing <input name=min_firing type=number min=0 max=1 step=0.001 value=0> to '
+        '<input name=max_firing type=number min=0 max=1 step=0.001 value=1> '
+        '<button>search</button></form>')
+    columns = [("layer", "layer"), ("neuron", "neuron"), ("max", "max"),
+               ("firing", f"&gt;{meta['threshold']:g}"), ("kurtosis", "kurtosis"),
+               ("interpretable", "verdict"), ("auroc", "AUROC"), ("explanation", "explanation")]
+    head = "".join(f'<th data-sort="{key}">{label}</th>' for key, label in columns)
     body = (f'<nav><a href="/">runs</a></nav><h1>{html.escape(run)}</h1>'
             f"<p>{html.escape(meta['act_fn'])}, {meta['n_layers']} layers, {store.d_mlp} neurons "
-            f"per layer, collected over {meta['n_tokens']:,} {html.escape(meta['split'])} "
-            f"tokens.</p>{layers}")
+            f"per layer ({table.run_meta['rows']:,} in all, {explained:,} explained), collected "
+            f"over {meta['n_tokens']:,} {html.escape(meta['split'])} tokens. Click a column to "
+            "sort; the neuron's number opens its page.</p>"
+            f"{controls}<p id=status class=note></p>"
+            f'<table id=neurons data-run="{html.escape(run)}"><thead><tr>{head}</tr></thead>'
+            "<tbody></tbody></table>"
+            '<p class=pager><button id=prev>previous</button> <button id=next>next</button></p>'
+            "<script src=/static/explorer.js></script>")
     return page(run, body)
 
 

@@ -1,5 +1,6 @@
 """The neuron viewer's routes: ``/`` (runs with a neuron store under ``--runs``),
-``/run?run=R`` and ``/neuron?run=R&layer=L&neuron=N&point=mid|post`` (shareable).
+``/run?run=R`` (the searchable table of its neurons), ``/neuron?run=R&layer=L&neuron=N&point=
+mid|post`` (shareable) and ``/api/neurons`` (the table as JSON, ``solulab.explorer``).
 
 Only run names found by walking the runs directory are accepted, so no request string opens a
 path of its own choosing or a store of its own; open stores are kept in a small LRU cache. A
@@ -23,6 +24,8 @@ from fastapi.responses import HTMLResponse
 from solulab import rundir
 from solulab.autointerp.run import load_explanations
 from solulab.errors import SolulabError
+from solulab.explorer import MAX_LIMIT, MAX_QUERY, NeuronTable, QueryError
+from solulab.explorer import Query as Query_
 from solulab.neurons.store import META_FILE, NeuronStore
 from solulab.web import pages
 
@@ -67,6 +70,7 @@ class RunIndex:
         self.root, self.capacity, self.rescan_seconds = root.resolve(), capacity, rescan_seconds
         self.names, self.scanned_at = find_runs(self.root), time.monotonic()
         self.open: OrderedDict[str, NeuronStore] = OrderedDict()
+        self.tables: dict[str, NeuronTable] = {}  # of the open stores
         self.lock = threading.Lock()  # requests are served from a thread pool
 
     def store(self, name: str) -> NeuronStore:
@@ -79,9 +83,17 @@ class RunIndex:
             if name not in self.open:
                 self.open[name] = NeuronStore.open(self.root / name / rundir.NEURONS)
                 while len(self.open) > self.capacity:
-                    self.open.popitem(last=False)
+                    self.tables.pop(self.open.popitem(last=False)[0], None)
             self.open.move_to_end(name)
             return self.open[name]
+
+    def table(self, name: str) -> NeuronTable:
+        """The run's neuron table, built on first use and kept while its store is open."""
+        store = self.store(name)
+        with self.lock:
+            if name not in self.tables:
+                self.tables[name] = NeuronTable(store)
+            return self.tables[name]
 
 
 @contextmanager
@@ -108,7 +120,25 @@ def viewer_router(runs: Path) -> APIRouter:
     @router.get("/run", response_class=HTMLResponse)
     def run_view(run: str):
         with reading(run):
-            return pages.run_page(run, index.store(run))
+            return pages.run_page(run, index.store(run), index.table(run))
+
+    @router.get("/api/neurons")
+    def neurons_api(
+        run: str, q: str = Query("", max_length=MAX_QUERY),
+        token: str = Query("", max_length=MAX_QUERY), layer: int | None = None,
+        interpretable: bool | None = None, min_firing: float = Query(0.0, ge=0, le=1),
+        max_firing: float = Query(1.0, ge=0, le=1), sort: str = Query("layer", max_length=20),
+        order: str = Query("asc", max_length=4), limit: int = Query(50, ge=1, le=MAX_LIMIT),
+        offset: int = Query(0, ge=0, le=2**40)):
+        """The run's neurons, filtered, searched, sorted and paged (``solulab.explorer``)."""
+        with reading(run):
+            table = index.table(run)
+        query = Query_(q, token, layer, interpretable, min_firing, max_firing, sort, order,
+                       limit, offset)
+        try:
+            return {"run": run, **table.query(query)}
+        except QueryError as error:
+            raise HTTPException(422, str(error)) from None
 
     @router.get("/neuron", response_class=HTMLResponse)
     def neuron_view(run: str, layer: int, neuron: int, point: str | None = Query(None)):

@@ -1,0 +1,138 @@
+"""The explorer's neuron table against a slow reference over the store, and its API's answers to
+hostile input."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from solulab.explorer import NeuronTable, Query, QueryError
+from solulab.neurons.store import NeuronStore
+from solulab.web.app import viewer_app
+
+WORDS = ["def", "the token 'self'", "digits", "Indentation", "", "closing brackets", "İstanbul"]
+
+
+@pytest.fixture(scope="module")
+def explained(collected_runs, tmp_path_factory) -> Path:
+    """A copy of the solu_ln run whose store has verdicts for all but every fifth neuron."""
+    root = tmp_path_factory.mktemp("explorer")
+    run = root / "solu_ln"
+    shutil.copytree(collected_runs / "solu_ln", run)
+    store = NeuronStore.open(run / "neurons")
+    rng = np.random.default_rng(0)
+    neurons = {}
+    for n in range(store.d_mlp):
+        if n % 5 == 4:
+            continue
+        neurons[f"0:{n}"] = {"description": WORDS[n % len(WORDS)] + f" #{n % 3}",
+                             "interpretable": bool(n % 2), "auroc": float(rng.uniform(0.4, 1))}
+    (run / "neurons" / "autointerp.json").write_text(json.dumps({"meta": {}, "neurons": neurons}))
+    return run
+
+
+def reference(store: NeuronStore, verdicts: dict, query: Query) -> list[tuple[int, int]]:
+    """The same query, one neuron at a time in plain Python."""
+    rows = []
+    for layer in store.layers:
+        for n in range(store.d_mlp):
+            s = store.stats(layer, n)
+            v = verdicts.get(f"{layer}:{n}")
+            row = {"layer": layer, "neuron": n, "max": np.float32(s.max),
+                   "firing": np.float32(s.frac_above), "kurtosis": np.float32(s.kurtosis),
+                   "interpretable": None if v is None else int(v["interpretable"]),
+                   "auroc": None if v is None else np.float32(v["auroc"]),
+                   "explanation": "" if v is None else v["description"]}
+            if query.layer is not None and layer != query.layer:
+                continue
+            if query.interpretable is not None and row["interpretable"] != query.interpretable:
+                continue
+            if not query.min_firing <= row["firing"] <= query.max_firing:
+                continue
+            if query.q and query.q.lower() not in row["explanation"].lower():
+                continue
+            if query.token:
+                top = store.examples(layer, n)
+                if not any(e.tokens[e.fire_index].strip() == query.token for e in top):
+                    continue
+            rows.append(row)
+    key = query.sort
+    missing = [r for r in rows if r[key] in (None, "") or
+               (isinstance(r[key], float) and np.isnan(r[key]))]
+    present = [r for r in rows if r not in missing]
+    value = (lambda r: r[key].lower()) if key == "explanation" else (lambda r: float(r[key]))
+    present.sort(key=value, reverse=query.order == "desc")  # stable: ties in (layer, neuron)
+    ordered = present + missing
+    return [(r["layer"], r["neuron"]) for r in ordered][query.offset:query.offset + query.limit]
+
+
+@pytest.mark.parametrize("query", [
+    Query(),
+    Query(sort="max", order="desc", limit=10),
+    Query(sort="kurtosis", order="asc", limit=7, offset=3),
+    Query(sort="auroc", order="desc", limit=64),
+    Query(sort="interpretable", order="desc", limit=64),
+    Query(sort="explanation", order="asc", limit=64),
+    Query(sort="explanation", order="desc", limit=64),
+    Query(interpretable=True, sort="firing", order="desc"),
+    Query(interpretable=False, min_firing=0.0, max_firing=0.5),
+    Query(q="TOKEN 'self'"),
+    Query(q="istanbul"),
+    Query(q="#2", sort="neuron", order="desc", limit=5),
+    Query(q="nothing like this"),
+])
+def test_queries_equal_a_slow_reference(explained, query):
+    store = NeuronStore.open(explained / "neurons")
+    verdicts = json.loads((explained / "neurons" / "autointerp.json").read_text())["neurons"]
+    result = NeuronTable(store).query(query)
+    assert [(n["layer"], n["neuron"]) for n in result["neurons"]] == reference(store, verdicts,
+                                                                                query)
+
+
+def test_token_search_finds_the_neurons_whose_top_examples_fire_on_it(explained):
+    store = NeuronStore.open(explained / "neurons")
+    table = NeuronTable(store)
+    fired = [e.tokens[e.fire_index].strip() for e in store.examples(0, 3)]
+    token = max(set(fired), key=fired.count)
+    query = Query(token=token, limit=500)
+    result = table.query(query)
+    assert (0, 3) in [(n["layer"], n["neuron"]) for n in result["neurons"]]
+    assert [(n["layer"], n["neuron"]) for n in result["neurons"]] == reference(store, {}, query)
+    assert table.query(Query(token="no such token at all"))["total"] == 0
+
+
+@pytest.mark.parametrize("bad", [Query(sort="max; drop"), Query(order="up"), Query(limit=0),
+                                 Query(limit=10_000), Query(offset=-1), Query(q="x" * 201),
+                                 Query(q="a\x00b"), Query(min_firing=0.9, max_firing=0.1)])
+def test_bad_queries_are_refused_by_name(explained, bad):
+    with pytest.raises(QueryError):
+        NeuronTable(NeuronStore.open(explained / "neurons")).query(bad)
+
+
+def test_the_api_answers_json_and_hostile_input_is_a_4xx(explained):
+    with TestClient(viewer_app(explained.parent), base_url="http://127.0.0.1") as c:
+        ok = c.get("/api/neurons", params={"run": "solu_ln", "sort": "max", "order": "desc",
+                                           "limit": 3})
+        assert ok.status_code == 200
+        body = ok.json()
+        assert body["total"] == 64 and len(body["neurons"]) == 3
+        assert set(body["neurons"][0]) == {"layer", "neuron", "max", "firing", "kurtosis",
+                                           "interpretable", "auroc", "explanation"}
+        page = c.get("/run", params={"run": "solu_ln"})
+        assert page.status_code == 200 and "explorer.js" in page.text
+        assert c.get("/static/explorer.js").status_code == 200
+        hostile = [{"run": "solu_ln", "q": "x" * 60_000}, {"run": "solu_ln", "q": "\x00"},
+                   {"run": "solu_ln", "limit": -5}, {"run": "solu_ln", "limit": 10**12},
+                   {"run": "solu_ln", "offset": -1}, {"run": "solu_ln", "offset": 10**30},
+                   {"run": "solu_ln", "sort": "__class__"}, {"run": "solu_ln", "layer": "x"},
+                   {"run": "../../etc"}, {"run": "solu_ln", "min_firing": "nan"},
+                   {"run": "solu_ln", "max_firing": 2}, {"run": "solu_ln", "interpretable": "?"},
+                   {}]
+        for params in hostile:
+            response = c.get("/api/neurons", params=params)
+            assert 400 <= response.status_code < 500, (params, response.status_code)
+        raw = c.get("/api/neurons?run=solu_ln&q=%FF%FE")  # bad UTF-8
+        assert raw.status_code < 500
