@@ -5,7 +5,8 @@ A synthetic store (``--layers`` x ``--d-mlp`` neurons, statistics and top-exampl
 at random, 60% of the neurons with an explanation) is written to a temporary directory and served
 by ``solulab serve --runs`` in its own process. ``--clients`` threads then each send
 ``--requests`` requests in turn: the run page, and ``/api/neurons`` sorted by a random column at
-a random offset, filtered by layer and verdict, searched by explanation text and by token.
+a random offset, filtered by layer and verdict, searched by explanation text and by token. Then
+``/api/probe`` with 256 tokens, on a random 4-layer d_model 512 model (8,192 neurons).
 
     python benchmarks/explorer_latency.py [--layers 4 --d-mlp 25600 --clients 20]
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -26,8 +28,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from tokenizers import Tokenizer, models
+from tokenizers import Tokenizer, models, pre_tokenizers
 
+from solulab import ModelConfig, Transformer
 from solulab.explorer import SORTABLE
 from solulab.neurons.store import write_store
 
@@ -36,13 +39,14 @@ KINDS = ["the token", "tokens after", "digits in", "closing brackets of", "inden
          "the word", "string literals with", "names ending in"]
 
 
-def synthetic_store(root: Path, layers: int, d_mlp: int, vocab: int = 4096, k: int = 8,
-                    window: int = 5) -> Path:
-    """A run directory ``root/big`` whose store has random statistics, top-example token ids and
-    explanations for ``layers * d_mlp`` neurons."""
+def synthetic_store(root: Path, name: str, layers: int, d_mlp: int, vocab: int = 4096,
+                    k: int = 8, window: int = 5) -> Path:
+    """A run directory ``root/name`` whose store has random statistics, top-example token ids
+    and explanations for ``layers * d_mlp`` neurons."""
     rng = np.random.default_rng(0)
     tokenizer = Tokenizer(models.WordLevel({f"w{i}" if i >= len(WORDS) else WORDS[i]: i
                                             for i in range(vocab)}, unk_token="w10"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer_file = root / "tokenizer.json"
     tokenizer.save(str(tokenizer_file))
     arrays = {}
@@ -59,7 +63,7 @@ def synthetic_store(root: Path, layers: int, d_mlp: int, vocab: int = 4096, k: i
             "threshold": 0.5, "n_tokens": 1, "requested_tokens": 1, "n_ctx": 1, "split": "val",
             "seed": 0, "corpus": "synthetic", "points": ["mid"], "main_point": "mid",
             "logit_effects_complete": False}
-    store = write_store(root / "big" / "neurons", meta, arrays, tokenizer_file)
+    store = write_store(root / name / "neurons", meta, arrays, tokenizer_file)
     neurons = {}
     for layer in range(layers):
         for n in np.flatnonzero(rng.uniform(size=d_mlp) < 0.6):
@@ -69,7 +73,17 @@ def synthetic_store(root: Path, layers: int, d_mlp: int, vocab: int = 4096, k: i
                                        "interpretable": bool(rng.uniform() < 0.5),
                                        "auroc": float(rng.uniform(0.5, 1))}
     (store / "autointerp.json").write_text(json.dumps({"meta": {}, "neurons": neurons}))
-    return store
+    return store.parent
+
+
+def probe_run(root: Path) -> Path:
+    """A run with a model to probe: 4 layers, d_model 512, 2,048 neurons a layer, random weights."""
+    run = synthetic_store(root, "probe", 4, 2048)
+    cfg = ModelConfig(n_layers=4, d_model=512, n_heads=8, n_ctx=256, d_vocab=4096,
+                      act_fn="solu_ln")
+    Transformer(cfg).save_pretrained(run)
+    shutil.copy(root / "tokenizer.json", run / "tokenizer.json")
+    return run
 
 
 def free_port() -> int:
@@ -111,7 +125,8 @@ def main() -> None:
     rows = args.layers * args.d_mlp
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        synthetic_store(Path(tmp), args.layers, args.d_mlp)
+        synthetic_store(Path(tmp), "big", args.layers, args.d_mlp)
+        probe_run(Path(tmp))
         print(f"synthetic store: {rows:,} neurons in {time.perf_counter() - started:.1f} s")
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "solulab.cli", "serve", "--runs", tmp,
@@ -160,6 +175,17 @@ def main() -> None:
                      else values * 99)
                 print(f"{kind:<8} {len(values):>5} {q[49] * 1e3:>8.1f} {q[98] * 1e3:>8.1f} "
                       f"{max(values) * 1e3:>8.1f}")
+            text = " ".join(random.Random(0).choice(WORDS) for _ in range(256))
+            probe_times = []
+            for _ in range(11):
+                start = time.perf_counter()
+                answer = httpx.post(base + "/api/probe", params={"run": "probe"},
+                                    json={"text": text}, timeout=120)
+                answer.raise_for_status()
+                probe_times.append(time.perf_counter() - start)
+            print(f"probe of {len(answer.json()['tokens'])} tokens, 4 layers x 2,048 neurons: "
+                  f"first {probe_times[0]:.2f} s (loads the model), then median "
+                  f"{statistics.median(probe_times[1:]):.3f} s, max {max(probe_times[1:]):.3f} s")
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -136,7 +136,13 @@ above {stats.threshold:g}: {stats.frac_above:.2%} · {stats.n_tokens:,} tokens</
 <h2>Logit effects</h2>{logit_table(store, layer, neuron)}
 <h2>Across the activation range</h2>
 <p class=note>Uniform samples from each interval between the smallest and largest activation.</p>
-{intervals}"""
+{intervals}
+<h2>On your text</h2>
+<form id=neuron-probe data-run="{html.escape(run)}" data-layer={layer} data-neuron={neuron}
+data-point={html.escape(point)} data-max="{stats.max:.6g}"><textarea name=text maxlength=4000
+placeholder="type or paste text: this neuron's activation at every token"></textarea>
+<button>run</button></form><p id=probe-status class=note></p><div id=probed class=example></div>
+<script src=/static/explorer.js></script>"""
     return page(f"{run} L{layer} N{neuron}", body)
 
 
@@ -146,6 +152,7 @@ def run_page(run: str, store: NeuronStore, table: NeuronTable) -> str:
     meta = store.meta
     layers = "".join(f"<option value={layer}>layer {layer}</option>" for layer in store.layers)
     explained = int((table.columns["interpretable"] >= 0).sum())
+    points = "".join(f"<option value={p}>{POINT_LABEL[p]}</option>" for p in store.points)
     controls = (
         '<form id=filters class=filters>'
         '<input name=q placeholder="explanation contains" maxlength=200> '
@@ -170,6 +177,10 @@ def run_page(run: str, store: NeuronStore, table: NeuronTable) -> str:
             f'<table id=neurons data-run="{html.escape(run)}"><thead><tr>{head}</tr></thead>'
             "<tbody></tbody></table>"
             '<p class=pager><button id=prev>previous</button> <button id=next>next</button></p>'
+            "<h2>Probe with your text</h2><form id=probe><textarea name=text maxlength=4000 "
+            'placeholder="type or paste text: the neurons that fire most at each token">'
+            f"</textarea><select name=point>{points}</select> <button>probe</button></form>"
+            "<p id=probe-status class=note></p><table id=probed></table>"
             "<script src=/static/explorer.js></script>")
     return page(run, body)
 

@@ -17,9 +17,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from solulab import rundir
 from solulab.autointerp.run import load_explanations
@@ -27,9 +30,22 @@ from solulab.errors import SolulabError
 from solulab.explorer import MAX_LIMIT, MAX_QUERY, NeuronTable, QueryError
 from solulab.explorer import Query as Query_
 from solulab.neurons.store import META_FILE, NeuronStore
+from solulab.probe import MAX_CHARS, MAX_TOP, ProbeBusy, ProbeError, Prober
 from solulab.web import pages
+from solulab.web.guard import read_json
 
 MAX_DEPTH = 8
+MAX_MODELS = 2  # models kept loaded for probes
+
+
+class ProbeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(max_length=MAX_CHARS)
+    point: Literal["mid", "post"] | None = None
+    top: int = Field(5, ge=1, le=MAX_TOP)
+    layer: int | None = Field(None, ge=0, le=10_000)
+    neuron: int | None = Field(None, ge=0, le=10_000_000)
+
 MAX_DIRECTORIES = 100_000
 
 
@@ -71,6 +87,7 @@ class RunIndex:
         self.names, self.scanned_at = find_runs(self.root), time.monotonic()
         self.open: OrderedDict[str, NeuronStore] = OrderedDict()
         self.tables: dict[str, NeuronTable] = {}  # of the open stores
+        self.probers: OrderedDict[str, Prober] = OrderedDict()  # models, at most 2 loaded
         self.lock = threading.Lock()  # requests are served from a thread pool
 
     def store(self, name: str) -> NeuronStore:
@@ -86,6 +103,19 @@ class RunIndex:
                     self.tables.pop(self.open.popitem(last=False)[0], None)
             self.open.move_to_end(name)
             return self.open[name]
+
+    def prober(self, name: str) -> Prober:
+        """The run's model for probes, loaded on first use (the two most recent are kept)."""
+        self.store(name)  # a known run
+        with self.lock:
+            if name not in self.probers:
+                if not (self.root / name / rundir.WEIGHTS).is_file():
+                    raise HTTPException(404, "this run has no model weights to probe")
+                self.probers[name] = Prober(self.root / name)
+                while len(self.probers) > MAX_MODELS:
+                    self.probers.popitem(last=False)
+            self.probers.move_to_end(name)
+            return self.probers[name]
 
     def table(self, name: str) -> NeuronTable:
         """The run's neuron table, built on first use and kept while its store is open."""
@@ -139,6 +169,25 @@ def viewer_router(runs: Path) -> APIRouter:
             return {"run": run, **table.query(query)}
         except QueryError as error:
             raise HTTPException(422, str(error)) from None
+
+    @router.post("/api/probe")
+    async def probe_api(run: str, request: Request):
+        """Your text through the run's model: per token the neurons that fire most there, or,
+        given ``layer`` and ``neuron``, that neuron's activation at every token."""
+        body = await read_json(request, ProbeRequest)
+        if (body.layer is None) != (body.neuron is None):
+            raise HTTPException(422, "give both layer and neuron, or neither")
+        try:
+            prober = await run_in_threadpool(index.prober, run)
+            if body.layer is None:
+                return await run_in_threadpool(prober.top_neurons, body.text, body.point,
+                                               body.top)
+            return await run_in_threadpool(prober.neuron, body.text, body.layer, body.neuron,
+                                           body.point)
+        except ProbeError as error:
+            raise HTTPException(422, str(error)) from None
+        except ProbeBusy as error:
+            raise HTTPException(429, str(error)) from None
 
     @router.get("/neuron", response_class=HTMLResponse)
     def neuron_view(run: str, layer: int, neuron: int, point: str | None = Query(None)):
