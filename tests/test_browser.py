@@ -191,3 +191,23 @@ def test_the_run_page_sorts_filters_searches_and_pages(viewer, browser, collecte
         page.fill("input[name=token]", "")
         page.click("#filters button")
         page.screenshot(path=str(DOCS / "explorer.png"), full_page=False)
+
+
+def test_probes_show_your_text_on_the_run_and_neuron_pages(viewer, browser, collected_runs):
+    from solulab.probe import Prober
+
+    text = "for i in range(10):\n    print(i)"
+    expected = Prober(collected_runs / "solu_ln").neuron(text, 0, 7, "mid")
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(f"{viewer}/neuron?run=solu_ln&layer=0&neuron=7")
+    page.fill("#neuron-probe textarea", text)
+    page.click("#neuron-probe button")
+    playwright.expect(page.locator("#probed .tok")).to_have_count(len(expected["tokens"]))
+    shown = page.eval_on_selector_all("#probed .tok", "els => els.map(e => Number(e.dataset.act))")
+    assert shown == pytest.approx(expected["acts"], abs=1e-4)
+    page.goto(f"{viewer}/run?run=solu_ln")
+    page.fill("#probe textarea", text)
+    page.click("#probe button")
+    playwright.expect(page.locator("#probed tr")).to_have_count(len(expected["tokens"]))
+    first = page.get_attribute("#probed tr a", "href")
+    assert first.startswith("/neuron?run=solu_ln&layer=0&neuron=")
