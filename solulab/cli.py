@@ -351,6 +351,27 @@ def replicate(
     typer.echo(f"results: {results}")
 
 
+@app.command()
+@reports_errors
+def site(
+    runs: list[Path] = typer.Argument(..., help="Run directories with neuron stores."),
+    out: Path = typer.Option(..., help="The site's directory (replaced whole when re-run)."),
+    examples: int = typer.Option(10, help="Top examples per neuron."),
+):
+    """A static explorer of RUNS' neurons (HTML + JSON) that works from file:// and on any
+    static host: the searchable table and a page per neuron."""
+    import time
+
+    from solulab.site import export_site
+
+    started = time.perf_counter()
+    with stops_cleanly(f"{out} is as it was before"):
+        summary = export_site(runs, out, examples)
+    typer.echo(f"site: {summary.path / 'index.html'}  ({summary.runs} runs, "
+               f"{summary.neurons:,} neurons, {summary.files:,} files, "
+               f"{summary.bytes / 2**20:.1f} MiB, {time.perf_counter() - started:.1f} s)")
+
+
 @app.command("regex")
 @reports_errors
 def regex_command(

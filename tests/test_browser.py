@@ -211,3 +211,33 @@ def test_probes_show_your_text_on_the_run_and_neuron_pages(viewer, browser, coll
     playwright.expect(page.locator("#probed tr")).to_have_count(len(expected["tokens"]))
     first = page.get_attribute("#probed tr a", "href")
     assert first.startswith("/neuron?run=solu_ln&layer=0&neuron=")
+
+
+def test_the_exported_site_searches_and_shows_neurons_from_file_urls(browser, collected_runs,
+                                                                      tmp_path):
+    from solulab.neurons.store import NeuronStore
+    from solulab.site import export_site
+
+    export_site([collected_runs / "solu_ln"], tmp_path / "site", progress=False)
+    store = NeuronStore.open(collected_runs / "solu_ln" / "neurons")
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto((tmp_path / "site" / "index.html").as_uri())
+    page.click("text=solu_ln")
+    rows = page.locator("#neurons tbody tr")
+    playwright.expect(rows).to_have_count(50)
+    playwright.expect(page.locator("#status")).to_have_text("neurons 1-50 of 64")
+    page.click("th[data-sort=max]")
+    by_max = sorted(range(64), key=lambda n: -store.stats(0, n).max)
+    neurons = page.eval_on_selector_all("#neurons tbody tr td:nth-child(2)",
+                                        "cells => cells.map(c => Number(c.textContent))")
+    assert neurons == by_max[:50]
+    page.select_option("select[name=layer]", "0")
+    page.fill("input[name=q]", "no explanation says this")
+    page.click("#filters button")
+    playwright.expect(page.locator("#status")).to_have_text("no neuron matches")
+    page.goto((tmp_path / "site" / "solu_ln" / "neuron.html").as_uri() + "?layer=0&neuron=7")
+    top = store.examples(0, 7)
+    playwright.expect(page.locator("#top .example")).to_have_count(len(top[:10]))
+    text = page.inner_text("#top .example >> nth=0")
+    assert "".join(top[0].tokens).replace("\n", "").strip()[:10] in text.replace("\n", "")
+    assert page.locator("#top .tok.fire").count() == len(top[:10])

@@ -165,3 +165,169 @@ function neuronLink(run, layer, neuron) {
     });
   });
 })();
+
+// The static site (`solulab site`): data arrives as scripts calling solulabData, and the table
+// is searched, sorted and paged in the page.
+const solulabStatic = {};
+window.solulabData = function (kind, payload) {
+  solulabStatic[kind] = payload;
+  if (kind.startsWith("L")) staticNeuron();
+};
+
+function staticTable() {
+  const data = solulabStatic.table;
+  const table = document.getElementById("neurons");
+  const form = document.getElementById("filters");
+  const status = document.getElementById("status");
+  const c = data.columns;
+  const rows = c.layer.length;
+  const lowered = data.explanations.map((e) => e.toLowerCase());
+  const state = { sort: "layer", order: "asc", offset: 0, limit: 50 };
+  const labels = [["layer", "layer"], ["neuron", "neuron"], ["max", "max"],
+    ["firing", ">" + data.threshold], ["kurtosis", "kurtosis"], ["interpretable", "verdict"],
+    ["auroc", "AUROC"], ["explanation", "explanation"]];
+  document.getElementById("title").textContent = data.run;
+  document.getElementById("about").textContent = `${data.act_fn}, ${data.layers.length} layers ` +
+    `of ${data.d_mlp} neurons, collected over ${data.n_tokens.toLocaleString()} tokens.`;
+  for (const layer of data.layers) form.layer.add(new Option("layer " + layer, layer));
+  const head = table.tHead.rows[0];
+  for (const [key, label] of labels) {
+    const th = document.createElement("th");
+    th.dataset.sort = key;
+    th.textContent = label;
+    head.appendChild(th);
+  }
+  const value = (key, i) => key === "explanation" ? (lowered[i] || null) :
+    (key === "interpretable" ? (c[key][i] < 0 ? null : c[key][i]) : c[key][i]);
+
+  function render() {
+    const fields = new FormData(form);
+    const q = (fields.get("q") || "").toLowerCase();
+    const layer = fields.get("layer");
+    const verdict = fields.get("interpretable");
+    const picked = [];
+    for (let i = 0; i < rows; i++) {
+      if (layer !== "" && c.layer[i] !== Number(layer)) continue;
+      if (verdict !== "" && c.interpretable[i] !== (verdict === "true" ? 1 : 0)) continue;
+      if (q && !lowered[i].includes(q)) continue;
+      picked.push(i);
+    }
+    const sign = state.order === "asc" ? 1 : -1;
+    picked.sort((a, b) => {
+      const va = value(state.sort, a), vb = value(state.sort, b);
+      if (va === null || vb === null) return (va === null) - (vb === null) || a - b;
+      return (va < vb ? -sign : va > vb ? sign : 0) || a - b;
+    });
+    const body = table.tBodies[0];
+    body.replaceChildren();
+    for (const i of picked.slice(state.offset, state.offset + state.limit)) {
+      const row = body.insertRow();
+      const link = "neuron.html?" + new URLSearchParams({ layer: c.layer[i], neuron: c.neuron[i] });
+      const cells = [String(c.layer[i]), String(c.neuron[i]), c.max[i]?.toFixed(3),
+        c.firing[i]?.toFixed(4), c.kurtosis[i]?.toFixed(1),
+        c.interpretable[i] < 0 ? "" : (c.interpretable[i] ? "yes" : "no"),
+        c.auroc[i]?.toFixed(3), data.explanations[i]];
+      cells.forEach((text, k) => {
+        const td = row.insertCell();
+        if (k === 1) {
+          const a = document.createElement("a");
+          a.href = link;
+          a.textContent = text;
+          td.appendChild(a);
+        } else {
+          td.textContent = text ?? "";
+        }
+      });
+    }
+    const last = Math.min(state.offset + state.limit, picked.length);
+    status.textContent = picked.length === 0 ? "no neuron matches" :
+      `neurons ${state.offset + 1}-${last} of ${picked.length.toLocaleString()}`;
+    document.getElementById("prev").disabled = state.offset === 0;
+    document.getElementById("next").disabled = last >= picked.length;
+    for (const th of head.cells) th.className = th.dataset.sort === state.sort ? state.order : "";
+  }
+
+  form.addEventListener("submit", (event) => { event.preventDefault(); state.offset = 0; render(); });
+  for (const th of head.cells) {
+    th.addEventListener("click", () => {
+      const numeric = !["explanation", "layer", "neuron"].includes(th.dataset.sort);
+      state.order = state.sort === th.dataset.sort ? (state.order === "asc" ? "desc" : "asc")
+        : (numeric ? "desc" : "asc");
+      state.sort = th.dataset.sort;
+      state.offset = 0;
+      render();
+    });
+  }
+  document.getElementById("prev").addEventListener("click", () => {
+    state.offset = Math.max(0, state.offset - state.limit); render();
+  });
+  document.getElementById("next").addEventListener("click", () => {
+    state.offset += state.limit; render();
+  });
+  render();
+}
+
+function staticNeuron() {
+  const box = document.getElementById("static-neuron");
+  const params = new URLSearchParams(location.search);
+  const layer = Number(params.get("layer")), neuron = Number(params.get("neuron"));
+  const first = Math.floor(neuron / Number(box.dataset.shard)) * Number(box.dataset.shard);
+  const key = `L${layer}-${first}`;
+  if (!solulabStatic[key]) {
+    if (!solulabStatic.requested) {
+      solulabStatic.requested = true;
+      const script = document.createElement("script");
+      script.src = `shards/${key}.js`;
+      script.onerror = () => { box.textContent = "no such neuron in this site"; };
+      document.body.appendChild(script);
+    }
+    return;
+  }
+  const n = solulabStatic[key][neuron - first];
+  if (!n) { box.textContent = "no such neuron in this site"; return; }
+  const vocab = solulabStatic.vocab;
+  const before = Number(box.dataset.before);
+  box.replaceChildren();
+  const title = document.createElement("h1");
+  title.textContent = `layer ${layer}, neuron ${neuron}`;
+  const stats = document.createElement("p");
+  stats.className = "stats";
+  const [max, , mean, std, kurtosis, positive, above] = n.stats;
+  stats.textContent = `max ${max?.toFixed(3)} · mean ${mean?.toFixed(4)} · std ` +
+    `${std?.toFixed(4)} · kurtosis ${kurtosis?.toFixed(1)} · above 0: ` +
+    `${(100 * positive).toFixed(1)}% · above threshold: ${(100 * above).toFixed(2)}%`;
+  const verdict = document.createElement("p");
+  verdict.textContent = n.verdict === null ? "not explained" :
+    `${n.verdict ? "INTERPRETABLE" : "NOT INTERPRETABLE"}: ${n.explanation}`;
+  const heading = document.createElement("h2");
+  heading.textContent = "Top activations";
+  const examples = document.createElement("div");
+  examples.id = "top";
+  for (const [value, ids, acts] of n.examples) {
+    const line = document.createElement("div");
+    line.className = "example";
+    const label = document.createElement("span");
+    label.className = "value";
+    label.textContent = (value >= 0 ? "+" : "") + value.toFixed(3) + " ";
+    line.appendChild(label);
+    ids.forEach((id, i) => {
+      if (id < 0) return;
+      const span = document.createElement("span");
+      span.className = "tok" + (i === before ? " fire" : "");
+      span.textContent = vocab[id] ?? "?";
+      const act = acts[i] ?? 0;
+      span.dataset.act = act;
+      span.title = act.toFixed(3);
+      const level = max > 0 ? Math.min(1, Math.max(0, act / max)) : 0;
+      span.style.background = `rgba(255,0,0,${level.toFixed(3)})`;
+      line.appendChild(span);
+    });
+    examples.appendChild(line);
+  }
+  box.append(title, stats, verdict, heading, examples);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  if (solulabStatic.table) staticTable();
+  if (document.getElementById("static-neuron")) staticNeuron();
+});
