@@ -6,7 +6,8 @@ at random, 60% of the neurons with an explanation) is written to a temporary dir
 by ``solulab serve --runs`` in its own process. ``--clients`` threads then each send
 ``--requests`` requests in turn: the run page, and ``/api/neurons`` sorted by a random column at
 a random offset, filtered by layer and verdict, searched by explanation text and by token. Then
-``/api/probe`` with 256 tokens, on a random 4-layer d_model 512 model (8,192 neurons).
+``/api/probe`` with 256 tokens, on a random 4-layer d_model 512 model (8,192 neurons), and the
+static site of the store (``solulab site``), timed, with its size.
 
     python benchmarks/explorer_latency.py [--layers 4 --d-mlp 25600 --clients 20]
 """
@@ -33,6 +34,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from solulab import ModelConfig, Transformer
 from solulab.explorer import SORTABLE
 from solulab.neurons.store import write_store
+from solulab.site import export_site
 
 WORDS = ["def", "return", "self", "import", "class", "for", "in", "if", "else", "the"]
 KINDS = ["the token", "tokens after", "digits in", "closing brackets of", "indentation before",
@@ -55,8 +57,11 @@ def synthetic_store(root: Path, name: str, layers: int, d_mlp: int, vocab: int =
                           rng.normal(0, 0.01, d_mlp), rng.gamma(2, 0.1, d_mlp),
                           rng.gamma(2, 20, d_mlp), rng.uniform(0, 1, d_mlp),
                           rng.beta(1, 30, d_mlp)], 1)
-        arrays[layer] = {"mid.stats": stats,
-                         "mid.top.ids": rng.integers(0, vocab, (d_mlp, k, window), np.int32)}
+        values = -np.sort(-rng.gamma(2, 1, (d_mlp, k)).astype(np.float32), axis=1)
+        arrays[layer] = {"mid.stats": stats, "mid.top.values": values,
+                         "mid.top.ids": rng.integers(0, vocab, (d_mlp, k, window), np.int32),
+                         "mid.top.acts": rng.uniform(0, 1, (d_mlp, k, window)).astype(
+                             np.float32) * values[:, :, None]}
     meta = {"model_sha256": "synthetic", "tokenizer_sha256": "synthetic", "act_fn": "solu_ln",
             "n_layers": layers, "layers": list(range(layers)), "d_mlp": d_mlp, "k": k,
             "window_before": window - 1, "window_after": 0, "samples": 0, "n_intervals": 0,
@@ -189,6 +194,10 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+        started = time.perf_counter()
+        site = export_site([Path(tmp) / "big"], Path(tmp) / "site", progress=False)
+        print(f"static site of {site.neurons:,} neurons: {time.perf_counter() - started:.1f} s, "
+              f"{site.files:,} files, {site.bytes / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ index from token to the neurons whose top examples fire on it.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ NUMERIC = ("layer", "neuron", "max", "firing", "kurtosis", "interpretable", "aur
 SORTABLE = (*NUMERIC, "explanation")
 MAX_LIMIT = 500
 MAX_QUERY = 200
+SEARCHES = 256
 STATS_MAX, STATS_KURTOSIS, STATS_ABOVE = 0, 4, 6  # columns of P.stats.npy
 
 
@@ -95,6 +97,9 @@ class NeuronTable:
         self._text = "\n".join(lowered) + "\n"
         self._line_starts = np.cumsum([0] + [len(e) + 1 for e in lowered[:-1]])
         self._tokens = self._token_index(store, point)
+        # Searches repeat (a user pages through one): the last SEARCHES of each kind are kept.
+        self._explained_by = functools.lru_cache(SEARCHES)(self._explanation_rows)
+        self._fires_on = functools.lru_cache(SEARCHES)(self._token_rows)
 
     def _order(self, name: str, descending: bool) -> np.ndarray:
         """Rows sorted by ``name``; ties by layer and neuron, missing values last."""
@@ -130,8 +135,11 @@ class NeuronTable:
             index.setdefault(text, []).append(fired_rows[order[bounds[j]:bounds[j + 1]]])
         return {text: np.unique(np.concatenate(parts)) for text, parts in index.items()}
 
-    def _matches(self, query: Query) -> np.ndarray:
-        """Mask of the rows every filter of ``query`` keeps."""
+    def _matches(self, query: Query) -> np.ndarray | None:
+        """Mask of the rows every filter of ``query`` keeps; None where it has no filter."""
+        if (query.layer is None and query.interpretable is None and not query.q
+                and not query.token and query.min_firing <= 0 and query.max_firing >= 1):
+            return None
         mask = np.ones(self.run_meta["rows"], dtype=bool)
         if query.layer is not None:
             mask &= self.columns["layer"] == query.layer
@@ -143,15 +151,21 @@ class NeuronTable:
         if query.q:
             mask &= self._explained_by(query.q.lower())
         if query.token:
-            hits = np.zeros_like(mask)
-            hits[self._tokens.get(query.token.strip(), np.zeros(0, dtype=np.int64))] = True
-            mask &= hits
+            mask &= self._fires_on(query.token.strip())
         return mask
 
-    def _explained_by(self, text: str) -> np.ndarray:
+    def _token_rows(self, token: str) -> np.ndarray:
+        """Rows whose top examples fire on a token whose text is ``token``."""
+        hits = np.zeros(self.run_meta["rows"], dtype=bool)
+        hits[self._tokens.get(token, np.zeros(0, dtype=np.int64))] = True
+        hits.flags.writeable = False
+        return hits
+
+    def _explanation_rows(self, text: str) -> np.ndarray:
         """Rows whose explanation contains ``text`` (lower case)."""
         found = np.zeros(self.run_meta["rows"], dtype=bool)
         if "\n" in text:
+            found.flags.writeable = False
             return found
         starts, at = [], self._text.find(text)
         while at >= 0:
@@ -159,6 +173,7 @@ class NeuronTable:
             at = self._text.find(text, at + 1)
         if starts:
             found[np.searchsorted(self._line_starts, starts, side="right") - 1] = True
+        found.flags.writeable = False
         return found
 
     def query(self, query: Query) -> dict:
@@ -166,7 +181,7 @@ class NeuronTable:
         query.check()
         order = self._orders[(query.sort, query.order == "desc")]
         mask = self._matches(query)
-        selected = order[mask[order]]
+        selected = order if mask is None else order[mask[order]]
         page = selected[query.offset:query.offset + query.limit]
         return {"total": int(len(selected)), "neurons": [self.row(int(i)) for i in page]}
 

@@ -23,7 +23,7 @@ from solulab.errors import SolulabError
 from solulab.io import sha256_file
 from solulab.model import Transformer
 from solulab.neurons.logit_effects import top_logit_effects
-from solulab.neurons.store import NeuronStore, write_store
+from solulab.neurons.store import META_FILE, NeuronStore, write_store
 from solulab.neurons.stream import PointStream, finalize
 from solulab.pretrained import load_pretrained
 
@@ -42,11 +42,14 @@ def open_corpus_for(run_dir: Path, corpus_dir: Path | None) -> Corpus:
 
 
 def open_store(path: str | Path) -> NeuronStore:
-    """The store of a run directory (checked against its model) or a store directory."""
+    """The store of a run directory (checked against its model where the run has weights) or a
+    store directory."""
     path = Path(path)
     if (path / rundir.WEIGHTS).is_file():
         weights = sha256_file(path / rundir.WEIGHTS)
         return NeuronStore.open(path / rundir.NEURONS, model_sha256=weights)
+    if (path / rundir.NEURONS / META_FILE).is_file():
+        return NeuronStore.open(path / rundir.NEURONS)
     return NeuronStore.open(path)
 
 
