@@ -160,7 +160,7 @@ def test_the_run_page_sorts_filters_searches_and_pages(viewer, browser, collecte
     store = NeuronStore.open(collected_runs / "solu_ln" / "neurons")
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     page.goto(f"{viewer}/run?run=solu_ln")
-    rows = page.locator("#neurons tbody tr")
+    rows = page.locator("table.neurons tbody tr")
     playwright.expect(rows).to_have_count(50)
     playwright.expect(page.locator("#status")).to_have_text("neurons 1-50 of 64")
     page.click("#next")
@@ -168,17 +168,17 @@ def test_the_run_page_sorts_filters_searches_and_pages(viewer, browser, collecte
     page.click("th[data-sort=max]")  # a numeric column sorts descending first
     playwright.expect(page.locator("#status")).to_have_text("neurons 1-50 of 64")
     by_max = sorted(range(64), key=lambda n: -store.stats(0, n).max)
-    neurons = page.eval_on_selector_all("#neurons tbody tr td:nth-child(2)",
+    neurons = page.eval_on_selector_all("table.neurons tbody tr td:nth-child(2)",
                                         "cells => cells.map(c => Number(c.textContent))")
     assert neurons == by_max[:50]
-    assert page.get_attribute("#neurons tbody tr td:nth-child(2) a", "href") == \
+    assert page.get_attribute("table.neurons tbody tr td:nth-child(2) a", "href") == \
         f"/neuron?run=solu_ln&layer=0&neuron={by_max[0]}"
     fired = [e.tokens[e.fire_index].strip() for e in store.examples(0, by_max[0])]
     token = max(set(fired), key=fired.count)
     page.fill("input[name=token]", token)
     page.click("#filters button")
     playwright.expect(page.locator("#status")).not_to_have_text("neurons 1-50 of 64")
-    listed = page.eval_on_selector_all("#neurons tbody tr td:nth-child(2)",
+    listed = page.eval_on_selector_all("table.neurons tbody tr td:nth-child(2)",
                                        "cells => cells.map(c => Number(c.textContent))")
     assert listed[0] == by_max[0] and len(listed) < 64
     page.fill("input[name=min_firing]", "0.9")  # bounds the wrong way round: the reason
@@ -241,3 +241,19 @@ def test_the_exported_site_searches_and_shows_neurons_from_file_urls(browser, co
     text = page.inner_text("#top .example >> nth=0")
     assert "".join(top[0].tokens).replace("\n", "").strip()[:10] in text.replace("\n", "")
     assert page.locator("#top .tok.fire").count() == len(top[:10])
+
+
+def test_two_runs_side_by_side_answer_the_same_query(viewer, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(viewer)
+    page.select_option("select[name=a]", "gelu")
+    page.select_option("select[name=b]", "solu_ln")
+    page.click("text=compare")
+    playwright.expect(page.locator("table.neurons")).to_have_count(2)
+    for status in ("#status0", "#status1"):
+        playwright.expect(page.locator(status)).to_have_text("neurons 1-50 of 64")
+    page.fill("input[name=min_firing]", "0.9")
+    page.click("#filters button")
+    for status in ("#status0", "#status1"):
+        playwright.expect(page.locator(status)).to_have_text("no neuron matches")
+    assert "not explained" in page.inner_text("table.fractions")

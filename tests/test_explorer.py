@@ -136,3 +136,17 @@ def test_the_api_answers_json_and_hostile_input_is_a_4xx(explained):
             assert 400 <= response.status_code < 500, (params, response.status_code)
         raw = c.get("/api/neurons?run=solu_ln&q=%FF%FE")  # bad UTF-8
         assert raw.status_code < 500
+
+
+def test_the_comparison_states_each_layers_fraction_with_its_interval(explained):
+    from solulab.stats import wilson_interval
+
+    verdicts = json.loads((explained / "neurons" / "autointerp.json").read_text())["neurons"]
+    k, n = sum(v["interpretable"] for v in verdicts.values()), len(verdicts)
+    low, high = wilson_interval(k, n)
+    with TestClient(viewer_app(explained.parent), base_url="http://127.0.0.1") as client:
+        page = client.get("/compare", params={"a": "solu_ln", "b": "solu_ln"})
+        assert page.status_code == 200
+        assert page.text.count(f"{k} of {n} ({k / n:.1%}; {low:.1%} to {high:.1%})") == 2
+        assert client.get("/compare", params={"a": "solu_ln", "b": "nope"}).status_code == 404
+        assert client.get("/compare", params={"a": "solu_ln"}).status_code == 422

@@ -10,6 +10,7 @@ import numpy as np
 
 from solulab.explorer import NeuronTable
 from solulab.neurons.store import Example, NeuronStats, NeuronStore
+from solulab.stats import wilson_interval
 from solulab.visible import visible
 
 POINT_LABEL = {"mid": "pre-LayerNorm (hook_mid)", "post": "post-LayerNorm (hook_post)"}
@@ -146,48 +147,100 @@ placeholder="type or paste text: this neuron's activation at every token"></text
     return page(f"{run} L{layer} N{neuron}", body)
 
 
+COLUMNS = [("layer", "layer"), ("neuron", "neuron"), ("max", "max"), ("firing", "firing"),
+           ("kurtosis", "kurtosis"), ("interpretable", "verdict"), ("auroc", "AUROC"),
+           ("explanation", "explanation")]
+
+
+def filters_form(layers: Sequence[int]) -> str:
+    """The explorer's query: explanation text, token, layer, verdict and firing range."""
+    options = "".join(f"<option value={layer}>layer {layer}</option>" for layer in layers)
+    return ('<form id=filters class=filters>'
+            '<input name=q placeholder="explanation contains" maxlength=200> '
+            '<input name=token placeholder="fires on token" maxlength=200> '
+            f'<select name=layer><option value="">all layers</option>{options}</select> '
+            '<select name=interpretable><option value="">any verdict</option>'
+            '<option value=true>interpretable</option><option value=false>not interpretable'
+            '</option></select> '
+            'firing <input name=min_firing type=number min=0 max=1 step=0.001 value=0> to '
+            '<input name=max_firing type=number min=0 max=1 step=0.001 value=1> '
+            '<button>search</button></form>')
+
+
+def neuron_table(run: str, status: str) -> str:
+    """An empty table that ``static/explorer.js`` fills from ``/api/neurons``."""
+    head = "".join(f'<th data-sort="{key}">{label}</th>' for key, label in COLUMNS)
+    return (f"<p id={status} class=note></p><table class=neurons data-run=\"{html.escape(run)}\" "
+            f"data-status={status}><thead><tr>{head}</tr></thead><tbody></tbody></table>")
+
+
+PAGER = '<p class=pager><button id=prev>previous</button> <button id=next>next</button></p>'
+
+
 def run_page(run: str, store: NeuronStore, table: NeuronTable) -> str:
     """The run's neurons as a table that sorts, filters, searches and pages through
-    ``/api/neurons`` (``static/explorer.js``)."""
+    ``/api/neurons``, and a probe of your own text (``static/explorer.js``)."""
     meta = store.meta
-    layers = "".join(f"<option value={layer}>layer {layer}</option>" for layer in store.layers)
     explained = int((table.columns["interpretable"] >= 0).sum())
     points = "".join(f"<option value={p}>{POINT_LABEL[p]}</option>" for p in store.points)
-    controls = (
-        '<form id=filters class=filters>'
-        '<input name=q placeholder="explanation contains" maxlength=200> '
-        '<input name=token placeholder="fires on token" maxlength=200> '
-        f'<select name=layer><option value="">all layers</option>{layers}</select> '
-        '<select name=interpretable><option value="">any verdict</option>'
-        '<option value=true>interpretable</option><option value=false>not interpretable'
-        '</option></select> '
-        'firing <input name=min_firing type=number min=0 max=1 step=0.001 value=0> to '
-        '<input name=max_firing type=number min=0 max=1 step=0.001 value=1> '
-        '<button>search</button></form>')
-    columns = [("layer", "layer"), ("neuron", "neuron"), ("max", "max"),
-               ("firing", f"&gt;{meta['threshold']:g}"), ("kurtosis", "kurtosis"),
-               ("interpretable", "verdict"), ("auroc", "AUROC"), ("explanation", "explanation")]
-    head = "".join(f'<th data-sort="{key}">{label}</th>' for key, label in columns)
     body = (f'<nav><a href="/">runs</a></nav><h1>{html.escape(run)}</h1>'
             f"<p>{html.escape(meta['act_fn'])}, {meta['n_layers']} layers, {store.d_mlp} neurons "
             f"per layer ({table.run_meta['rows']:,} in all, {explained:,} explained), collected "
-            f"over {meta['n_tokens']:,} {html.escape(meta['split'])} tokens. Click a column to "
-            "sort; the neuron's number opens its page.</p>"
-            f"{controls}<p id=status class=note></p>"
-            f'<table id=neurons data-run="{html.escape(run)}"><thead><tr>{head}</tr></thead>'
-            "<tbody></tbody></table>"
-            '<p class=pager><button id=prev>previous</button> <button id=next>next</button></p>'
-            "<h2>Probe with your text</h2><form id=probe><textarea name=text maxlength=4000 "
-            'placeholder="type or paste text: the neurons that fire most at each token">'
-            f"</textarea><select name=point>{points}</select> <button>probe</button></form>"
-            "<p id=probe-status class=note></p><table id=probed></table>"
-            "<script src=/static/explorer.js></script>")
+            f"over {meta['n_tokens']:,} {html.escape(meta['split'])} tokens. Firing: the share "
+            f"of tokens above {meta['threshold']:g}. Click a column to sort; the neuron's "
+            "number opens its page.</p>"
+            f"{filters_form(store.layers)}{neuron_table(run, 'status')}{PAGER}"
+            f'<h2>Probe with your text</h2><form id=probe data-run="{html.escape(run)}">'
+            '<textarea name=text maxlength=4000 placeholder="type or paste text: the neurons '
+            f'that fire most at each token"></textarea><select name=point>{points}</select> '
+            "<button>probe</button></form><p id=probe-status class=note></p>"
+            "<table id=probed></table><script src=/static/explorer.js></script>")
     return page(run, body)
+
+
+def layer_fractions(table: NeuronTable) -> dict[int, tuple[int, int]]:
+    """``{layer: (interpretable, explained)}`` of a run's table."""
+    verdicts, layers = table.columns["interpretable"], table.columns["layer"]
+    return {int(layer): (int((verdicts[layers == layer] == 1).sum()),
+                         int((verdicts[layers == layer] >= 0).sum()))
+            for layer in np.unique(layers)}
+
+
+def compare_page(runs: Sequence[str], tables: Sequence[NeuronTable]) -> str:
+    """Two runs side by side: the interpretable fraction per layer (Wilson 95%), and one query
+    answered by both."""
+    layers = sorted({layer for t in tables for layer in t.run_meta["layers"]})
+    fractions = [layer_fractions(t) for t in tables]
+    head = "".join(f"<th>{html.escape(r)}</th>" for r in runs)
+    rows = []
+    for layer in layers:
+        cells = []
+        for by_layer in fractions:
+            k, n = by_layer.get(layer, (0, 0))
+            if n == 0:
+                cells.append("<td>not explained</td>")
+                continue
+            low, high = wilson_interval(k, n)
+            cells.append(f"<td>{k} of {n} ({k / n:.1%}; {low:.1%} to {high:.1%})</td>")
+        rows.append(f"<tr><td>layer {layer}</td>{''.join(cells)}</tr>")
+    side = "".join(f"<div class=side><h2>{html.escape(r)}</h2>{neuron_table(r, f'status{i}')}"
+                   "</div>" for i, r in enumerate(runs))
+    body = (f'<nav><a href="/">runs</a></nav><h1>{" vs ".join(html.escape(r) for r in runs)}'
+            "</h1><h2>Interpretable by the automated verdict, per layer (95% Wilson)</h2>"
+            f"<table class=fractions><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+            f"<h2>The same query on both</h2>{filters_form(layers)}<div class=sides>{side}</div>"
+            f"{PAGER}<script src=/static/explorer.js></script>")
+    return page(" vs ".join(runs), body)
 
 
 def runs_page(runs: list[str]) -> str:
     items = "".join(f'<li><a href="/run?{urlencode({"run": r})}">{html.escape(r)}</a></li>'
                     for r in runs)
+    if len(runs) > 1:
+        pick = "".join(f"<option>{html.escape(r)}</option>" for r in runs)
+        items += (f"</ul><form action=/compare class=filters>Compare <select name=a>{pick}"
+                  f"</select> with <select name=b>{pick}</select> <button>compare</button>"
+                  "</form><ul>")
     return page("solulab runs", f"<h1>Runs with neuron stores</h1><ul>{items}</ul>" if runs else
                 "<h1>No neuron stores yet</h1><p>Collect one with "
                 "<code>solulab neurons collect RUN</code>.</p>")

@@ -1,6 +1,7 @@
 """The neuron viewer's routes: ``/`` (runs with a neuron store under ``--runs``),
-``/run?run=R`` (the searchable table of its neurons), ``/neuron?run=R&layer=L&neuron=N&point=
-mid|post`` (shareable) and ``/api/neurons`` (the table as JSON, ``solulab.explorer``).
+``/run?run=R`` (the searchable table of its neurons), ``/compare?a=R&b=S`` (two runs side by
+side), ``/neuron?run=R&layer=L&neuron=N&point=mid|post`` (shareable), ``/api/neurons`` (the table
+as JSON, ``solulab.explorer``) and ``POST /api/probe`` (your text, ``solulab.probe``).
 
 Only run names found by walking the runs directory are accepted, so no request string opens a
 path of its own choosing or a store of its own; open stores are kept in a small LRU cache. A
@@ -151,6 +152,11 @@ def viewer_router(runs: Path) -> APIRouter:
     def run_view(run: str):
         with reading(run):
             return pages.run_page(run, index.store(run), index.table(run))
+
+    @router.get("/compare", response_class=HTMLResponse)
+    def compare_view(a: str, b: str):
+        with reading(a), reading(b):
+            return pages.compare_page([a, b], [index.table(a), index.table(b)])
 
     @router.get("/api/neurons")
     def neurons_api(

@@ -49,32 +49,31 @@ function neuronLink(run, layer, neuron) {
   });
 })();
 
-(function () {  // a run page: the neuron table and the probe
-  const table = document.getElementById("neurons");
-  if (!table) return;
-  const run = table.dataset.run;
+function cell(row, text, href) {
+  const td = row.insertCell();
+  if (href) {
+    const a = document.createElement("a");
+    a.href = href;
+    a.textContent = text;
+    td.appendChild(a);
+  } else {
+    td.textContent = text;
+  }
+  return td;
+}
+
+function number(value, digits) {
+  return value === null ? "" : value.toFixed(digits);
+}
+
+(function () {  // a run page (one table) or a comparison (two): the same query on each
+  const tables = [...document.querySelectorAll("table.neurons[data-run]")];
+  if (!tables.length) return;
   const form = document.getElementById("filters");
-  const status = document.getElementById("status");
   const state = { sort: "layer", order: "asc", offset: 0, limit: 50 };
+  let more = false;
 
-  function number(value, digits) {
-    return value === null ? "" : value.toFixed(digits);
-  }
-
-  function cell(row, text, href) {
-    const td = row.insertCell();
-    if (href) {
-      const a = document.createElement("a");
-      a.href = href;
-      a.textContent = text;
-      td.appendChild(a);
-    } else {
-      td.textContent = text;
-    }
-    return td;
-  }
-
-  function params() {
+  function params(run) {
     const query = new URLSearchParams({ run: run, sort: state.sort, order: state.order,
                                         limit: state.limit, offset: state.offset });
     for (const [name, value] of new FormData(form)) {
@@ -83,22 +82,23 @@ function neuronLink(run, layer, neuron) {
     return query;
   }
 
-  async function load() {
+  async function loadOne(table) {
+    const run = table.dataset.run;
+    const status = document.getElementById(table.dataset.status);
     status.textContent = "loading...";
-    const response = await fetch("/api/neurons?" + params());
+    const response = await fetch("/api/neurons?" + params(run));
     const data = await response.json();
     if (!response.ok) {
       const detail = typeof data.detail === "string" ? data.detail : "check the filters";
       status.textContent = "cannot search: " + detail;
-      return;
+      return false;
     }
     const body = table.tBodies[0];
     body.replaceChildren();
     for (const n of data.neurons) {
       const row = body.insertRow();
-      const link = neuronLink(run, n.layer, n.neuron);
       cell(row, String(n.layer));
-      cell(row, String(n.neuron), link);
+      cell(row, String(n.neuron), neuronLink(run, n.layer, n.neuron));
       cell(row, number(n.max, 3));
       cell(row, number(n.firing, 4));
       cell(row, number(n.kurtosis, 1));
@@ -109,11 +109,16 @@ function neuronLink(run, layer, neuron) {
     const last = Math.min(state.offset + state.limit, data.total);
     status.textContent = data.total === 0 ? "no neuron matches" :
       `neurons ${state.offset + 1}-${last} of ${data.total.toLocaleString()}`;
-    document.getElementById("prev").disabled = state.offset === 0;
-    document.getElementById("next").disabled = last >= data.total;
     for (const th of table.tHead.rows[0].cells) {
       th.className = th.dataset.sort === state.sort ? state.order : "";
     }
+    return last < data.total;
+  }
+
+  async function load() {
+    more = (await Promise.all(tables.map(loadOne))).some(Boolean);
+    document.getElementById("prev").disabled = state.offset === 0;
+    document.getElementById("next").disabled = !more;
   }
 
   form.addEventListener("submit", (event) => {
@@ -121,16 +126,17 @@ function neuronLink(run, layer, neuron) {
     state.offset = 0;
     load();
   });
-  for (const th of table.tHead.rows[0].cells) {
-    th.addEventListener("click", () => {
-      const numeric = th.dataset.sort !== "explanation" && th.dataset.sort !== "layer" &&
-        th.dataset.sort !== "neuron";
-      state.order = state.sort === th.dataset.sort ? (state.order === "asc" ? "desc" : "asc")
-        : (numeric ? "desc" : "asc");
-      state.sort = th.dataset.sort;
-      state.offset = 0;
-      load();
-    });
+  for (const table of tables) {
+    for (const th of table.tHead.rows[0].cells) {
+      th.addEventListener("click", () => {
+        const numeric = !["explanation", "layer", "neuron"].includes(th.dataset.sort);
+        state.order = state.sort === th.dataset.sort ? (state.order === "asc" ? "desc" : "asc")
+          : (numeric ? "desc" : "asc");
+        state.sort = th.dataset.sort;
+        state.offset = 0;
+        load();
+      });
+    }
   }
   document.getElementById("prev").addEventListener("click", () => {
     state.offset = Math.max(0, state.offset - state.limit);
@@ -141,8 +147,12 @@ function neuronLink(run, layer, neuron) {
     load();
   });
   load();
+})();
 
+(function () {  // a run page's probe of your text
   const probeForm = document.getElementById("probe");
+  if (!probeForm) return;
+  const run = probeForm.dataset.run;
   const probed = document.getElementById("probed");
   probeForm.addEventListener("submit", async (event) => {
     event.preventDefault();
