@@ -3,6 +3,7 @@ hostile input."""
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,26 @@ def test_the_comparison_states_each_layers_fraction_with_its_interval(explained)
         assert page.text.count(f"{k} of {n} ({k / n:.1%}; {low:.1%} to {high:.1%})") == 2
         assert client.get("/compare", params={"a": "solu_ln", "b": "nope"}).status_code == 404
         assert client.get("/compare", params={"a": "solu_ln"}).status_code == 422
+
+
+def test_a_store_collected_while_the_viewer_runs_appears_when_finished(explained, small_corpus,
+                                                                       tmp_path):
+    from test_neurons import make_run
+
+    from solulab.neurons.collect import collect
+
+    root = tmp_path / "runs"
+    shutil.copytree(explained, root / "solu_ln")
+    with TestClient(viewer_app(root), base_url="http://127.0.0.1") as client:
+        assert "solu_ln" in client.get("/").text
+        run = make_run(root / "fresh", small_corpus, "gelu", n_layers=1)  # weights, no store
+        (run / ".neurons.partial-0000").mkdir()  # what a collection writes into first
+        (run / ".neurons.partial-0000" / "meta.json").write_text("{")
+        assert client.get("/api/neurons", params={"run": "solu_ln", "limit": 1}).status_code \
+            == 200
+        assert client.get("/api/neurons", params={"run": "fresh"}).status_code == 404
+        collect(run, n_tokens=512, progress=False)
+        time.sleep(5.1)  # the root page rescans once its last scan is 5 s old
+        assert "fresh" in client.get("/").text
+        listed = client.get("/api/neurons", params={"run": "fresh", "limit": 1})
+        assert listed.status_code == 200 and listed.json()["total"] == 48

@@ -91,11 +91,21 @@ class RunIndex:
         self.probers: OrderedDict[str, Prober] = OrderedDict()  # models, at most 2 loaded
         self.lock = threading.Lock()  # requests are served from a thread pool
 
+    def current_names(self) -> list[str]:
+        """The run names, rescanned when the last scan is older than ``rescan_seconds``: a store
+        collected while the viewer runs appears once its collection has finished."""
+        with self.lock:
+            self._rescan_if_stale()
+            return self.names
+
+    def _rescan_if_stale(self) -> None:
+        if time.monotonic() - self.scanned_at > self.rescan_seconds:
+            self.names, self.scanned_at = find_runs(self.root), time.monotonic()
+
     def store(self, name: str) -> NeuronStore:
         with self.lock:
-            if name not in self.names and \
-                    time.monotonic() - self.scanned_at > self.rescan_seconds:
-                self.names, self.scanned_at = find_runs(self.root), time.monotonic()
+            if name not in self.names:
+                self._rescan_if_stale()
             if name not in self.names:
                 raise HTTPException(404, "no run with a neuron store of that name")
             if name not in self.open:
@@ -146,7 +156,7 @@ def viewer_router(runs: Path) -> APIRouter:
 
     @router.get("/", response_class=HTMLResponse)
     def runs_view():
-        return pages.runs_page(index.names)
+        return pages.runs_page(index.current_names())
 
     @router.get("/run", response_class=HTMLResponse)
     def run_view(run: str):
