@@ -59,6 +59,8 @@ def synthetic_store(root: Path, name: str, layers: int, d_mlp: int, vocab: int =
                           rng.beta(1, 30, d_mlp)], 1)
         values = -np.sort(-rng.gamma(2, 1, (d_mlp, k)).astype(np.float32), axis=1)
         arrays[layer] = {"mid.stats": stats, "mid.top.values": values,
+                         "mid.hist_counts": rng.integers(0, 1000, (d_mlp, 32)),
+                         "mid.hist_width": stats[:, 0] / 16,
                          "mid.top.ids": rng.integers(0, vocab, (d_mlp, k, window), np.int32),
                          "mid.top.acts": rng.uniform(0, 1, (d_mlp, k, window)).astype(
                              np.float32) * values[:, :, None]}

@@ -18,14 +18,29 @@ import numpy as np
 
 from solulab.autointerp.run import load_explanations
 from solulab.errors import SolulabError
-from solulab.neurons.store import NeuronStore
+from solulab.neurons.store import HALF_HIST, NeuronStore
 
 NUMERIC = ("layer", "neuron", "max", "firing", "kurtosis", "interpretable", "auroc")
 SORTABLE = (*NUMERIC, "explanation")
 MAX_LIMIT = 500
 MAX_QUERY = 200
 SEARCHES = 256
-STATS_MAX, STATS_KURTOSIS, STATS_ABOVE = 0, 4, 6  # columns of P.stats.npy
+STATS_MAX, STATS_KURTOSIS = 0, 4  # columns of P.stats.npy
+FIRES_AT = 0.5  # of the neuron's largest activation, as the automated verdict reads "fires"
+
+
+def half_max_share(store: NeuronStore, layer: int, point: str) -> np.ndarray:
+    """Per neuron, the share of tokens whose activation reaches FIRES_AT of the neuron's largest,
+    read from its histogram: the bins whose lower edge is at least that (so it can miss up to one
+    bin's worth). A scale-free firing rate, where a fixed threshold says nothing about neurons
+    whose activations are all small."""
+    counts = np.asarray(store.array(layer, f"{point}.hist_counts"), dtype=np.float64)
+    width = np.asarray(store.array(layer, f"{point}.hist_width"), dtype=np.float64)
+    largest = np.asarray(store.array(layer, f"{point}.stats"))[:, STATS_MAX]
+    lower = (np.arange(counts.shape[1]) - HALF_HIST)[None, :] * width[:, None]
+    above = (counts * (lower >= FIRES_AT * largest[:, None])).sum(1)
+    total = counts.sum(1)
+    return np.where((total > 0) & (largest > 0), above / np.maximum(total, 1), 0.0)
 
 
 class QueryError(SolulabError):
@@ -68,11 +83,12 @@ class NeuronTable:
         d = store.d_mlp
         stats = np.concatenate([np.asarray(store.array(layer, f"{point}.stats"))
                                 for layer in layers])
+        firing = np.concatenate([half_max_share(store, layer, point) for layer in layers])
         self.columns: dict[str, np.ndarray] = {
             "layer": np.repeat(np.asarray(layers, dtype=np.int32), d),
             "neuron": np.tile(np.arange(d, dtype=np.int32), len(layers)),
             "max": stats[:, STATS_MAX].astype(np.float32),
-            "firing": stats[:, STATS_ABOVE].astype(np.float32),
+            "firing": firing.astype(np.float32),
             "kurtosis": stats[:, STATS_KURTOSIS].astype(np.float32),
         }
         verdicts = load_explanations(store.path)

@@ -185,12 +185,6 @@ def test_the_run_page_sorts_filters_searches_and_pages(viewer, browser, collecte
     page.fill("input[name=max_firing]", "0.1")
     page.click("#filters button")
     playwright.expect(page.locator("#status")).to_contain_text("cannot search: firing bounds")
-    if SCREENSHOTS:
-        page.fill("input[name=min_firing]", "0")
-        page.fill("input[name=max_firing]", "1")
-        page.fill("input[name=token]", "")
-        page.click("#filters button")
-        page.screenshot(path=str(DOCS / "explorer.png"), full_page=False)
 
 
 def test_probes_show_your_text_on_the_run_and_neuron_pages(viewer, browser, collected_runs):

@@ -42,8 +42,11 @@ def reference(store: NeuronStore, verdicts: dict, query: Query) -> list[tuple[in
         for n in range(store.d_mlp):
             s = store.stats(layer, n)
             v = verdicts.get(f"{layer}:{n}")
+            lower = s.hist_edges[:-1]  # the filled bins' lower edges
+            half = s.hist_counts[lower >= 0.5 * s.max].sum() / s.hist_counts.sum()
             row = {"layer": layer, "neuron": n, "max": np.float32(s.max),
-                   "firing": np.float32(s.frac_above), "kurtosis": np.float32(s.kurtosis),
+                   "firing": np.float32(half if s.max > 0 else 0.0),
+                   "kurtosis": np.float32(s.kurtosis),
                    "interpretable": None if v is None else int(v["interpretable"]),
                    "auroc": None if v is None else np.float32(v["auroc"]),
                    "explanation": "" if v is None else v["description"]}

@@ -187,8 +187,8 @@ def run_page(run: str, store: NeuronStore, table: NeuronTable) -> str:
             f"<p>{html.escape(meta['act_fn'])}, {meta['n_layers']} layers, {store.d_mlp} neurons "
             f"per layer ({table.run_meta['rows']:,} in all, {explained:,} explained), collected "
             f"over {meta['n_tokens']:,} {html.escape(meta['split'])} tokens. Firing: the share "
-            f"of tokens above {meta['threshold']:g}. Click a column to sort; the neuron's "
-            "number opens its page.</p>"
+            "of tokens where the neuron reaches half its largest activation (from its histogram,"
+            " to one bin). Click a column to sort; the neuron's number opens its page.</p>"
             f"{filters_form(store.layers)}{neuron_table(run, 'status')}{PAGER}"
             f'<h2>Probe with your text</h2><form id=probe data-run="{html.escape(run)}">'
             '<textarea name=text maxlength=4000 placeholder="type or paste text: the neurons '

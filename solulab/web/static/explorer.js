@@ -194,7 +194,7 @@ function staticTable() {
   const lowered = data.explanations.map((e) => e.toLowerCase());
   const state = { sort: "layer", order: "asc", offset: 0, limit: 50 };
   const labels = [["layer", "layer"], ["neuron", "neuron"], ["max", "max"],
-    ["firing", ">" + data.threshold], ["kurtosis", "kurtosis"], ["interpretable", "verdict"],
+    ["firing", "firing"], ["kurtosis", "kurtosis"], ["interpretable", "verdict"],
     ["auroc", "AUROC"], ["explanation", "explanation"]];
   document.getElementById("title").textContent = data.run;
   document.getElementById("about").textContent = `${data.act_fn}, ${data.layers.length} layers ` +
