@@ -201,6 +201,13 @@ class NeuronTable:
         page = selected[query.offset:query.offset + query.limit]
         return {"total": int(len(selected)), "neurons": [self.row(int(i)) for i in page]}
 
+    def layer_fractions(self) -> dict[int, tuple[int, int]]:
+        """``{layer: (interpretable, explained)}`` by the automated verdict."""
+        verdicts, layers = self.columns["interpretable"], self.columns["layer"]
+        return {int(layer): (int((verdicts[layers == layer] == 1).sum()),
+                             int((verdicts[layers == layer] >= 0).sum()))
+                for layer in self.run_meta["layers"]}
+
     def row(self, i: int) -> dict:
         c = self.columns
         verdict = int(c["interpretable"][i])

@@ -177,3 +177,26 @@ def test_a_store_collected_while_the_viewer_runs_appears_when_finished(explained
         assert "fresh" in client.get("/").text
         listed = client.get("/api/neurons", params={"run": "fresh", "limit": 1})
         assert listed.status_code == 200 and listed.json()["total"] == 48
+
+
+def test_every_page_has_its_json(explained):
+    store = NeuronStore.open(explained / "neurons")
+    with TestClient(viewer_app(explained.parent), base_url="http://127.0.0.1") as client:
+        assert client.get("/api/runs").json() == {"runs": ["solu_ln"]}
+        neuron = client.get("/api/neuron", params={"run": "solu_ln", "layer": 0, "neuron": 3})
+        assert neuron.status_code == 200
+        body, top = neuron.json(), store.examples(0, 3)
+        assert [e["value"] for e in body["top"]] == pytest.approx([e.value for e in top])
+        assert body["top"][0]["tokens"] == top[0].tokens
+        assert body["stats"]["max"] == pytest.approx(store.stats(0, 3).max)
+        assert body["explanation"]["description"] == WORDS[3] + " #0"
+        assert len(body["intervals"]) == len(store.interval_examples(0, 3))
+        assert body["logit_effects"]["top"][0][0] == store.logit_effects(0, 3).top_tokens[0]
+        pair = client.get("/api/compare", params={"a": "solu_ln", "b": "solu_ln"}).json()
+        verdicts = json.loads((explained / "neurons" / "autointerp.json").read_text())["neurons"]
+        assert pair["layers"]["solu_ln"]["0"]["explained"] == len(verdicts)
+        for params in ({"run": "solu_ln", "layer": 9, "neuron": 0},
+                       {"run": "solu_ln", "layer": 0, "neuron": 10**9},
+                       {"run": "solu_ln", "layer": 0, "neuron": 0, "point": "x"},
+                       {"run": "solu_ln", "layer": "a", "neuron": 0}, {"run": "no"}):
+            assert 400 <= client.get("/api/neuron", params=params).status_code < 500

@@ -198,19 +198,11 @@ def run_page(run: str, store: NeuronStore, table: NeuronTable) -> str:
     return page(run, body)
 
 
-def layer_fractions(table: NeuronTable) -> dict[int, tuple[int, int]]:
-    """``{layer: (interpretable, explained)}`` of a run's table."""
-    verdicts, layers = table.columns["interpretable"], table.columns["layer"]
-    return {int(layer): (int((verdicts[layers == layer] == 1).sum()),
-                         int((verdicts[layers == layer] >= 0).sum()))
-            for layer in np.unique(layers)}
-
-
 def compare_page(runs: Sequence[str], tables: Sequence[NeuronTable]) -> str:
     """Two runs side by side: the interpretable fraction per layer (Wilson 95%), and one query
     answered by both."""
     layers = sorted({layer for t in tables for layer in t.run_meta["layers"]})
-    fractions = [layer_fractions(t) for t in tables]
+    fractions = [t.layer_fractions() for t in tables]
     head = "".join(f"<th>{html.escape(r)}</th>" for r in runs)
     rows = []
     for layer in layers:

@@ -1,7 +1,8 @@
 """The neuron viewer's routes: ``/`` (runs with a neuron store under ``--runs``),
 ``/run?run=R`` (the searchable table of its neurons), ``/compare?a=R&b=S`` (two runs side by
 side), ``/neuron?run=R&layer=L&neuron=N&point=mid|post`` (shareable), ``/api/neurons`` (the table
-as JSON, ``solulab.explorer``) and ``POST /api/probe`` (your text, ``solulab.probe``).
+as JSON, ``solulab.explorer``), ``POST /api/probe`` (your text, ``solulab.probe``), and the JSON
+of every page: ``/api/runs``, ``/api/neuron`` and ``/api/compare``.
 
 Only run names found by walking the runs directory are accepted, so no request string opens a
 path of its own choosing or a store of its own; open stores are kept in a small LRU cache. A
@@ -10,6 +11,7 @@ store whose files cannot be read is a 409 that names the run (collect it again),
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
@@ -30,8 +32,9 @@ from solulab.autointerp.run import load_explanations
 from solulab.errors import SolulabError
 from solulab.explorer import MAX_LIMIT, MAX_QUERY, NeuronTable, QueryError
 from solulab.explorer import Query as Query_
-from solulab.neurons.store import META_FILE, NeuronStore
+from solulab.neurons.store import META_FILE, Example, NeuronStore
 from solulab.probe import MAX_CHARS, MAX_TOP, ProbeBusy, ProbeError, Prober
+from solulab.stats import wilson_interval
 from solulab.web import pages
 from solulab.web.guard import read_json
 
@@ -137,6 +140,25 @@ class RunIndex:
             return self.tables[name]
 
 
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def example_json(example: Example) -> dict:
+    """One example as the neuron page shows it (NaN, outside the sequence, as null)."""
+    return {"tokens": example.tokens, "acts": [_finite(a) for a in example.acts],
+            "other_acts": None if example.other_acts is None else
+            [_finite(a) for a in example.other_acts],
+            "fire_index": example.fire_index, "value": _finite(example.value),
+            "position": example.position}
+
+
+def fraction_json(k: int, n: int) -> dict:
+    low, high = wilson_interval(k, n) if n else (None, None)
+    return {"interpretable": k, "explained": n, "fraction": k / n if n else None,
+            "low": low, "high": high}
+
+
 @contextmanager
 def reading(run: str) -> Iterator[None]:
     """Arrays that do not parse (a damaged or truncated store) as a 409 naming the run."""
@@ -167,6 +189,50 @@ def viewer_router(runs: Path) -> APIRouter:
     def compare_view(a: str, b: str):
         with reading(a), reading(b):
             return pages.compare_page([a, b], [index.table(a), index.table(b)])
+
+    @router.get("/api/runs")
+    def runs_api():
+        """The runs with a neuron store, as the runs page lists them."""
+        return {"runs": index.current_names()}
+
+    @router.get("/api/neuron")
+    def neuron_api(run: str, layer: int, neuron: int, point: str | None = Query(None)):
+        """Everything a neuron's page shows: statistics, verdict, top examples, examples across
+        the activation range and logit effects."""
+        with reading(run):
+            store = index.store(run)
+            point = point or store.main_point
+            stats = store.stats(layer, neuron, point)  # validates layer, neuron and point
+            effects = store.logit_effects(layer, neuron)
+            return {
+                "run": run, "layer": layer, "neuron": neuron, "point": point,
+                "stats": {**{name: _finite(getattr(stats, name)) for name in (
+                    "max", "min", "mean", "std", "kurtosis", "frac_positive", "frac_above",
+                    "threshold")}, "n_tokens": stats.n_tokens,
+                    "hist_edges": [_finite(e) for e in stats.hist_edges],
+                    "hist_counts": stats.hist_counts.tolist()},
+                "explanation": load_explanations(store.path).get((layer, neuron)),
+                "top": [example_json(e) for e in store.examples(layer, neuron, point)],
+                "intervals": [{"low": _finite(low), "high": _finite(high),
+                               "examples": [example_json(e) for e in examples]}
+                              for (low, high), examples in store.interval_examples(
+                                  layer, neuron, point)],
+                "logit_effects": {
+                    "top": [[t, _finite(v)] for t, v in zip(effects.top_tokens,
+                                                             effects.top_values)],
+                    "bottom": [[t, _finite(v)] for t, v in zip(effects.bottom_tokens,
+                                                                effects.bottom_values)],
+                    "complete": effects.complete}}
+
+    @router.get("/api/compare")
+    def compare_api(a: str, b: str):
+        """Two runs' interpretable fractions per layer, with Wilson 95% intervals."""
+        out = {}
+        for run in (a, b):
+            with reading(run):
+                fractions = index.table(run).layer_fractions()
+            out[run] = {str(layer): fraction_json(k, n) for layer, (k, n) in fractions.items()}
+        return {"runs": [a, b], "layers": out}
 
     @router.get("/api/neurons")
     def neurons_api(
