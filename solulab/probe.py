@@ -2,8 +2,9 @@
 activation at every token (``POST /api/probe``; the explorer's probe box and a neuron page's
 "your text").
 
-The model is loaded once per run and kept; one forward pass at a time per run (a lock), and at
-most ``MAX_WAITING`` requests waiting for it, beyond which a probe is refused (the server's 429).
+The model is loaded once per run and kept; one forward pass at a time per run (a lock), at most
+``MAX_WAITING`` requests waiting for it and ``RATE`` probes a second (bursts of ``BURST``); beyond
+either a probe is refused (the server's 429).
 Text is limited to ``MAX_CHARS`` characters and ``MAX_TOKENS`` tokens, and runs in windows of
 the model's context, each window on its own as the model was trained.
 """
@@ -11,6 +12,7 @@ the model's context, each window on its own as the model was trained.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +28,8 @@ MAX_CHARS = 4_000
 MAX_TOKENS = 512
 MAX_TOP = 20
 MAX_WAITING = 8
+RATE = 10.0  # probes per second per run, on average
+BURST = 20  # and at most this many at once after a quiet spell
 
 
 class ProbeError(SolulabError):
@@ -47,6 +51,7 @@ class Prober:
         self.lock = threading.Lock()
         self.waiting = 0
         self.waiting_lock = threading.Lock()
+        self.allowance, self.checked = float(BURST), time.monotonic()
 
     def _tokens(self, text: str) -> tuple[list[int], list[str]]:
         if not text or len(text) > MAX_CHARS:
@@ -81,8 +86,12 @@ class Prober:
     def _turn(self) -> Iterator[None]:
         """Hold the model for one request; ProbeBusy when too many already wait for it."""
         with self.waiting_lock:
-            if self.waiting >= MAX_WAITING:
+            now = time.monotonic()
+            self.allowance = min(BURST, self.allowance + (now - self.checked) * RATE)
+            self.checked = now
+            if self.waiting >= MAX_WAITING or self.allowance < 1:
                 raise ProbeBusy("too many probes of this run at once: try again shortly")
+            self.allowance -= 1
             self.waiting += 1
         try:
             with self.lock:

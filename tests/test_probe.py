@@ -2,6 +2,7 @@
 answers to hostile input."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -93,3 +94,15 @@ def test_probes_of_one_run_take_turns_with_the_model(collected_runs):
         t.join()
     assert len(results) + len(errors) == 6 and results
     assert all(r == results[0] for r in results) and prober.waiting == 0
+
+
+def test_probes_beyond_the_rate_are_refused_until_it_recovers(collected_runs, monkeypatch):
+    monkeypatch.setattr(probe, "BURST", 3)
+    monkeypatch.setattr(probe, "RATE", 20.0)
+    prober = probe.Prober(collected_runs / "gelu")
+    for _ in range(3):
+        prober.neuron("x", 0, 1)
+    with pytest.raises(probe.ProbeBusy):
+        prober.neuron("x", 0, 1)
+    time.sleep(0.1)  # two probes' worth at 20 a second
+    prober.neuron("x", 0, 1)
