@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from tqdm import tqdm
 
 from solulab.errors import SolulabError
 from solulab.explorer import NeuronTable
-from solulab.io import atomic_write_text, fsync_dir
+from solulab.io import atomic_write_text, replacing_directory
 from solulab.neurons.collect import open_store
 from solulab.neurons.store import NeuronStore
 
@@ -148,36 +146,24 @@ def export_site(runs: list[Path], out: Path, examples: int = 10,
         raise SolulabError(f"--out {out} is a file: choose a directory")
     stores = [open_store(run) for run in runs]  # every run checked before anything is written
     names = run_names(runs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        total = sum(len(s.layers) * s.d_mlp for s in stores)
-        with tqdm(total=total, unit="neuron", desc="site", disable=not progress) as bar:
-            for store, name in zip(stores, names):
-                directory = tmp / name
-                directory.mkdir()
-                table = NeuronTable(store)
-                atomic_write_text(directory / "table.js",
-                                  _script("table", _table_payload(table, store, name)))
-                used = _write_shards(store, table, directory / "shards", examples, bar)
-                vocab = dict(zip(map(str, sorted(used)), store.decode(sorted(used))))
-                atomic_write_text(directory / "vocab.js", _script("vocab", vocab))
-                _run_pages(directory, name, store.meta["window_before"])
+    total = sum(len(s.layers) * s.d_mlp for s in stores)
+    with replacing_directory(out) as tmp, \
+            tqdm(total=total, unit="neuron", desc="site", disable=not progress) as bar:
+        for store, name in zip(stores, names):
+            directory = tmp / name
+            directory.mkdir()
+            table = NeuronTable(store)
+            atomic_write_text(directory / "table.js",
+                              _script("table", _table_payload(table, store, name)))
+            used = _write_shards(store, table, directory / "shards", examples, bar)
+            vocab = dict(zip(map(str, sorted(used)), store.decode(sorted(used))))
+            atomic_write_text(directory / "vocab.js", _script("vocab", vocab))
+            _run_pages(directory, name, store.meta["window_before"])
         items = "".join(f'<li><a href="{html.escape(n)}/index.html">{html.escape(n)}</a></li>'
                         for n in names)
         atomic_write_text(tmp / "index.html", PAGE.format(
             title="solulab neurons", up="", body=f"<h1>Runs</h1><ul>{items}</ul>"))
         for static in ("explorer.js", "style.css"):
             shutil.copyfile(STATIC / static, tmp / static)
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        if out.exists():
-            os.rename(out, old)
-        os.rename(tmp, out)
-        fsync_dir(out.parent)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     files = [p for p in out.rglob("*") if p.is_file()]
     return SiteSummary(out, len(runs), total, len(files), sum(p.stat().st_size for p in files))

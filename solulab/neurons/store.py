@@ -24,9 +24,7 @@ renamed into place, so a store that opens is complete.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ import numpy as np
 
 from solulab import rundir
 from solulab.errors import SolulabError
-from solulab.io import atomic_write_json, fsync_dir
+from solulab.io import atomic_write_json, replacing_directory
 
 META_FILE = "meta.json"
 SUMMARY_FILE = "summary.json"
@@ -86,10 +84,7 @@ def write_store(path: Path, meta: dict[str, Any], layers: dict[int, dict[str, np
                 tokenizer_file: Path) -> Path:
     """Write a store atomically: into a hidden sibling directory, then renamed over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with replacing_directory(path) as tmp:
         shutil.copyfile(tokenizer_file, tmp / rundir.TOKENIZER)
         for layer, arrays in layers.items():
             directory = tmp / f"layer_{layer}"
@@ -100,15 +95,6 @@ def write_store(path: Path, meta: dict[str, Any], layers: dict[int, dict[str, np
                                                "layers": len(meta["layers"]),
                                                "d_mlp": meta["d_mlp"]})
         atomic_write_json(tmp / META_FILE, {"version": STORE_VERSION, **meta})
-        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-        if path.exists():
-            os.rename(path, old)
-        os.rename(tmp, path)
-        fsync_dir(path.parent)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -66,6 +66,27 @@ function number(value, digits) {
   return value === null ? "" : value.toFixed(digits);
 }
 
+// Clicking a column sorts by it: numeric columns start descending, the same column flips.
+function sortBy(state, key) {
+  const numeric = !["explanation", "layer", "neuron"].includes(key);
+  state.order = state.sort === key ? (state.order === "asc" ? "desc" : "asc")
+    : (numeric ? "desc" : "asc");
+  state.sort = key;
+  state.offset = 0;
+}
+
+// The previous and next buttons move a page through the query's results.
+function bindPager(state, refresh) {
+  document.getElementById("prev").addEventListener("click", () => {
+    state.offset = Math.max(0, state.offset - state.limit);
+    refresh();
+  });
+  document.getElementById("next").addEventListener("click", () => {
+    state.offset += state.limit;
+    refresh();
+  });
+}
+
 (function () {  // a run page (one table) or a comparison (two): the same query on each
   const tables = [...document.querySelectorAll("table.neurons[data-run]")];
   if (!tables.length) return;
@@ -128,24 +149,10 @@ function number(value, digits) {
   });
   for (const table of tables) {
     for (const th of table.tHead.rows[0].cells) {
-      th.addEventListener("click", () => {
-        const numeric = !["explanation", "layer", "neuron"].includes(th.dataset.sort);
-        state.order = state.sort === th.dataset.sort ? (state.order === "asc" ? "desc" : "asc")
-          : (numeric ? "desc" : "asc");
-        state.sort = th.dataset.sort;
-        state.offset = 0;
-        load();
-      });
+      th.addEventListener("click", () => { sortBy(state, th.dataset.sort); load(); });
     }
   }
-  document.getElementById("prev").addEventListener("click", () => {
-    state.offset = Math.max(0, state.offset - state.limit);
-    load();
-  });
-  document.getElementById("next").addEventListener("click", () => {
-    state.offset += state.limit;
-    load();
-  });
+  bindPager(state, load);
   load();
 })();
 
@@ -259,21 +266,9 @@ function staticTable() {
 
   form.addEventListener("submit", (event) => { event.preventDefault(); state.offset = 0; render(); });
   for (const th of head.cells) {
-    th.addEventListener("click", () => {
-      const numeric = !["explanation", "layer", "neuron"].includes(th.dataset.sort);
-      state.order = state.sort === th.dataset.sort ? (state.order === "asc" ? "desc" : "asc")
-        : (numeric ? "desc" : "asc");
-      state.sort = th.dataset.sort;
-      state.offset = 0;
-      render();
-    });
+    th.addEventListener("click", () => { sortBy(state, th.dataset.sort); render(); });
   }
-  document.getElementById("prev").addEventListener("click", () => {
-    state.offset = Math.max(0, state.offset - state.limit); render();
-  });
-  document.getElementById("next").addEventListener("click", () => {
-    state.offset += state.limit; render();
-  });
+  bindPager(state, render);
   render();
 }
 
