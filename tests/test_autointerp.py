@@ -146,6 +146,21 @@ def test_library_rules(name, toks, expected):
     ("separators between items in brackets", ["f", "(", "g", "(", "a", "),", " b", ")"],
      [0, 0, 0, 0, 0, 1, 0, 0]),
     ("separators between items in brackets", ["f", "(", "\n    ", "a", ")"], [0] * 5),
+    ("tokens inside a short string (a key, name or option)",
+     ["d", "['", "nt", "_user", "']", " '", "a", " long", " message", " for", " the", " user",
+      "'"], [0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]),  # the message has 29 characters
+    ("tokens inside a short string (a key, name or option)", [" x", " =", " '", "cp", "125"],
+     [0, 0, 0, 1, 1]),  # still open where the text ends: judged by what was seen
+    ("the target of an assignment (before its '=')",
+     ["self", ".x", " =", " f", "(", "a", "=", "1", ")", "\n", "    ", "k", " +=", " 1", "\n",
+      "g", "(", "b", "=", "2", ")"], [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0] + [0] * 6),
+    ("the word that starts a line", ["col", "or", "map", " =", " x", "\n", "  ", "y", " z"],
+     [1, 1, 1, 0, 0, 0, 0, 1, 0]),
+    ("arithmetic, comparison and bitwise operators", [" +", " <=", " =", "//", " ->", "x"],
+     [1, 1, 0, 1, 0, 0]),
+    ("pieces of all-caps words", [" LAT", "IN", " SMALL", " A", " Ab", "C"], [1, 1, 1, 0, 0, 0]),
+    ("Python built-in names", [" int", "(", " str", " print", " Int", " mystr"],
+     [1, 0, 1, 1, 0, 0]),
 ])
 def test_library_rules_for_pieces_numbers_and_positions(name, toks, expected):
     assert bits(library(name), toks) == expected
@@ -194,6 +209,22 @@ def test_planted_rules_are_recovered_and_a_disjunction_is_refused(plant, expecte
     else:
         assert e.rejected_reason == "unrelated tokens are not one rule"
         assert "NOT INTERPRETABLE" in e.why()
+
+
+def test_a_context_raters_rarely_pass_alone_is_refused_as_too_generic():
+    """Firing on every token inside a comment: the rule covers every top example and is rare
+    enough on held-out text, yet raters passed such neurons about one time in four, so it is
+    not an explanation (the rejection says why)."""
+    rng = np.random.default_rng(2)
+    words = [" x", " =", " 1", " f", "(", ")", " y", " the", " value", " # ", "\n"]
+    tokens = list(rng.choice(words, 6000, p=[.1, .1, .1, .1, .1, .1, .1, .05, .05, .03, .17]))
+    fires = rules.TokenText(tokens, range(0, 6000, 100)).in_comment
+    acts = fires * 5.0 + rng.normal(0, 0.1, 6000)
+    train, held = slice(0, 3000), slice(3000, 6000)
+    e = explain(planted_examples(tokens[train], fires[train]), HeldOut(tokens[held], 100),
+                acts[held], fire_at=2.5)
+    assert e.description == "tokens inside a comment" and e.coverage == 1.0
+    assert not e.interpretable and e.rejected_reason.startswith("too generic to be one thing")
 
 
 def test_whole_range_scores_equal_sklearn_and_scipy():

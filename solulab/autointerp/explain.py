@@ -19,7 +19,10 @@ verdict is breadth: a class, position or context that holds on more than ``MAX_F
 held-out tokens ("punctuation", "inside brackets" in code) is too broad to be one thing, as raters
 judged; forms of one named token are one thing however common. The bound was read off the tuning
 labels (``benchmarks/data/autointerp-labels``, README): a tighter one fails classes raters pass,
-a looser one passes contexts they fail. Each verdict
+a looser one passes contexts they fail. A few contexts (``TOO_GENERIC``: inside a comment or
+brackets, a word's first piece or stem, a line's first token, keywords) do not count at any
+frequency: on all the labelled sets raters passed the neurons they won for about one time in
+four. Each verdict
 also names the best rejected candidate and why it was rejected. The simulation score is the
 correlation between the neuron's activations and those a simulator predicts from the explanation
 alone (``solulab.autointerp.simulate``): by default the rule's own predictions.
@@ -56,6 +59,11 @@ THRESHOLD = 0.8  # the paper's criterion
 TOP = 20  # the examples an annotator sees
 MAX_FREQUENCY = 0.15  # a class or context holding on more of all text is too broad to be one thing
 NAMED = frozenset({"token", "word", "both", "regex"})  # one named thing, however common
+# Raters passed neurons these won for 0 to 28% of ratings (all labelled sets, 2026-12-05).
+TOO_GENERIC = frozenset({"tokens inside a comment", "the stem of a word split before its ending",
+                         "the first piece of a word split into pieces",
+                         "the first token of a line", "Python keywords",
+                         "tokens inside brackets"})
 
 Examples = Sequence[tuple[Sequence[str], int]]  # (window tokens, index of the firing token)
 
@@ -190,7 +198,10 @@ def explain(examples: Examples, held_out: HeldOut, activations: np.ndarray, fire
     winner, reasons = None, {}
     for c, rule in passing:
         frequency, area = held_out.predict(rule).mean(), scores(rule)[3]
-        if frequency > MAX_FREQUENCY and rule.kind not in NAMED:
+        if rule.description in TOO_GENERIC:
+            reasons[rule] = ("too generic to be one thing: raters rarely pass a neuron "
+                             "for this alone")
+        elif frequency > MAX_FREQUENCY and rule.kind not in NAMED:
             reasons[rule] = (f"too broad to be one thing: holds on {frequency:.0%} of held-out "
                              f"tokens (at most {MAX_FREQUENCY:.0%})")
         elif min_auroc is not None and area < min_auroc:

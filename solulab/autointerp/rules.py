@@ -21,6 +21,7 @@ rejected (see ``solulab.autointerp.explain``).
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
 import unicodedata
@@ -384,6 +385,62 @@ def _separator_in_brackets(text: TokenText) -> np.ndarray:
             & ~text.shifted(OPENING.evaluate(text), 1))
 
 
+SHORT_STRING = 24  # characters: a key, a name, an option; longer strings are messages and text
+
+
+def _in_short_string(text: TokenText) -> np.ndarray:
+    """Inside a string of at most ``SHORT_STRING`` characters (``'utf'`` ``'-8'`` in
+    ``'utf-8'``; not the words of a message). A string still open where its sequence ends
+    counts by what was seen of it, as a reader of that text would judge it."""
+    out = np.zeros(text.n, bool)
+    i = 0
+    while i < text.n:
+        if not text.in_string[i]:
+            i += 1
+            continue
+        end = i + 1
+        while end < text.n and text.in_string[end] and not text.seq_start[end]:
+            end += 1
+        if sum(len(t) for t in text.tokens[i:end]) <= SHORT_STRING:
+            out[i:end] = True
+        i = end
+    return out
+
+
+BUILTIN_NAMES = frozenset(name for name in dir(builtins)
+                          if name.islower() and not name.startswith("_"))
+OPERATORS = frozenset("+ - * / // % ** @ < > <= >= == != & | ^ ~ << >> += -= *= /= //= %= "
+                      "|= &= ^= **=".split())
+ASSIGNMENTS = frozenset({"=", "+=", "-=", "*=", "/=", "//=", "%=", "|=", "&=", "^=", "**=",
+                         ":="})
+
+
+def _assignment_target(text: TokenText) -> np.ndarray:
+    """A token of a line's assignment target: before the line's first ``=`` (or ``+=``, ...)
+    outside brackets (``self.x`` in ``self.x = 1``; not ``key`` in ``f(key=1)``)."""
+    out = np.zeros(text.n, bool)
+    line = 0
+    for i, token in enumerate(text.tokens):
+        if text.seq_start[i] or text.line_start[i]:
+            line = i
+        if "\n" in token:
+            line = i + 1
+        elif text.stripped[i] in ASSIGNMENTS and not text.in_brackets[i] and i > line:
+            out[line:i] = ~text.in_string[line:i] & ~text.in_comment[line:i]
+            out[line:i] &= np.fromiter((t.strip() != "" for t in text.tokens[line:i]), bool,
+                                       i - line)
+            line = text.n  # only the first assignment of a line
+    return out
+
+
+def _first_word_of_line(text: TokenText) -> np.ndarray:
+    """Any piece of the word that starts a line (``color`` and ``map`` in ``colormap = ...``)."""
+    starts = set(text.word_index[text.line_start & np.fromiter(
+        (WORD.fullmatch(t) is not None for t in text.stripped), bool, text.n)].tolist())
+    return np.fromiter((w in starts for w in text.word_index), bool, text.n) & np.fromiter(
+        (WORD.fullmatch(t) is not None for t in text.stripped), bool, text.n)
+
+
 SIGNS, NUMBER_SEPARATORS = frozenset("-+"), frozenset(".:/,-")
 
 
@@ -435,11 +492,16 @@ LIBRARY: tuple[Rule, ...] = (
     OPENING,
     CLOSING,
     KEYWORDS,
+    _class("arithmetic, comparison and bitwise operators", "an operator",
+           lambda t: t in OPERATORS),
     _class("capitalised words", "a capitalised word", lambda t: t[:1].isupper()
            and t[1:].islower()),
     _class("non-Latin script", "non-Latin script", _non_latin),
     _class("snake_case names", "a snake_case name", lambda t: SNAKE.fullmatch(t) is not None),
     _class("CamelCase names", "a CamelCase name", lambda t: CAMEL.fullmatch(t) is not None),
+    word_shape("pieces of all-caps words", "a piece of an all-caps word",
+               lambda w: len(w) > 1 and w.isalpha() and w.isupper()),
+    _class("Python built-in names", "a built-in name", lambda t: t in BUILTIN_NAMES),
     word_shape("pieces of ALL_CAPS names", "a piece of an ALL_CAPS name",
                lambda w: len(w) > 3 and "_" in w.strip("_") and w.upper() == w
                and any(c.isalpha() for c in w)),
@@ -473,6 +535,12 @@ LIBRARY: tuple[Rule, ...] = (
     _position("the last token of a line", "the last token of a line", "line_end"),
     Rule("position", "the token that opens a string", _string_opener, "a string's opening"),
     _position("tokens inside a string", "inside a string", "in_string"),
+    Rule("position", "tokens inside a short string (a key, name or option)", _in_short_string,
+         "inside a short string"),
+    Rule("position", "the target of an assignment (before its '=')", _assignment_target,
+         "an assignment's target"),
+    Rule("position", "the word that starts a line", _first_word_of_line,
+         "the first word of a line"),
     _position("tokens inside a comment", "inside a comment", "in_comment"),
     _position("tokens inside brackets", "inside brackets", "in_brackets"),
     Rule("position", "separators between items in brackets", _separator_in_brackets,
