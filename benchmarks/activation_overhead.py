@@ -104,7 +104,7 @@ def activation_contenders(args, device) -> dict[str, Callable[[], None]]:
     }
     if device.type == "cpu" and native_ready(x):
         contenders["solu_ln native (C)"] = step(lambda: native_activation(x, SOLU_LN, w, b))
-    if device.type == "cuda" and kernels.backend_for(act, x) == "triton":
+    if device.type == "cuda" and kernels.backend_for(act.spec.kind, x) == "triton":
         from solulab.kernels.triton_kernels import triton_activation
 
         contenders["solu_ln triton"] = step(lambda: triton_activation(x, SOLU_LN, w, b))
@@ -177,7 +177,7 @@ def main() -> None:
         print(f"   {name:<24} {t * 1e3:8.2f} ms   {t / alone['gelu']:6.2f}x gelu")
 
     probe = Activation("solu_ln", 4 * args.d_model)
-    auto = kernels.backend_for(probe, torch.zeros(1, device=device, dtype=args.dtype))
+    auto = kernels.backend_for(probe.spec.kind, torch.zeros(1, device=device, dtype=args.dtype))
     print("\n2. training step (forward, backward, AdamW); a second gelu model (gelu') shows "
           "the noise")
     for compile_model in (False, True):

@@ -29,9 +29,8 @@ from torch import nn
 
 from solulab import kernels
 from solulab.activation_specs import ACTIVATIONS, DEFAULT_LN_EPS, REGISTRY, ActivationSpec
-from solulab.distributed.tensor_parallel import local
 from solulab.hooks import HookPoint
-from solulab.numerics import at_least_float32, split_blocks
+from solulab.numerics import at_least_float32, local, split_blocks
 
 FUSED: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.kind in kernels.KINDS)
 
@@ -131,12 +130,23 @@ class Activation(nn.Module):
         mid = self.nonlinearity(x)
         return self.ln(mid) if self.ln is not None else mid
 
+    def kernel_arguments(self) -> tuple:
+        """What a kernel needs of this activation: numbers and this rank's tensors."""
+        if self.ln is None:
+            return self.spec.kind, None, None, self.blocks, 0.0
+        return self.spec.kind, local(self.ln.w), local(self.ln.b), self.blocks, self.ln.eps
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [..., d_mlp]`` -> the neurons ``W_out`` reads."""
         if self.hook_mid is None or not self.hook_mid.active:
-            return kernels.activation(self, x)  # fused: the middle value is never stored
+            fast = kernels.activation(x, *self.kernel_arguments())
+            return self.reference(x) if fast is None else fast  # a kernel stores no middle
         if self.hook_mid.patch is None:  # read only: both values in one pass where possible
-            mid, post = kernels.activation_with_mid(self, x)
+            both = kernels.activation_with_mid(x, *self.kernel_arguments())
+            if both is None:
+                middle = self.nonlinearity(x)
+                both = middle, self.ln(middle)
+            mid, post = both
             self.hook_mid(mid)
             return post
         return self.ln(self.hook_mid(self.nonlinearity(x)))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import typer
 
-from solulab.errors import SolulabError
+from solulab.errors import SolulabError, TrainingInterrupted
 
 
 def reports_errors(command):
@@ -57,8 +57,6 @@ def reports_interruption(resume_flag: bool = True):
     """A training stopped by SIGINT or SIGTERM: say where it stopped and how to go on (the same
     command, with ``--resume`` where the command takes it), and exit with the shell's code for
     the signal."""
-    from solulab.train import TrainingInterrupted
-
     again = [a for a in sys.argv if a != "--resume"] + ["--resume"] * resume_flag
     command = " ".join(shlex.quote(a) for a in again)
     try:

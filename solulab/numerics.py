@@ -16,3 +16,9 @@ def split_blocks(x: torch.Tensor, blocks: int) -> torch.Tensor:
     if blocks < 1 or d % blocks:
         raise ValueError(f"cannot split a last dimension of {d} into {blocks} equal blocks")
     return x.unflatten(-1, (blocks, d // blocks))
+
+
+def local(t: torch.Tensor | None) -> torch.Tensor | None:
+    """This rank's part of a distributed tensor (a ``DTensor`` under tensor parallelism); any
+    other tensor as it is."""
+    return t.to_local() if hasattr(t, "to_local") else t

@@ -37,6 +37,7 @@ from solulab.distributed import (
 )
 from solulab.distributed.build import build_model, is_sharded
 from solulab.distributed.tensor_parallel import clip_grad_norm
+from solulab.errors import TrainingInterrupted
 from solulab.flops import flops_per_token, peak_flops
 from solulab.io import atomic_write_text, json_text
 from solulab.model import Transformer, lm_loss
@@ -61,19 +62,6 @@ def _step_of(line: str) -> float:
         return json.loads(line)["step"]
     except (json.JSONDecodeError, KeyError, TypeError):
         return math.inf
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM stopped training after a step, with a checkpoint written."""
-
-    def __init__(self, signum: int, step: int, total_steps: int, checkpoint: Path):
-        super().__init__(f"{signal.Signals(signum).name} at step {step} of {total_steps}")
-        self.signum, self.step, self.total_steps, self.checkpoint = (signum, step, total_steps,
-                                                                     checkpoint)
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
 class StopSignals:

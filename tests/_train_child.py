@@ -10,7 +10,8 @@ import signal
 import sys
 
 from solulab import ModelConfig
-from solulab.train import Trainer, TrainingInterrupted
+from solulab.errors import TrainingInterrupted
+from solulab.train import Trainer
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_train import small_model_cfg, small_train_cfg  # noqa: E402

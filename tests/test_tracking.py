@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from solulab import ModelConfig, tracking
-from solulab.train import Trainer, TrainingInterrupted
+from solulab.errors import TrainingInterrupted
+from solulab.train import Trainer
 from solulab.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -43,11 +43,6 @@ def apply_tensor_parallel(model: nn.Module, tp_mesh) -> None:
                     DTensor.from_local(mine, tp_mesh, [Shard(0)], run_check=False)))
 
 
-def local(t: torch.Tensor | None) -> torch.Tensor | None:
-    """This rank's part of a ``DTensor``; any other tensor as it is."""
-    return t.to_local() if isinstance(t, DTensor) else t
-
-
 @torch.no_grad()
 def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
     """``clip_grad_norm_`` for a mix of plain and distributed (``DTensor``) parameters."""

@@ -1,9 +1,11 @@
 """Fast SoLU-family activations, chosen by device: C kernels on the CPU, Triton kernels on CUDA,
 fused PyTorch ops wherever neither can run.
 
-``activation(act, x)`` computes ``act(x)`` (an ``activations.Activation``) through a fused kernel
-with a memory-saving backward where one exists for its kind, and through the readable reference
-otherwise. ``use_backend("reference")`` forces the reference, e.g. to compare against it.
+The interface is tensors and numbers: ``activation(x, kind, w, b, blocks, eps)`` computes the
+activation of ``kind`` (``fused.KINDS``; ``w`` and ``b`` the extra LayerNorm's gain and bias, or
+``None``) through a fused kernel with a memory-saving backward, and returns ``None`` where no
+kernel applies, so that the caller runs its readable reference. ``use_backend("reference")``
+makes every call return ``None``, e.g. to compare against the reference.
 """
 
 from __future__ import annotations
@@ -12,16 +14,11 @@ import contextlib
 import functools
 import importlib.util
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import torch
 
-from solulab.distributed.tensor_parallel import local
 from solulab.kernels.c_kernels import native_activation, native_activation_with_mid, native_ready
 from solulab.kernels.fused import KINDS, fused_activation
-
-if TYPE_CHECKING:
-    from solulab.activations import Activation
 
 BACKENDS = ("auto", "reference", "fused", "native", "triton")
 _backend = "auto"
@@ -40,9 +37,9 @@ def use_backend(name: str) -> Iterator[None]:
         _backend = previous
 
 
-def backend_for(act: Activation, x: torch.Tensor) -> str:
-    """The backend that ``activation`` will use for this activation and input."""
-    if act.spec.kind not in KINDS or _backend == "reference":
+def backend_for(kind: str, x: torch.Tensor) -> str:
+    """The backend that ``activation`` will use for an activation of ``kind`` and input ``x``."""
+    if kind not in KINDS or _backend == "reference":
         return "reference"
     if _backend != "auto":
         return _backend
@@ -56,27 +53,26 @@ def triton_ready() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def activation(act: Activation, x: torch.Tensor) -> torch.Tensor:
-    """``act(x)`` through the fastest available implementation."""
-    backend = backend_for(act, x)
+def activation(x: torch.Tensor, kind: str, w: torch.Tensor | None, b: torch.Tensor | None,
+               blocks: int, eps: float) -> torch.Tensor | None:
+    """The activation of ``kind`` at ``x`` through the fastest kernel; ``None`` if none applies."""
+    backend = backend_for(kind, x)
     if backend == "reference":
-        return act.reference(x)
-    w, b = (local(act.ln.w), local(act.ln.b)) if act.ln is not None else (None, None)
-    eps = act.ln.eps if act.ln is not None else 0.0
+        return None
     if backend == "native":
-        return native_activation(x, act.spec.kind, w, b, act.blocks, eps)
+        return native_activation(x, kind, w, b, blocks, eps)
     if backend == "triton":
         from solulab.kernels.triton_kernels import triton_activation
 
-        return triton_activation(x, act.spec.kind, w, b, act.blocks, eps)
-    return fused_activation(x, act.spec.kind, w, b, act.blocks, eps)
+        return triton_activation(x, kind, w, b, blocks, eps)
+    return fused_activation(x, kind, w, b, blocks, eps)
 
 
-def activation_with_mid(act: Activation, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(act.nonlinearity(x), act(x))`` for an activation with an extra LayerNorm, to read
-    ``hook_mid``: in one C pass where no gradient is needed, else through the reference."""
-    if not torch.is_grad_enabled() and backend_for(act, x) == "native":
-        return native_activation_with_mid(x, act.spec.kind, local(act.ln.w), local(act.ln.b),
-                                          act.blocks, act.ln.eps)
-    mid = act.nonlinearity(x)
-    return mid, act.ln(mid)
+def activation_with_mid(x: torch.Tensor, kind: str, w: torch.Tensor | None,
+                        b: torch.Tensor | None, blocks: int, eps: float
+                        ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(nonlinearity, nonlinearity then LayerNorm)`` of an activation with an extra LayerNorm,
+    in one C pass where no gradient is needed (to read ``hook_mid``); ``None`` elsewhere."""
+    if w is None or torch.is_grad_enabled() or backend_for(kind, x) != "native":
+        return None
+    return native_activation_with_mid(x, kind, w, b, blocks, eps)
