@@ -15,7 +15,7 @@ drift in machine speed affects all alike:
 With each step time comes the model FLOPs utilization: training FLOPs per token (6 per weight of
 a matrix product, embedding lookups excluded, plus attention's 12 * n_layers * n_ctx * d_model;
 Chowdhery et al. 2022, "PaLM", appendix B) times tokens per second, over the device's peak
-(``--peak-tflops``, known for some GPUs in ``solulab.flops.PEAK_TFLOPS``; without one, only the
+(``--peak-tflops``, known for some GPUs in ``solulab.core.flops.PEAK_TFLOPS``; without one, only the
 achieved rate).
 
     python benchmarks/activation_overhead.py [--n-layers 2 --d-model 256 --n-ctx 256 --batch 8]
@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from solulab import ModelConfig, Transformer, kernels
-from solulab.activations import REGISTRY, Activation
-from solulab.flops import flops_per_token, peak_flops
+from solulab.core.activations import REGISTRY, Activation
+from solulab.core.flops import flops_per_token, peak_flops
 from solulab.kernels.c_kernels import native_activation, native_ready
 from solulab.kernels.fused import fused_activation
-from solulab.train import TrainConfig, build_optimizer, training_step
+from solulab.training.trainer import TrainConfig, build_optimizer, training_step
 
 SOLU_LN = REGISTRY["solu_ln"].kind  # what the kernels compute for solu_ln
 

@@ -32,9 +32,9 @@ import numpy as np
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from solulab import ModelConfig, Transformer
-from solulab.explorer import SORTABLE
 from solulab.neurons.store import write_store
-from solulab.site import export_site
+from solulab.web.explorer import SORTABLE
+from solulab.web.site import export_site
 
 WORDS = ["def", "return", "self", "import", "class", "for", "in", "if", "else", "the"]
 KINDS = ["the token", "tokens after", "digits in", "closing brackets of", "indentation before",

@@ -93,7 +93,7 @@ def compare_with_reference(kind: str, dtype, rows: int, d: int, blocks: int, dev
     absolute error."""
     import torch
 
-    from solulab.activations import REGISTRY, Activation
+    from solulab.core.activations import REGISTRY, Activation
     from solulab.kernels.triton_kernels import triton_activation
 
     gen = torch.Generator().manual_seed(0)
@@ -130,7 +130,7 @@ def kernels_section(device, small: bool) -> bool:
     against the reference in float64 on the same device. True if all pass."""
     import torch
 
-    from solulab.activations import FUSED
+    from solulab.core.activations import FUSED
 
     tolerance = {torch.float32: 1e-5, torch.bfloat16: 1e-2}  # of the reference's largest value
     shapes = [(1, 7, 1), (6, 33, 1), (4, 64, 2), (3, 129, 3), (300, 1024, 1)]  # rows, d, blocks
@@ -172,7 +172,7 @@ def bandwidth_section(device, small: bool) -> None:
     import torch
     from activation_overhead import SOLU_LN, race
 
-    from solulab.activations import Activation
+    from solulab.core.activations import Activation
     from solulab.kernels.triton_kernels import triton_activation
 
     rows, d = (64, 256) if small else (16384, 3072)
@@ -213,7 +213,7 @@ def loss_section(device, small: bool) -> None:
     import torch.nn.functional as F
     from activation_overhead import race
 
-    from solulab.unembed_loss import IGNORE, linear_cross_entropy
+    from solulab.core.loss import IGNORE, linear_cross_entropy
 
     tokens, d, vocab = (64, 32, 257) if small else (8192, 768, 50304)
     rounds, reps = (1, 1) if small else (5, 10)

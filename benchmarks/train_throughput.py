@@ -16,7 +16,7 @@ import time
 import torch
 
 from solulab import ModelConfig, Transformer
-from solulab.train import TrainConfig, build_optimizer, training_step
+from solulab.training.trainer import TrainConfig, build_optimizer, training_step
 
 
 def make_step(act: str, args, device: torch.device):

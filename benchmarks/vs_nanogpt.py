@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from solulab import ModelConfig, Transformer
-from solulab.train import build_optimizer
+from solulab.training.trainer import build_optimizer
 
 LR, WEIGHT_DECAY, BETAS = 6e-4, 0.1, (0.9, 0.95)  # nanoGPT's train.py defaults
 

@@ -12,17 +12,17 @@ __all__ = ["ModelConfig", "Transformer"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from solulab.config import ModelConfig
-    from solulab.pretrained import Transformer
+    from solulab.core.config import ModelConfig
+    from solulab.core.model import Transformer
 
 
 def __getattr__(name: str):
     if name == "ModelConfig":
-        from solulab.config import ModelConfig
+        from solulab.core.config import ModelConfig
 
         return ModelConfig
     if name == "Transformer":
-        from solulab.pretrained import Transformer
+        from solulab.core.model import Transformer
 
         return Transformer
     raise AttributeError(f"module 'solulab' has no attribute {name!r}")

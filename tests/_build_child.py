@@ -14,7 +14,7 @@ from torch.distributed.tensor import DTensor
 
 from solulab import ModelConfig, Transformer
 from solulab.distributed import init_distributed, shutdown_distributed
-from solulab.distributed.build import build_model
+from solulab.distributed.sharded import build_model
 
 CONFIG = dict(n_layers=2, d_model=32, n_heads=2, d_mlp=128, n_ctx=16, d_vocab=97,
               act_fn="solu_ln", act_blocks=2, init_seed=7)

@@ -9,7 +9,7 @@ import signal
 import sys
 
 import solulab.sweep.runs
-from solulab.train import Trainer
+from solulab.training.trainer import Trainer
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_sweep import run_test_sweep  # noqa: E402

@@ -13,9 +13,9 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from solulab import ModelConfig, Transformer
+from solulab.core.model import lm_loss
 from solulab.distributed import init_distributed, shutdown_distributed
 from solulab.distributed.tensor_parallel import apply_tensor_parallel
-from solulab.model import lm_loss
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:

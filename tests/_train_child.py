@@ -11,7 +11,7 @@ import sys
 
 from solulab import ModelConfig
 from solulab.errors import TrainingInterrupted
-from solulab.train import Trainer
+from solulab.training.trainer import Trainer
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_train import small_model_cfg, small_train_cfg  # noqa: E402

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from solulab.activations import (
+from solulab.core.activations import (
     Activation,
     activation_spec,
     solu,

@@ -17,14 +17,14 @@ from typer.testing import CliRunner
 
 from solulab import ModelConfig, Transformer
 from solulab.autointerp import rules
-from solulab.autointerp.compare import compare_runs
+from solulab.autointerp.agreement import compare_runs
 from solulab.autointerp.explain import HeldOut, explain
 from solulab.autointerp.run import autointerp, load_explanations, rank_by_pattern
 from solulab.cli import app as cli_app
 from solulab.data import Corpus
 from solulab.errors import SolulabError
 from solulab.neurons.collect import collect
-from solulab.report import best_explained
+from solulab.pipelines.sweep_report import best_explained
 from solulab.study.create import create_study
 from solulab.study.db import connect
 from solulab.web.app import viewer_app

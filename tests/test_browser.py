@@ -188,7 +188,7 @@ def test_the_run_page_sorts_filters_searches_and_pages(viewer, browser, collecte
 
 
 def test_probes_show_your_text_on_the_run_and_neuron_pages(viewer, browser, collected_runs):
-    from solulab.probe import Prober
+    from solulab.web.probe import Prober
 
     text = "for i in range(10):\n    print(i)"
     expected = Prober(collected_runs / "solu_ln").neuron(text, 0, 7, "mid")
@@ -210,7 +210,7 @@ def test_probes_show_your_text_on_the_run_and_neuron_pages(viewer, browser, coll
 def test_the_exported_site_searches_and_shows_neurons_from_file_urls(browser, collected_runs,
                                                                       tmp_path):
     from solulab.neurons.store import NeuronStore
-    from solulab.site import export_site
+    from solulab.web.site import export_site
 
     export_site([collected_runs / "solu_ln"], tmp_path / "site", progress=False)
     store = NeuronStore.open(collected_runs / "solu_ln" / "neurons")

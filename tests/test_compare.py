@@ -3,8 +3,8 @@ import json
 import pytest
 
 from solulab.errors import SolulabError
-from solulab.evals.compare import collect_evals, plot_evals, side_by_side
-from solulab.report import write_report
+from solulab.evals.summary import collect_evals, plot_evals, side_by_side
+from solulab.pipelines.sweep_report import write_report
 from solulab.sweep.compare import compare_sweep, format_table, plot_comparison
 
 E, A, ALPHA = 1.7, 400.0, 0.3
@@ -111,7 +111,7 @@ def test_evals_side_by_side_with_the_difference_from_the_baseline(tmp_path):
 
 
 def test_each_task_and_size_is_one_row_when_the_activations_differ_in_parameters():
-    from solulab.evals.compare import EvalPoint
+    from solulab.evals.summary import EvalPoint
 
     points = [EvalPoint("1l", "gelu", 1000, "cloze", 0.3, 0.01, 100, 0.0),
               EvalPoint("1l", "solu_ln", 1064, "cloze", 0.4, 0.01, 100, 0.0),

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from solulab.autointerp.run import load_explanations
-from solulab.demo import DemoSettings, run_demo
 from solulab.neurons.store import NeuronStore
+from solulab.pipelines.demo import DemoSettings, run_demo
 
 
 def check_card(run, explained, evals) -> None:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from solulab.explorer import NeuronTable, Query, QueryError
 from solulab.neurons.store import NeuronStore
 from solulab.web.app import viewer_app
+from solulab.web.explorer import NeuronTable, Query, QueryError
 
 WORDS = ["def", "the token 'self'", "digits", "Indentation", "", "closing brackets", "İstanbul"]
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from solulab.autointerp.run import load_explanations
-from solulab.demo import DemoSettings, run_demo
+from solulab.pipelines.demo import DemoSettings, run_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

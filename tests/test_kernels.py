@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from solulab import ModelConfig, Transformer, kernels
-from solulab.activations import FUSED, REGISTRY, Activation
+from solulab.core.activations import FUSED, REGISTRY, Activation
 from solulab.kernels.c_kernels import load_library, native_activation
 from solulab.kernels.fused import fused_activation
 

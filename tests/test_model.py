@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from solulab import ModelConfig, Transformer
-from solulab.config import ConfigError
-from solulab.model import lm_loss
-from solulab.pretrained import CheckpointError
+from solulab.core.checkpoint import CheckpointError
+from solulab.core.config import ConfigError
+from solulab.core.model import lm_loss
 
 
 def tiny(**kw):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from solulab import probe
 from solulab.data.tokenizer import load_tokenizer
-from solulab.pretrained import load_pretrained
+from solulab.runs.pretrained import load_pretrained
+from solulab.web import probe
 from solulab.web.app import viewer_app
 
 TEXT = "def f(x):\n    return x + 1  # the same text, twice: " * 3

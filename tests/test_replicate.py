@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from solulab.autointerp.compare import auto_labels
+from solulab.autointerp.agreement import auto_labels
 from solulab.errors import SolulabError
-from solulab.replicate import (
+from solulab.pipelines.replicate import (
     PLAN_FILE,
     TOKENS_PER_PARAM,
     ReplicationPlan,
@@ -170,7 +170,7 @@ def test_a_replication_continues_only_with_its_own_settings(small_corpus, tmp_pa
 def test_plans_made_before_depth_and_seeds_read_as_one_layer_one_seed():
     from pathlib import Path
 
-    from solulab.replicate_plan import read_plan_file, request_from_plan
+    from solulab.pipelines.replicate_plan import read_plan_file, request_from_plan
 
     saved = Path(__file__).parent.parent / "docs" / "replication" / "code" / "replicate.json"
     plan = read_plan_file(saved)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from solulab.errors import SolulabError
-from solulab.explorer import NeuronTable
 from solulab.neurons.store import NeuronStore
-from solulab.site import SHARD, export_site
+from solulab.web.explorer import NeuronTable
+from solulab.web.site import SHARD, export_site
 
 ROOT = Path(__file__).resolve().parent.parent
 

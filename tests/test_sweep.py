@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from solulab.config import ConfigError
+from solulab.core.config import ConfigError
 from solulab.sweep import SweepError, load_sweep, run_sweep, size_kwargs
-from solulab.train import TrainConfig
+from solulab.training.trainer import TrainConfig
 
 HERE = Path(__file__).parent
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from solulab import ModelConfig, tracking
+from solulab import ModelConfig
 from solulab.errors import TrainingInterrupted
-from solulab.train import Trainer
-from solulab.train_config import TrainConfig
+from solulab.runs import tracking
+from solulab.training.config import TrainConfig
+from solulab.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 6

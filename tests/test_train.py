@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from solulab import ModelConfig, Transformer
 from solulab.cli import app
-from solulab.train import TrainConfig, Trainer, batch_starts, lr_at, param_groups
-from solulab.train_state import checkpoint_path, list_checkpoints, load_latest_checkpoint
+from solulab.training.checkpoints import checkpoint_path, list_checkpoints, load_latest_checkpoint
+from solulab.training.trainer import TrainConfig, Trainer, batch_starts, lr_at, param_groups
 
 HERE = Path(__file__).parent
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
@@ -236,7 +236,7 @@ def test_resume_against_another_tokenizer_is_refused(small_corpus, tmp_path):
 
 
 def test_presets_are_about_4x_apart_and_listed():
-    from solulab.presets import PRESETS
+    from solulab.core.presets import PRESETS
 
     counts = []
     for preset in PRESETS.values():
@@ -253,7 +253,7 @@ def test_the_training_step_equals_its_parts_and_takes_any_forward():
     """``training_step`` (training's, replicate's timing's and the benchmarks' one step) against
     the step written out by hand: two micro-batches, clipping, AdamW; and a forward that, like a
     compiled module, refuses ``len()``."""
-    from solulab.train import build_optimizer, training_step
+    from solulab.training.trainer import build_optimizer, training_step
 
     class Wrapped(torch.nn.Module):  # as torch.compile's module: no truthiness through len()
         def __init__(self, inner):

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from solulab import ModelConfig, Transformer
-from solulab.model import lm_loss
-from solulab.unembed_loss import IGNORE, linear_cross_entropy, next_token_targets
+from solulab.core.loss import IGNORE, linear_cross_entropy, next_token_targets
+from solulab.core.model import lm_loss
 
 
 def _problem(dtype, bias=True, seed=0):

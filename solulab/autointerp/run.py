@@ -15,17 +15,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from solulab import rundir
 from solulab.autointerp.explain import TOP, Explanation, HeldOut, explain
 from solulab.autointerp.rules import Rule, regex
 from solulab.autointerp.simulate import Simulator
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json
-from solulab.model_card import interpretable_by_layer, write_card
 from solulab.neurons.collect import check_layers, open_corpus_for, open_store
-from solulab.pretrained import load_pretrained
+from solulab.runs import rundir
+from solulab.runs.model_card import interpretable_by_layer, write_card
+from solulab.runs.pretrained import load_pretrained
+from solulab.runs.tracking import log_to_run
 from solulab.stats import auroc, precision_recall
-from solulab.tracking import log_to_run
 
 RESULTS_FILE = rundir.EXPLANATIONS
 

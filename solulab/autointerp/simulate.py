@@ -57,7 +57,7 @@ class LocalLM:
 
     def _load_solulab(self) -> None:
         from solulab.data.tokenizer import load_tokenizer
-        from solulab.pretrained import load_pretrained
+        from solulab.runs.pretrained import load_pretrained
 
         tokenizer_file = self.path / "tokenizer.json"
         if not tokenizer_file.is_file():

@@ -44,7 +44,6 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from solulab import rundir
 from solulab.data.corpus import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -73,6 +72,7 @@ from solulab.data.tokenizer import (
     train_tokenizer,
 )
 from solulab.io import atomic_write, fsync_dir, sha256_file
+from solulab.runs import rundir
 
 CHUNK_BYTES = 1 << 20  # UTF-8 bytes of text per chunk, the unit of encoding and of resuming
 CHUNK_DOCS = 4096  # and at most this many documents

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from solulab import rundir
 from solulab.data.shards import ShardInfo, TokenArray
 from solulab.data.sources import SourceStats
 from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
 from solulab.io import sha256_file
+from solulab.runs import rundir
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"

@@ -33,10 +33,10 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
-from solulab import rundir
 from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
-from solulab.pretrained import load_pretrained
+from solulab.runs import rundir
+from solulab.runs.pretrained import load_pretrained
 
 EOT = "<|endoftext|>"
 

@@ -7,15 +7,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from solulab import rundir
 from solulab.data import Corpus
 from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
 from solulab.evals.tasks import TASKS
 from solulab.io import atomic_write_json, sha256_file
-from solulab.model_card import write_card
-from solulab.pretrained import load_pretrained
-from solulab.tracking import log_to_run
+from solulab.runs import rundir
+from solulab.runs.model_card import write_card
+from solulab.runs.pretrained import load_pretrained
+from solulab.runs.tracking import log_to_run
 
 
 def evaluate_run(run_dir: Path, tasks: list[str], corpus_dir: Path | None = None,

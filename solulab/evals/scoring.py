@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from solulab.model import Transformer
+from solulab.core.model import Transformer
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from tokenizers import Tokenizer
 
+from solulab.core.model import Transformer
 from solulab.data import Corpus
 from solulab.errors import SolulabError
 from solulab.evals.scoring import score_token_continuations
-from solulab.model import Transformer
 
 OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 

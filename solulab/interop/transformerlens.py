@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from solulab.activation_specs import REGISTRY
-from solulab.config import ConfigError, ModelConfig
+from solulab.core.activation_specs import REGISTRY
+from solulab.core.config import ConfigError, ModelConfig
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
-    from solulab.model import Transformer
+    from solulab.core.model import Transformer
 
 CONFIG_FILE = "config.json"
 EXPORT_WEIGHTS = "model_final.pth"

@@ -1,4 +1,4 @@
-"""The collector's pass over a batch in C (``kernels/csrc/neuron_stats.c``): statistics,
+"""The collector's pass over a batch in C (``neurons/csrc/neuron_stats.c``): statistics,
 histogram, and the top-k and interval samples offered element by element to their fixed slots.
 
 Built on first use like the SoLU kernels; where it cannot be built, or for tensors that are not
@@ -16,7 +16,7 @@ import torch
 from solulab.kernels.c_kernels import build_library, pointer
 from solulab.neurons.slots import Slots
 
-SOURCE = Path(__file__).resolve().parent.parent / "kernels" / "csrc" / "neuron_stats.c"
+SOURCE = Path(__file__).resolve().parent / "csrc" / "neuron_stats.c"
 _P, _I64, _INT, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 
 

@@ -16,16 +16,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from solulab import rundir
+from solulab.core.model import Transformer
 from solulab.data import Corpus
 from solulab.distributed import DistInfo, init_distributed
 from solulab.errors import SolulabError
 from solulab.io import sha256_file
-from solulab.model import Transformer
 from solulab.neurons.logit_effects import top_logit_effects
 from solulab.neurons.store import META_FILE, NeuronStore, write_store
 from solulab.neurons.stream import PointStream, finalize
-from solulab.pretrained import load_pretrained
+from solulab.runs import rundir
+from solulab.runs.pretrained import load_pretrained
 
 
 def open_corpus_for(run_dir: Path, corpus_dir: Path | None) -> Corpus:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from solulab.model import Transformer
+from solulab.core.model import Transformer
 
 TOP = 20
 

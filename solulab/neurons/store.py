@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from solulab import rundir
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json, replacing_directory
+from solulab.runs import rundir
 
 META_FILE = "meta.json"
 SUMMARY_FILE = "summary.json"

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from solulab import rundir
 from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
-from solulab.pretrained import load_pretrained
+from solulab.runs import rundir
+from solulab.runs.pretrained import load_pretrained
 
 
 def trace(run_dir: str | Path, text: str, layer: int, neuron: int,

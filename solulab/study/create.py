@@ -33,12 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from solulab import rundir
 from solulab.errors import SolulabError
 from solulab.neurons.collect import open_store
 from solulab.neurons.store import Example, NeuronStore
+from solulab.runs import rundir
 from solulab.study import db
-from solulab.study.display import DEFAULT_DISPLAY, Display, display
+from solulab.study.display import DEFAULT_DISPLAY, Display
+from solulab.study.shading import display
 
 SNIPPETS = 20
 CHECKS_PER_NEURON = 16

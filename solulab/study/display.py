@@ -7,8 +7,9 @@ snippet is shaded cannot say whether the neuron came from a dense model (GELU: w
 everywhere) or a sparse one (SoLU). ``plain`` is the paper's Figure 3: each token shaded by its
 activation over the item's largest, which shows that density to anyone who looks.
 
-The shading itself is in ``solulab.study.shading``; this module only names the choice, so that
-the command line lists it without loading numpy. ``solulab study report``'s blinding audit
+The shading itself is in ``solulab.study.shading`` (``shading.display(name)`` gives the
+function); this module only names the choice, so that the command line lists it without loading
+numpy. ``solulab study report``'s blinding audit
 measures what each display leaks.
 """
 
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
-
-from solulab.errors import SolulabError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,11 +34,3 @@ DESCRIPTIONS = {
              "Figure 3; shows how dense a neuron is)",
 }
 
-
-def display(name: str) -> Display:
-    """The shading function called ``name``."""
-    if name not in DESCRIPTIONS:
-        raise SolulabError(f"unknown display {name!r}: choose one of {', '.join(DESCRIPTIONS)}")
-    from solulab.study import shading
-
-    return getattr(shading, name)

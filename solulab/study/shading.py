@@ -1,6 +1,6 @@
 """The shading functions behind a study's displays (``solulab.study.display`` names them):
 each maps one item's activations (one array per snippet) to shades in [0, 1] rounded to two
-decimals."""
+decimals; ``display(name)`` gives the one a study chose."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from solulab.study.display import RANK_FLOOR, RANK_SHARE
+from solulab.errors import SolulabError
+from solulab.study.display import DESCRIPTIONS, RANK_FLOOR, RANK_SHARE, Display
 
 
 def _rounded(shades: np.ndarray) -> np.ndarray:
@@ -47,3 +48,10 @@ def rank(acts: Sequence[np.ndarray], share: float = RANK_SHARE) -> list[np.ndarr
     step = (1.0 - RANK_FLOOR) / (shaded - 1) if shaded > 1 else 0.0
     shades = np.where(above >= 1, 1.0 - (shaded - above) * step, 0.0)
     return np.split(_rounded(shades), np.cumsum(sizes)[:-1])
+
+
+def display(name: str) -> Display:
+    """The shading function called ``name``."""
+    if name not in DESCRIPTIONS:
+        raise SolulabError(f"unknown display {name!r}: choose one of {', '.join(DESCRIPTIONS)}")
+    return {"rank": rank, "plain": plain}[name]

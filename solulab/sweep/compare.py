@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from solulab import rundir
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json
+from solulab.runs import rundir
 from solulab.sweep import load_sweep
 
 COMPARE_FILE = "compare.json"

@@ -18,14 +18,14 @@ from typing import Any
 
 import typer
 
-from solulab import rundir
-from solulab.config import ConfigError, ModelConfig
+from solulab.core.config import ConfigError, ModelConfig
+from solulab.core.presets import PRESETS, get_preset
 from solulab.data import Corpus
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json
-from solulab.presets import PRESETS, get_preset
-from solulab.train import TrainConfig, Trainer
-from solulab.train_state import list_checkpoints
+from solulab.runs import rundir
+from solulab.training.checkpoints import list_checkpoints
+from solulab.training.trainer import TrainConfig, Trainer
 
 SWEEP_FILE = "sweep.json"
 MACHINE_SETTINGS = ("device", "compile", "log")  # may differ between invocations of one sweep

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from solulab.errors import SolulabError
 from solulab.web.guard import LOOPBACK_NAMES, guarded
-from solulab.web.study import STATIC, study_router
+from solulab.web.study_pages import STATIC, study_router
 from solulab.web.viewer import viewer_router
 
 STATIC_FILES = {"viewer": {"style.css", "explorer.js"}, "study": {"style.css", "study.js"}}

@@ -8,10 +8,10 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from solulab.explorer import NeuronTable
 from solulab.neurons.store import Example, NeuronStats, NeuronStore
 from solulab.stats import wilson_interval
 from solulab.visible import visible
+from solulab.web.explorer import NeuronTable
 
 POINT_LABEL = {"mid": "pre-LayerNorm (hook_mid)", "post": "post-LayerNorm (hook_post)"}
 

@@ -1,8 +1,8 @@
 """The neuron viewer's routes: ``/`` (runs with a neuron store under ``--runs``),
 ``/run?run=R`` (the searchable table of its neurons), ``/compare?a=R&b=S`` (two runs side by
 side), ``/neuron?run=R&layer=L&neuron=N&point=mid|post`` (shareable), ``/api/neurons`` (the table
-as JSON, ``solulab.explorer``), ``POST /api/probe`` (your text, ``solulab.probe``), and the JSON
-of every page: ``/api/runs``, ``/api/neuron`` and ``/api/compare``.
+as JSON, ``solulab.web.explorer``), ``POST /api/probe`` (your text, ``solulab.web.probe``), and
+the JSON of every page: ``/api/runs``, ``/api/neuron`` and ``/api/compare``.
 
 Only run names found by walking the runs directory are accepted, so no request string opens a
 path of its own choosing or a store of its own; open stores are kept in a small LRU cache. A
@@ -27,16 +27,16 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from solulab import rundir
 from solulab.autointerp.run import load_explanations
 from solulab.errors import SolulabError
-from solulab.explorer import MAX_LIMIT, MAX_QUERY, NeuronTable, QueryError
-from solulab.explorer import Query as Query_
 from solulab.neurons.store import META_FILE, Example, NeuronStore
-from solulab.probe import MAX_CHARS, MAX_TOP, ProbeBusy, ProbeError, Prober
+from solulab.runs import rundir
 from solulab.stats import wilson_interval
 from solulab.web import pages
+from solulab.web.explorer import MAX_LIMIT, MAX_QUERY, NeuronTable, QueryError
+from solulab.web.explorer import Query as Query_
 from solulab.web.guard import read_json
+from solulab.web.probe import MAX_CHARS, MAX_TOP, ProbeBusy, ProbeError, Prober
 
 MAX_DEPTH = 8
 MAX_MODELS = 2  # models kept loaded for probes
@@ -242,7 +242,7 @@ def viewer_router(runs: Path) -> APIRouter:
         max_firing: float = Query(1.0, ge=0, le=1), sort: str = Query("layer", max_length=20),
         order: str = Query("asc", max_length=4), limit: int = Query(50, ge=1, le=MAX_LIMIT),
         offset: int = Query(0, ge=0, le=2**40)):
-        """The run's neurons, filtered, searched, sorted and paged (``solulab.explorer``)."""
+        """The run's neurons, filtered, searched, sorted and paged (``solulab.web.explorer``)."""
         with reading(run):
             table = index.table(run)
         query = Query_(q, token, layer, interpretable, min_firing, max_firing, sort, order,
