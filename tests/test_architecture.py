@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "solulab"
 
 # Lowest first. A top-level module is a shared helper (base); every folder is one layer.
-LAYERS = ["base", "kernels", "core", "interop", "runs", "data", "distributed", "training",
+LAYERS = ["base", "kernels", "core", "runs", "data", "distributed", "training",
           "neurons", "study", "autointerp", "evals", "sweep", "web", "pipelines", "cli"]
 TOP = "cli"  # the package's own ``__init__`` (the public API, imported lazily) ranks with it
 

@@ -244,7 +244,7 @@ def test_lm_loss_against_an_explicit_log_softmax():
 
 def test_a_model_without_the_logit_bias_saves_loads_and_exports_it_as_zeros(tmp_path):
     from solulab import Transformer as Saved
-    from solulab.interop.transformerlens import to_transformerlens
+    from solulab.core.transformerlens import to_transformerlens
 
     cfg = tiny(unembed_bias=False)
     model = Saved(cfg)

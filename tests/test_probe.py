@@ -8,8 +8,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from solulab.core.model import Transformer
 from solulab.data.tokenizer import load_tokenizer
-from solulab.runs.pretrained import load_pretrained
 from solulab.web import probe
 from solulab.web.app import viewer_app
 
@@ -18,7 +18,7 @@ TEXT = "def f(x):\n    return x + 1  # the same text, twice: " * 3
 
 def by_hand(run, text: str, point: str) -> torch.Tensor:
     """``[layers, tokens, d_mlp]``: the model over ``text`` in windows of n_ctx, one hook each."""
-    model = load_pretrained(run).eval()
+    model = Transformer.from_pretrained(run).eval()
     ids = load_tokenizer(run / "tokenizer.json").encode(text).ids
     n_ctx, layers = model.cfg.n_ctx, range(model.cfg.n_layers)
     windows = []

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from solulab import ModelConfig, Transformer
 from solulab.cli import app as cli_app
+from solulab.core.transformerlens import to_transformerlens
 from solulab.data import Corpus, build_corpus
 from solulab.errors import SolulabError
-from solulab.interop.transformerlens import to_transformerlens
 from solulab.neurons.collect import collect, open_store
 
 TOL = 1e-4

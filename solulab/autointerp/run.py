@@ -18,12 +18,12 @@ from tqdm import tqdm
 from solulab.autointerp.explain import TOP, Explanation, HeldOut, explain
 from solulab.autointerp.rules import Rule, regex
 from solulab.autointerp.simulate import Simulator
+from solulab.core.model import Transformer
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json
 from solulab.neurons.collect import check_layers, open_corpus_for, open_store
 from solulab.runs import rundir
 from solulab.runs.model_card import interpretable_by_layer, write_card
-from solulab.runs.pretrained import load_pretrained
 from solulab.runs.tracking import log_to_run
 from solulab.stats import auroc, precision_recall
 
@@ -34,7 +34,7 @@ def held_out_activations(run_dir: Path, layers: list[int], n_tokens: int,
                          batch_size: int = 16) -> tuple[HeldOut, dict[int, np.ndarray]]:
     """Held-out token strings and each layer's interpreted activations ``[tokens, d_mlp]``."""
     store = open_store(run_dir)
-    model = load_pretrained(run_dir).eval()
+    model = Transformer.from_pretrained(run_dir).eval()
     corpus = open_corpus_for(Path(run_dir), Path(store.meta["corpus"]))
     split = "train" if store.meta["split"] != "train" else "val"
     n_ctx = model.cfg.n_ctx
@@ -62,7 +62,7 @@ def autointerp(run_dir: str | Path, layers: list[int] | None = None, n_tokens: i
     run_dir = Path(run_dir)
     store = open_store(run_dir)
     layers = store.layers if layers is None else check_layers(
-        load_pretrained(run_dir), layers)
+        Transformer.from_pretrained(run_dir), layers)
     missing = [layer for layer in layers if layer not in store.layers]
     if missing:
         raise SolulabError(f"layers {missing} are not in the neuron store: collect them first")

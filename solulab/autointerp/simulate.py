@@ -56,14 +56,14 @@ class LocalLM:
             self._load_solulab()
 
     def _load_solulab(self) -> None:
+        from solulab.core.model import Transformer
         from solulab.data.tokenizer import load_tokenizer
-        from solulab.runs.pretrained import load_pretrained
 
         tokenizer_file = self.path / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise SolulabError(f"{self.path} has no tokenizer.json to write prompts with")
         tokenizer = load_tokenizer(tokenizer_file)
-        self.model = load_pretrained(self.path).eval()
+        self.model = Transformer.from_pretrained(self.path).eval()
         self.n_ctx = self.model.cfg.n_ctx
         self.encode = lambda text: tokenizer.encode(text).ids
         self._forward = self.model

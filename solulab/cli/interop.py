@@ -26,10 +26,10 @@ def import_command(
     out: Path = typer.Argument(..., help="New solulab run directory."),
 ):
     """Convert a TransformerLens checkpoint into a solulab run that every analysis reads."""
-    from solulab.interop import hub, transformerlens
+    from solulab.core import hub, transformerlens
+    from solulab.core.model import Transformer
     from solulab.io import atomic_write_bytes
     from solulab.runs import rundir
-    from solulab.runs.pretrained import load_pretrained
 
     directory = hub.resolve(source) if hub.is_hub_name(source) else Path(source)
     if not transformerlens.is_checkpoint(directory):
@@ -39,7 +39,7 @@ def import_command(
         raise SolulabError(f"{out} is not empty: import into a new directory")
     _, fields = transformerlens.read_config(directory)
     tokenizer = hub.find_tokenizer(fields.get("tokenizer_name"), directory)
-    model = load_pretrained(directory)
+    model = Transformer.from_pretrained(directory)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.partial-") as tmp:
         model.save_pretrained(tmp)  # all files, then one rename: a killed import leaves no run
@@ -62,13 +62,13 @@ def export_command(
     to: str = typer.Option("transformerlens", help=f"Format: {', '.join(FORMATS)}."),
 ):
     """Write a run's model as a TransformerLens checkpoint (config.json + model_final.pth)."""
-    from solulab.interop import transformerlens
+    from solulab.core import transformerlens
+    from solulab.core.model import Transformer
     from solulab.runs import rundir
     from solulab.runs.model_card import write_card
-    from solulab.runs.pretrained import load_pretrained
 
     if to not in FORMATS:
         raise typer.BadParameter(f"--to must be one of {', '.join(FORMATS)}, got {to!r}")
-    transformerlens.export(load_pretrained(run), out, run / rundir.TOKENIZER)
+    transformerlens.export(Transformer.from_pretrained(run), out, run / rundir.TOKENIZER)
     write_card(run, out, export=f"A TransformerLens checkpoint of the model: {LOADING}.")
     typer.echo(f"wrote {out}: {LOADING}")

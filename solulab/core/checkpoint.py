@@ -45,8 +45,6 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> None:
 
 def read_config(directory: str | Path) -> ModelConfig:
     """The ``ModelConfig`` of a model directory, or a ``CheckpointError`` that says why not."""
-    if not Path(directory).is_dir():
-        raise CheckpointError(f"{directory}: no such model directory")
     path = Path(directory) / CONFIG
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (not a solulab model directory?)")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-from solulab.core import checkpoint
+from solulab.core import checkpoint, hub, transformerlens
 from solulab.core.activations import Activation, ExtraLayerNorm, blocked_layer_norm
 from solulab.core.config import ModelConfig
 from solulab.core.hooks import HookPoint, Patch
@@ -291,12 +291,23 @@ class Transformer(nn.Module):
         checkpoint.save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path,
+    def from_pretrained(cls, source: str | Path,
                         device: str | torch.device = "cpu") -> Transformer:
-        """The model saved at ``directory`` (``solulab.runs.pretrained.load_pretrained`` also
-        reads TransformerLens checkpoints and ``hf:`` names)."""
-        model = cls(checkpoint.read_config(directory))
-        checkpoint.load_weights(model, directory)
+        """The model at ``source``: a solulab model directory, a TransformerLens checkpoint
+        directory, or ``hf:ORG/NAME`` (such a checkpoint in the Hugging Face cache; nothing is
+        downloaded). Every file is checked before the model is touched."""
+        if hub.is_hub_name(source):
+            source = hub.resolve(source)
+        source = Path(source)
+        if not source.is_dir():
+            raise checkpoint.CheckpointError(f"{source}: no such model directory")
+        if transformerlens.is_checkpoint(source):
+            cfg, state = transformerlens.read_checkpoint(source)
+            model = cls(cfg)
+            model.load_state_dict(state)
+        else:
+            model = cls(checkpoint.read_config(source))
+            checkpoint.load_weights(model, source)
         return model.to(device)
 
     def n_params(self, non_embedding: bool = True) -> int:

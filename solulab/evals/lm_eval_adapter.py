@@ -33,10 +33,10 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
+from solulab.core.model import Transformer
 from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
 from solulab.runs import rundir
-from solulab.runs.pretrained import load_pretrained
 
 EOT = "<|endoftext|>"
 
@@ -54,7 +54,7 @@ class SolulabLM(LM):
             device = "cuda" if torch.cuda.is_available() else "cpu"  # the harness asks for cuda
         if not (run / rundir.TOKENIZER).is_file():
             raise SolulabError(f"{run} has no tokenizer.json: point path= at a run directory")
-        self.model = load_pretrained(run, device=device).eval()
+        self.model = Transformer.from_pretrained(run, device=device).eval()
         self.tokenizer = load_tokenizer(run / rundir.TOKENIZER)
         self.torch_device = torch.device(device)
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from solulab.core.model import Transformer
 from solulab.data import Corpus
 from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
@@ -14,7 +15,6 @@ from solulab.evals.tasks import TASKS
 from solulab.io import atomic_write_json, sha256_file
 from solulab.runs import rundir
 from solulab.runs.model_card import write_card
-from solulab.runs.pretrained import load_pretrained
 from solulab.runs.tracking import log_to_run
 
 
@@ -25,7 +25,7 @@ def evaluate_run(run_dir: Path, tasks: list[str], corpus_dir: Path | None = None
     if unknown:
         raise SolulabError(f"unknown tasks {unknown}; known: {', '.join(TASKS)}")
     run_dir = Path(run_dir)
-    model = load_pretrained(run_dir)
+    model = Transformer.from_pretrained(run_dir)
     tokenizer = load_tokenizer(run_dir / rundir.TOKENIZER)
     results = {}
     for task in tasks:

@@ -25,7 +25,6 @@ from solulab.neurons.logit_effects import top_logit_effects
 from solulab.neurons.store import META_FILE, NeuronStore, write_store
 from solulab.neurons.stream import PointStream, finalize
 from solulab.runs import rundir
-from solulab.runs.pretrained import load_pretrained
 
 
 def open_corpus_for(run_dir: Path, corpus_dir: Path | None) -> Corpus:
@@ -115,7 +114,7 @@ def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
         raise SolulabError("window sizes must be >= 0")
     run_dir = Path(run_dir)
     info = init_distributed(device)
-    model = load_pretrained(run_dir, device=info.device).eval()
+    model = Transformer.from_pretrained(run_dir, device=info.device).eval()
     layers = check_layers(model, layers)
     corpus = open_corpus_for(run_dir, Path(corpus_dir) if corpus_dir else None)
     split_tokens = corpus.tokens(split)

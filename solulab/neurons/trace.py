@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from solulab.core.model import Transformer
 from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
 from solulab.runs import rundir
-from solulab.runs.pretrained import load_pretrained
 
 
 def trace(run_dir: str | Path, text: str, layer: int, neuron: int,
@@ -19,7 +19,7 @@ def trace(run_dir: str | Path, text: str, layer: int, neuron: int,
     on ``text`` (its last ``n_ctx`` tokens); ``post_ln`` reads ``hook_post`` instead of
     ``hook_mid``."""
     run_dir = Path(run_dir)
-    model = load_pretrained(run_dir).eval()
+    model = Transformer.from_pretrained(run_dir).eval()
     if not 0 <= layer < model.cfg.n_layers:
         raise SolulabError(f"layer {layer} out of range: this model has layers "
                            f"0..{model.cfg.n_layers - 1}")

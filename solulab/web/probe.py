@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from solulab.core.model import Transformer
 from solulab.data.tokenizer import load_tokenizer
 from solulab.errors import SolulabError
 from solulab.runs import rundir
-from solulab.runs.pretrained import load_pretrained
 
 MAX_CHARS = 4_000
 MAX_TOKENS = 512
@@ -44,7 +44,7 @@ class Prober:
     """A run's model and tokenizer, loaded once, answering probes one at a time."""
 
     def __init__(self, run_dir: Path):
-        self.model = load_pretrained(run_dir).eval()
+        self.model = Transformer.from_pretrained(run_dir).eval()
         self.tokenizer = load_tokenizer(Path(run_dir) / rundir.TOKENIZER)
         self.points = ("mid", "post") if self.model.blocks[0].mlp.hook_mid is not None \
             else ("post",)

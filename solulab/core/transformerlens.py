@@ -20,17 +20,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from torch import nn
 
 from solulab.core.activation_specs import REGISTRY
 from solulab.core.config import ConfigError, ModelConfig
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_bytes, atomic_write_json
-
-if TYPE_CHECKING:
-    from solulab.core.model import Transformer
 
 CONFIG_FILE = "config.json"
 EXPORT_WEIGHTS = "model_final.pth"
@@ -262,7 +260,7 @@ def export_refusals(cfg: ModelConfig) -> list[str]:
     return reasons
 
 
-def to_transformerlens(model: Transformer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def to_transformerlens(model: nn.Module) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(config fields, state dict)`` of the same model in ``HookedTransformer`` layout."""
     cfg = model.cfg
     reasons = export_refusals(cfg)
@@ -311,7 +309,7 @@ def config_fields(cfg: ModelConfig) -> dict[str, Any]:
     return fields
 
 
-def export(model: Transformer, out: str | Path, tokenizer: Path | None = None) -> Path:
+def export(model: nn.Module, out: str | Path, tokenizer: Path | None = None) -> Path:
     """Write ``config.json`` and ``model_final.pth`` (and ``tokenizer.json``) into ``out``."""
     import io
 
