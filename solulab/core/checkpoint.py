@@ -13,12 +13,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from solulab.core.config import ConfigError, ModelConfig
+from solulab.core.config import CONFIG, WEIGHTS, ConfigError, ModelConfig
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_bytes, atomic_write_json
 
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
 FORMAT_VERSION = 1
 
 

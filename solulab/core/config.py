@@ -9,6 +9,8 @@ from typing import Any
 from solulab.core.activation_specs import ACTIVATIONS
 from solulab.errors import SolulabError
 
+CONFIG = "config.json"  # a model directory's two files
+WEIGHTS = "model.safetensors"
 POSITIONAL = ("rotary", "learned")
 
 

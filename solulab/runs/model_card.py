@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from solulab.runs import rundir
 from solulab.io import atomic_write_text
+from solulab.runs import rundir
 from solulab.stats import wilson_interval
 
 LICENSE = "mit"

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from solulab.core.checkpoint import CONFIG, WEIGHTS  # noqa: F401  (the model's files)
+from solulab.core.config import CONFIG, WEIGHTS  # noqa: F401  (the model's files)
 from solulab.io import atomic_write_json
 
 TOKENIZER = "tokenizer.json"

@@ -21,9 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from solulab.runs import rundir
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json
+from solulab.runs import rundir
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")  # each is also the name of its extra
 ENV = "SOLULAB_LOG"

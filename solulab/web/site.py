@@ -35,7 +35,7 @@ from solulab.neurons.store import NeuronStore
 from solulab.web.explorer import NeuronTable
 
 SHARD = 256  # neurons per shard file
-STATIC = Path(__file__).parent / "web" / "static"
+STATIC = Path(__file__).parent / "static"
 PAGE = """<!doctype html><html><head><meta charset=utf-8><title>{title}</title>
 <link rel=stylesheet href="{up}style.css"><script src="{up}explorer.js"></script></head>
 <body>{body}</body></html>"""
