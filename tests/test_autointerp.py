@@ -19,7 +19,13 @@ from solulab import ModelConfig, Transformer
 from solulab.autointerp import rules
 from solulab.autointerp.agreement import compare_runs
 from solulab.autointerp.explain import HeldOut, explain
-from solulab.autointerp.run import autointerp, load_explanations, rank_by_pattern
+from solulab.autointerp.run import (
+    RESULTS_FILE,
+    autointerp,
+    ensure_explanations,
+    load_explanations,
+    rank_by_pattern,
+)
 from solulab.cli import app as cli_app
 from solulab.data import Corpus
 from solulab.errors import SolulabError
@@ -302,6 +308,25 @@ def test_explainer_recovers_planted_rules_and_rejects_noise(planted):
     shown = CliRunner().invoke(cli_app, ["neurons", "show", str(run), "--layer", "0",
                                          "--neuron", "0"]).output
     assert f"automated explanation: {token.why()}" in shown
+
+
+def test_explanations_of_other_verdict_code_are_made_again(planted):
+    """A replication's automated rows are the current verdict's: explanations stored by other
+    rules (or of another model) are redone; current ones are reused as they are."""
+    run, _ = planted
+    autointerp(run, n_tokens=4096, progress=False)
+    path = run / "neurons" / RESULTS_FILE
+    stored = json.loads(path.read_text())
+    stored["neurons"]["0:0"]["description"] = "kept"
+    path.write_text(json.dumps(stored))
+    assert ensure_explanations(run, progress=False)[(0, 0)]["description"] == "kept"
+    for key, stale in (("verdict", "0" * 16), ("model_sha256", "f" * 64)):
+        stored["meta"][key] = stale
+        path.write_text(json.dumps(stored))
+        redone = ensure_explanations(run, progress=False)
+        assert redone[(0, 0)]["description"] != "kept" and len(redone) == 8
+        stored = json.loads(path.read_text())
+        stored["neurons"]["0:0"]["description"] = "kept"
 
 
 def test_regex_ranks_the_planted_neuron_first(planted):

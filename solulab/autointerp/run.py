@@ -8,6 +8,7 @@ validation split) never saw, cut into ``n_ctx`` sequences. Explanations are writ
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,6 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from solulab.autointerp import explain as explain_module
+from solulab.autointerp import rules as rules_module
+from solulab.autointerp import simulate as simulate_module
 from solulab.autointerp.explain import TOP, Explanation, HeldOut, explain
 from solulab.autointerp.rules import Rule, regex
 from solulab.autointerp.simulate import Simulator
@@ -28,6 +32,15 @@ from solulab.runs.tracking import log_to_run
 from solulab.stats import auroc, precision_recall
 
 RESULTS_FILE = rundir.EXPLANATIONS
+
+
+def verdict_version() -> str:
+    """A digest of the verdict's code (its rules, how they are judged and simulated): stored
+    explanations made by other code are stale."""
+    digest = hashlib.sha256()
+    for module in (rules_module, explain_module, simulate_module):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def held_out_activations(run_dir: Path, layers: list[int], n_tokens: int,
@@ -84,7 +97,7 @@ def autointerp(run_dir: str | Path, layers: list[int] | None = None, n_tokens: i
         "meta": {"held_out_tokens": len(held.tokens), "fire_fraction": fire_fraction,
                  "patterns": list(patterns),
                  "simulator": simulator.name if simulator else "rule",
-                 "model_sha256": store.meta["model_sha256"]},
+                 "verdict": verdict_version(), "model_sha256": store.meta["model_sha256"]},
         "neurons": {key: e.to_dict() for key, e in results.items()}})
     if store.path == run_dir / rundir.NEURONS:  # the run's own store: its card and trackers
         counts = interpretable_by_layer({key: e.to_dict() for key, e in results.items()})
@@ -105,12 +118,15 @@ def load_explanations(store_path: str | Path) -> dict[tuple[int, int], dict]:
 
 def ensure_explanations(run_dir: str | Path, progress: bool = True
                         ) -> dict[tuple[int, int], dict]:
-    """The run's explanations, explaining its neurons unless its store has them."""
-    store_path = open_store(run_dir).path
-    explanations = load_explanations(store_path)
-    if not explanations:
+    """The run's explanations, explaining its neurons unless its store has them from the
+    verdict's current code and the store's model."""
+    store = open_store(run_dir)
+    explanations = load_explanations(store.path)
+    meta = json.loads((store.path / RESULTS_FILE).read_text())["meta"] if explanations else {}
+    if (meta.get("verdict") != verdict_version()
+            or meta.get("model_sha256") != store.meta["model_sha256"]):
         autointerp(run_dir, progress=progress)
-        explanations = load_explanations(store_path)
+        explanations = load_explanations(store.path)
     return explanations
 
 
