@@ -16,8 +16,15 @@ import pytest
 import solulab
 
 ROOT = Path(__file__).resolve().parent.parent
-LEFT_OUT = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
-                                  "solulab-demo", "runs", ".pytest_cache")
+BUILD_LEFT_OUT = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                        ".pytest_cache")
+USER_OUTPUT = {"solulab-demo", "runs"}  # what running the commands leaves in the checkout's root
+
+
+def left_out(directory: str, names: list[str]) -> set[str]:
+    """What the copy of the checkout leaves out (``solulab/runs`` is code, ``runs/`` is not)."""
+    skipped = BUILD_LEFT_OUT(directory, names)
+    return skipped | (USER_OUTPUT & set(names)) if Path(directory) == ROOT else skipped
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +34,7 @@ def installed(tmp_path_factory) -> Path:
     pytest.importorskip("build")
     base = tmp_path_factory.mktemp("package")
     source = base / "source"
-    shutil.copytree(ROOT, source, ignore=LEFT_OUT)
+    shutil.copytree(ROOT, source, ignore=left_out)
     subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", base / "dist",
                     source], check=True, capture_output=True)
     wheel = next((base / "dist").glob("solulab-*.whl"))
