@@ -14,10 +14,12 @@ from collections.abc import Callable
 import typer
 
 from solulab.errors import SolulabError, TrainingInterrupted
+from solulab.extras import missing_extra
 
 
 def reports_errors(command):
-    """Turn a ``SolulabError`` into one line on stderr and exit status 2."""
+    """Turn a ``SolulabError``, or an optional dependency not installed (naming the extra that
+    brings it), into one line on stderr and exit status 2."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -25,6 +27,11 @@ def reports_errors(command):
             return command(*args, **kwargs)
         except SolulabError as e:
             typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as e:
+            if (extra := missing_extra(e)) is None:
+                raise
+            typer.echo(f"error: {extra}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper

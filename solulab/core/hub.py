@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from solulab.errors import SolulabError
+from solulab.extras import missing_extra
 
 PREFIX = "hf:"
 TOKENIZER_FILE = "tokenizer.json"
@@ -20,8 +21,8 @@ def is_hub_name(source: str | Path) -> bool:
 def _hub():
     try:
         import huggingface_hub
-    except ImportError:
-        raise SolulabError("hf: names need huggingface_hub: pip install huggingface_hub") from None
+    except ModuleNotFoundError as e:
+        raise (missing_extra(e) or e) from None
     return huggingface_hub
 
 
