@@ -77,3 +77,22 @@ def compare_command(
     from solulab.autointerp.agreement import compare_runs, format_comparison
 
     typer.echo(format_comparison(compare_runs(runs, study)))
+
+
+@reports_errors
+def regex_command(
+    run: Path = typer.Argument(..., help="Run directory with a neuron store."),
+    pattern: str = typer.Option(..., help="Regular expression over each token's text."),
+    top: int = typer.Option(20, help="Neurons to list."),
+    tokens: int = typer.Option(16_384, help="Held-out tokens."),
+    fire_fraction: float = typer.Option(0.5, help="Fires above this fraction of its max."),
+):
+    """Rank neurons by how well PATTERN predicts where they fire (F1, then AUROC)."""
+    from solulab.autointerp.run import rank_by_pattern
+
+    ranked = rank_by_pattern(run, pattern, None, tokens, fire_fraction, top)
+    typer.echo(f"{'layer':>5} {'neuron':>7} {'F1':>6} {'precision':>10} {'recall':>7} "
+               f"{'AUROC':>7}")
+    for r in ranked:
+        typer.echo(f"{r['layer']:>5} {r['neuron']:>7} {r['f1']:>6.3f} {r['precision']:>10.3f} "
+                   f"{r['recall']:>7.3f} {r['auroc']:>7.3f}")
