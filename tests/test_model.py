@@ -75,7 +75,7 @@ def test_patching_a_neuron_changes_the_logits_as_computed_by_hand(act):
         return value
 
     patched = model.run_with_hooks(tokens, {name: ablate})
-    assert seen == [name] and all(h.patch is None for h in model.hook_points.values())
+    assert seen == [name] and all(not h.fns for h in model.hook_points.values())
     logits, cache = model.run_with_cache(tokens)
     mlp = model.blocks[0].mlp
     neuron = ablate(cache[name], name)
@@ -100,7 +100,7 @@ def test_run_with_cache_stores_only_what_is_asked_and_leaves_no_sinks():
     tokens = torch.randint(0, 50, (1, 8))
     logits, cache = model.run_with_cache(tokens, names=["blocks.0.mlp.hook_mid"])
     assert list(cache) == ["blocks.0.mlp.hook_mid"]
-    assert all(h.sink is None for h in model.hook_points.values())
+    assert all(not h.fns for h in model.hook_points.values())
     torch.testing.assert_close(logits, model(tokens))
     with pytest.raises(KeyError, match="unknown hook names"):
         model.run_with_cache(tokens, names=["blocks.9.mlp.hook_mid"])

@@ -1,15 +1,26 @@
 """The decoder language model: a GPT-style pre-LayerNorm transformer whose neurons can be read.
 
 Every intermediate value that an analysis may want passes through a ``HookPoint`` named as in
-TransformerLens (``blocks.{l}.mlp.hook_pre``, ``blocks.{l}.mlp.hook_mid``, ...): read them with
-``run_with_cache``, replace them with ``run_with_hooks``; a plain forward pays nothing.
+TransformerLens (``blocks.{l}.mlp.hook_pre``, ``blocks.{l}.mlp.hook_mid``,
+``blocks.{l}.attn.hook_pattern``, ...; all in ``Transformer.hook_points``). As there, hooks are
+``fn(value, hook)`` returning a replacement or None, attached by name or by a predicate on names:
+
+* ``run_with_cache(tokens, names)``: the output and the values at ``names``;
+* ``run_with_hooks(tokens, fwd_hooks=[(name_or_predicate, fn), ...])``: one forward with hooks
+  (``patches={name: patch(value, name)}`` is the older form, still accepted);
+* ``with model.hooks(fwd_hooks=...):`` hooks for a block of code, removed on leaving it;
+* ``add_hook(name_or_predicate, fn)`` until ``handle.remove()`` or ``reset_hooks()``.
+
+A plain forward pays nothing: attention stays one fused kernel unless its scores or pattern are
+hooked.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -20,8 +31,11 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from solulab.core import checkpoint, hub, transformerlens
 from solulab.core.activations import Activation, ExtraLayerNorm, blocked_layer_norm
 from solulab.core.config import ModelConfig
-from solulab.core.hooks import HookPoint, Patch
+from solulab.core.hooks import CacheHook, HookFn, HookHandle, HookPoint, Patch
 from solulab.core.loss import IGNORE, linear_cross_entropy, next_token_targets
+from solulab.numerics import at_least_float32
+
+HookName = str | Callable[[str], bool]
 
 
 class LayerNorm(nn.Module):
@@ -64,7 +78,8 @@ class Rotary(nn.Module):
 
 
 class Attention(nn.Module):
-    """Causal multi-head self-attention through ``scaled_dot_product_attention``."""
+    """Causal multi-head self-attention through ``scaled_dot_product_attention``; step by step
+    (the same function) while ``hook_attn_scores`` or ``hook_pattern`` has a hook."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -77,6 +92,8 @@ class Attention(nn.Module):
             if cfg.positional == "rotary"
             else None
         )
+        self.hook_attn_scores = HookPoint()  # [batch, heads, query, key], scaled and masked
+        self.hook_pattern = HookPoint()  # [batch, heads, query, key], the softmax
         self.hook_z = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,9 +102,22 @@ class Attention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [batch, heads, pos, d_head]
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
-        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.hook_attn_scores.active or self.hook_pattern.active:
+            z = self.attend(q, k, v)
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         z = self.hook_z(z.transpose(1, 2))  # [batch, pos, heads, d_head]
         return self.out(z.flatten(-2))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """What the fused call computes, through the score and pattern hooks (softmax in at
+        least float32, as elsewhere in the model; the pattern in ``v``'s dtype)."""
+        n_pos = q.shape[-2]
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+        causal = torch.ones(n_pos, n_pos, dtype=torch.bool, device=q.device).tril()
+        scores = self.hook_attn_scores(scores.masked_fill(~causal, float("-inf")))
+        pattern = self.hook_pattern(torch.softmax(at_least_float32(scores), dim=-1).to(v.dtype))
+        return pattern @ v
 
 
 class MLP(nn.Module):
@@ -229,6 +259,44 @@ class Transformer(nn.Module):
                                         next_token_targets(tokens))
         return self.unembed(x)
 
+    # -- hooks ------------------------------------------------------------------------------
+    def _points(self, fwd_hooks: Iterable[tuple[HookName, HookFn]]
+                ) -> list[tuple[HookPoint, HookFn]]:
+        """Each hook paired with each point it names (a predicate names every point it accepts);
+        a ``KeyError`` naming every unknown name, before anything is attached."""
+        fwd_hooks = list(fwd_hooks)
+        unknown = [n for n, _ in fwd_hooks if not callable(n) and n not in self.hook_points]
+        if unknown:
+            raise KeyError(f"unknown hook names {unknown}; see Transformer.hook_points")
+        pairs = []
+        for key, fn in fwd_hooks:
+            if callable(key):
+                pairs += [(point, fn) for name, point in self.hook_points.items() if key(name)]
+            else:
+                pairs.append((self.hook_points[key], fn))
+        return pairs
+
+    def add_hook(self, name: HookName, fn: HookFn) -> list[HookHandle]:
+        """Attach ``fn(value, hook)`` to the point ``name`` (or every point whose name the
+        predicate accepts) until removed; one handle per point."""
+        return [point.add_hook(f) for point, f in self._points([(name, fn)])]
+
+    def reset_hooks(self) -> None:
+        """Remove every hook from every hook point."""
+        for point in self.hook_points.values():
+            point.remove_hooks()
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Sequence[tuple[HookName, HookFn]] = ()) -> Iterator[Transformer]:
+        """``with model.hooks(fwd_hooks=[(name_or_predicate, fn), ...]):`` the hooks are attached
+        inside the block and removed on leaving it, also when it raises."""
+        handles = [point.add_hook(fn) for point, fn in self._points(fwd_hooks)]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
     def run_with_cache(
         self,
         tokens: torch.Tensor,
@@ -236,36 +304,25 @@ class Transformer(nn.Module):
         stop_at_layer: int | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(forward output, {hook name: value})`` for the hook points in ``names`` (all when
-        None). Values are stored as computed, not copied: wrap in ``torch.no_grad()`` to keep no
-        graph. ``stop_at_layer`` is passed to ``forward``."""
+        None). Values are stored as computed, after any hook already attached, not copied: wrap
+        in ``torch.no_grad()`` to keep no graph. ``stop_at_layer`` is passed to ``forward``."""
         wanted = list(self.hook_points) if names is None else list(names)
-        unknown = [n for n in wanted if n not in self.hook_points]
-        if unknown:
-            raise KeyError(f"unknown hook names {unknown}; see Transformer.hook_points")
         cache: dict[str, torch.Tensor] = {}
-        try:
-            for name in wanted:
-                self.hook_points[name].sink = cache
+        record = CacheHook(cache)
+        with self.hooks([(name, record) for name in wanted]):
             out = self(tokens, stop_at_layer=stop_at_layer)
-        finally:
-            for name in wanted:
-                self.hook_points[name].sink = None
         return out, cache
 
-    def run_with_hooks(self, tokens: torch.Tensor, patches: Mapping[str, Patch],
-                       stop_at_layer: int | None = None) -> torch.Tensor:
-        """The forward output with each named hook's value replaced by ``patch(value, name)``
-        (activation patching, ablation, steering)."""
-        unknown = [n for n in patches if n not in self.hook_points]
-        if unknown:
-            raise KeyError(f"unknown hook names {unknown}; see Transformer.hook_points")
-        try:
-            for name, patch in patches.items():
-                self.hook_points[name].patch = patch
+    def run_with_hooks(self, tokens: torch.Tensor, patches: Mapping[str, Patch] | None = None,
+                       stop_at_layer: int | None = None, *,
+                       fwd_hooks: Sequence[tuple[HookName, HookFn]] = ()) -> torch.Tensor:
+        """The forward output with ``fwd_hooks`` (``[(name_or_predicate, fn(value, hook))]``)
+        attached for the call, after ``patches`` (``{name: patch(value, name)}``, the older
+        form): activation patching, ablation, steering."""
+        as_hooks = [(name, lambda value, hook, patch=patch: patch(value, hook.name))
+                    for name, patch in (patches or {}).items()]
+        with self.hooks([*as_hooks, *fwd_hooks]):
             return self(tokens, stop_at_layer=stop_at_layer)
-        finally:
-            for name in patches:
-                self.hook_points[name].patch = None
 
     def neuron_hook(self, layer: int, post_ln: bool = False) -> str:
         """The hook name of layer ``layer``'s neurons: ``hook_mid`` (the interpreted neuron)
