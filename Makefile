@@ -16,4 +16,5 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check solulab tests benchmarks
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest

@@ -141,6 +141,7 @@ class Activation(nn.Module):
         if self.hook_mid is None or not self.hook_mid.active:
             fast = kernels.activation(x, *self.kernel_arguments())
             return self.reference(x) if fast is None else fast  # a kernel stores no middle
+        assert self.ln is not None  # hook_mid exists only with the extra LayerNorm
         if self.hook_mid.records_only:  # run_with_cache: both values in one pass if possible
             both = kernels.activation_with_mid(x, *self.kernel_arguments())
             if both is None:

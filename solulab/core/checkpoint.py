@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors import SafetensorError
@@ -26,7 +27,7 @@ class CheckpointError(SolulabError):
 
 def state_to_save(model: nn.Module) -> dict[str, torch.Tensor]:
     state = model.state_dict()
-    if model.cfg.tie_embeddings:
+    if cast(ModelConfig, model.cfg).tie_embeddings:
         state.pop("unembed.weight")  # the same tensor as embed.weight
     return state
 
@@ -37,8 +38,9 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in state_to_save(model).items()}
     atomic_write_bytes(directory / WEIGHTS, save(weights))
+    cfg = cast(ModelConfig, model.cfg)
     atomic_write_json(directory / CONFIG,
-                      {"solulab_format_version": FORMAT_VERSION, **model.cfg.to_dict()})
+                      {"solulab_format_version": FORMAT_VERSION, **cfg.to_dict()})
 
 
 def read_config(directory: str | Path) -> ModelConfig:

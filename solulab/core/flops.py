@@ -7,14 +7,18 @@ in ``$SOLULAB_PEAK_TFLOPS``; elsewhere (a CPU) only the achieved rate is reporte
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from solulab.core.model import Transformer
 
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 PEAK_ENV = "SOLULAB_PEAK_TFLOPS"
 
 
-def flops_per_token(model: torch.nn.Module) -> float:
+def flops_per_token(model: Transformer) -> float:
     """Training FLOPs per token: 6 per matrix weight (embedding lookups excluded) plus
     attention's scores and mixing, 12 * n_layers * n_ctx * d_model."""
     cfg = model.cfg

@@ -6,6 +6,7 @@ user gives. Nothing is downloaded; when a file is not on disk the error says how
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeGuard
 
 from solulab.errors import SolulabError
 from solulab.extras import missing_extra
@@ -14,7 +15,7 @@ PREFIX = "hf:"
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def is_hub_name(source: str | Path) -> bool:
+def is_hub_name(source: str | Path) -> TypeGuard[str]:
     return isinstance(source, str) and source.startswith(PREFIX)
 
 

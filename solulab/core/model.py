@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -83,13 +84,15 @@ class Attention(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        assert cfg.d_head is not None
         self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.n_heads * cfg.d_head)
         self.out = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_model)
-        self.out.writes_residual = True  # initialised smaller with depth
+        # initialised smaller with depth
+        self.out.writes_residual = True  # type: ignore[assignment]
         self.rotary = (
             Rotary(cfg.rotary_dim, cfg.rotary_base)
-            if cfg.positional == "rotary"
+            if cfg.positional == "rotary" and cfg.rotary_dim is not None
             else None
         )
         self.hook_attn_scores = HookPoint()  # [batch, heads, query, key], scaled and masked
@@ -130,10 +133,11 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        assert cfg.d_mlp is not None
         self.fc_in = nn.Linear(cfg.d_model, cfg.d_mlp)
         self.act = Activation(cfg.act_fn, cfg.d_mlp, cfg.act_blocks, cfg.ln_eps)
         self.fc_out = nn.Linear(cfg.d_mlp, cfg.d_model)
-        self.fc_out.writes_residual = True
+        self.fc_out.writes_residual = True  # type: ignore[assignment]
         self.hook_pre = HookPoint()
         self.hook_post = HookPoint()
 
@@ -329,7 +333,7 @@ class Transformer(nn.Module):
         for activations with an extra LayerNorm unless ``post_ln``, else ``hook_post``."""
         if not 0 <= layer < self.cfg.n_layers:
             raise ValueError(f"layer {layer} out of range 0..{self.cfg.n_layers - 1}")
-        mid = self.blocks[layer].mlp.hook_mid is not None and not post_ln
+        mid = cast(Block, self.blocks[layer]).mlp.hook_mid is not None and not post_ln
         return f"blocks.{layer}.mlp.{'hook_mid' if mid else 'hook_post'}"
 
     @torch.no_grad()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -111,6 +111,7 @@ def read_config(directory: Path) -> tuple[ModelConfig, dict[str, Any]]:
 def rotary_order(cfg: ModelConfig) -> torch.Tensor:
     """TransformerLens's Q/K head dimensions in adjacent-pair order, as solulab's: entry ``2i``
     is solulab's dimension ``i``, entry ``2i + 1`` solulab's ``i + rotary_dim / 2``."""
+    assert cfg.rotary_dim is not None and cfg.d_head is not None
     r = cfg.rotary_dim
     return torch.cat([torch.arange(r).view(2, r // 2).T.flatten(), torch.arange(r, cfg.d_head)])
 
@@ -120,6 +121,7 @@ def import_order(cfg: ModelConfig, fields: dict[str, Any]) -> torch.Tensor:
     rotary checkpoints with ``rotary_adjacent_pairs`` need reordering)."""
     if cfg.positional == "rotary" and fields.get("rotary_adjacent_pairs", False):
         return torch.argsort(rotary_order(cfg))
+    assert cfg.d_head is not None
     return torch.arange(cfg.d_head)
 
 
@@ -152,6 +154,7 @@ def modernise(state: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every weight of a ``HookedTransformer`` of this shape (LayerNorm gains and biases
     included; an ``LNPre`` checkpoint lacks them)."""
+    assert cfg.d_head is not None and cfg.d_mlp is not None
     h, d, dh, m = cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_mlp
     shapes = {"embed.W_E": (cfg.d_vocab, d), "ln_final.w": (d,), "ln_final.b": (d,),
               "unembed.W_U": (d, cfg.d_vocab), "unembed.b_U": (cfg.d_vocab,)}
@@ -206,6 +209,7 @@ def to_solulab(state: dict[str, torch.Tensor], cfg: ModelConfig,
            "unembed.weight": state["unembed.W_U"].T, "unembed.bias": state["unembed.b_U"]}
     if cfg.positional == "learned":
         out["pos_embed.weight"] = state["pos_embed.W_pos"]
+    assert cfg.d_head is not None
     orders = {"Q": order, "K": order, "V": torch.arange(cfg.d_head)}
     for layer in range(cfg.n_layers):
         tl, sl = f"blocks.{layer}.", f"blocks.{layer}."
@@ -262,10 +266,11 @@ def export_refusals(cfg: ModelConfig) -> list[str]:
 
 def to_transformerlens(model: nn.Module) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(config fields, state dict)`` of the same model in ``HookedTransformer`` layout."""
-    cfg = model.cfg
+    cfg = cast(ModelConfig, model.cfg)
     reasons = export_refusals(cfg)
     if reasons:
         raise TransformerLensError("cannot export to TransformerLens: " + "; ".join(reasons))
+    assert cfg.d_head is not None
     h, dh = cfg.n_heads, cfg.d_head
     s = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     state = {"embed.W_E": s["embed.weight"],

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import torch
 
 from solulab.kernels.c_kernels import native_activation, native_activation_with_mid, native_ready
-from solulab.kernels.fused import KINDS, fused_activation
+from solulab.kernels.fused import KINDS, Kind, fused_activation
 
 BACKENDS = ("auto", "reference", "fused", "native", "triton")
 _backend = "auto"
@@ -37,7 +37,7 @@ def use_backend(name: str) -> Iterator[None]:
         _backend = previous
 
 
-def backend_for(kind: str, x: torch.Tensor) -> str:
+def backend_for(kind: Kind, x: torch.Tensor) -> str:
     """The backend that ``activation`` will use for an activation of ``kind`` and input ``x``."""
     if kind not in KINDS or _backend == "reference":
         return "reference"
@@ -53,7 +53,7 @@ def triton_ready() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def activation(x: torch.Tensor, kind: str, w: torch.Tensor | None, b: torch.Tensor | None,
+def activation(x: torch.Tensor, kind: Kind, w: torch.Tensor | None, b: torch.Tensor | None,
                blocks: int, eps: float) -> torch.Tensor | None:
     """The activation of ``kind`` at ``x`` through the fastest kernel; ``None`` if none applies."""
     backend = backend_for(kind, x)
@@ -68,7 +68,7 @@ def activation(x: torch.Tensor, kind: str, w: torch.Tensor | None, b: torch.Tens
     return fused_activation(x, kind, w, b, blocks, eps)
 
 
-def activation_with_mid(x: torch.Tensor, kind: str, w: torch.Tensor | None,
+def activation_with_mid(x: torch.Tensor, kind: Kind, w: torch.Tensor | None,
                         b: torch.Tensor | None, blocks: int, eps: float
                         ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(nonlinearity, nonlinearity then LayerNorm)`` of an activation with an extra LayerNorm,

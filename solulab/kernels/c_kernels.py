@@ -100,9 +100,11 @@ def _forward(x, weight, bias, kind: Kind, blocks: int, eps: float, with_mid: boo
     out = torch.empty_like(x)
     mid = torch.empty_like(x) if with_mid else None
     stats = torch.empty(rows, blocks, 4, dtype=torch.float32)
-    load_library().solu_forward(x.data_ptr(), pointer(weight), pointer(bias), out.data_ptr(),
-                                pointer(mid), stats.data_ptr(), rows, d, blocks, KIND_IDS[kind],
-                                eps, torch.get_num_threads())
+    lib = load_library()
+    assert lib is not None
+    lib.solu_forward(x.data_ptr(), pointer(weight), pointer(bias), out.data_ptr(), pointer(mid),
+                     stats.data_ptr(), rows, d, blocks, KIND_IDS[kind], eps,
+                     torch.get_num_threads())
     return out, mid, stats
 
 
