@@ -21,6 +21,7 @@ import torch
 
 from solulab import ModelConfig, Transformer
 from solulab.neurons.collect import Collector
+from solulab.neurons.settings import StoreSettings
 
 
 def stream_bytes(collector: Collector) -> int:
@@ -71,8 +72,7 @@ def main() -> None:
                 model(tokens)
 
     def collect() -> Collector:
-        collector = Collector(model, layers, k=40, before=20, after=4, samples=5,
-                              threshold=0.5, seed=0)
+        collector = Collector(model, layers, StoreSettings(), seed=0)
         for tokens, pos in zip(batches, positions):
             collector.update(tokens, pos)
         return collector
@@ -88,7 +88,7 @@ def main() -> None:
                 _, cache = model.run_with_cache(tokens, hooks)
                 kept.append(torch.stack([cache[h].reshape(-1, cfg.d_mlp) for h in hooks]))
             everything = torch.cat(kept, dim=1)  # [points, tokens, d_mlp]
-            torch.topk(everything, 40, dim=1)
+            torch.topk(everything, StoreSettings.k, dim=1)
 
     times = {"bare forward": [], "collection": [], "naive (cache all, then top-k)": []}
     for _ in range(args.rounds):  # alternate so drift hits every variant alike

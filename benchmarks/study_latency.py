@@ -35,6 +35,7 @@ def build_runs(root: Path) -> dict[str, Path]:
     from solulab import ModelConfig, Transformer
     from solulab.data import build_corpus
     from solulab.neurons.collect import collect
+    from solulab.neurons.settings import StoreSettings
 
     rng = random.Random(0)
     words = "def return import class the of and to 1 2 3 x y ( ) : , .".split()
@@ -53,7 +54,7 @@ def build_runs(root: Path) -> dict[str, Path]:
         shutil.copy(corpus / "tokenizer.json", run / "tokenizer.json")
         (run / "run.json").write_text(json.dumps({"corpus": str(corpus),
                                                   "n_params": model.n_params()}))
-        collect(run, n_tokens=1024, k=24, progress=False)
+        collect(run, n_tokens=1024, settings=StoreSettings(k=24), progress=False)
         runs[act] = run
     return runs
 

@@ -48,6 +48,7 @@ def collected_runs(small_corpus, tmp_path_factory) -> Path:
 
     from solulab import ModelConfig, Transformer
     from solulab.neurons.collect import collect
+    from solulab.neurons.settings import StoreSettings
 
     root = tmp_path_factory.mktemp("runs")
     for act, d_model in (("gelu", 16), ("solu_ln", 32)):
@@ -59,5 +60,5 @@ def collected_runs(small_corpus, tmp_path_factory) -> Path:
         shutil.copy(small_corpus / "tokenizer.json", run / "tokenizer.json")
         (run / "run.json").write_text(json.dumps({"corpus": str(small_corpus),
                                                   "n_params": model.n_params()}))
-        collect(run, n_tokens=1024, k=24, progress=False)
+        collect(run, n_tokens=1024, settings=StoreSettings(k=24), progress=False)
     return root

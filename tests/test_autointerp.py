@@ -30,6 +30,7 @@ from solulab.cli import app as cli_app
 from solulab.data import Corpus
 from solulab.errors import SolulabError
 from solulab.neurons.collect import collect
+from solulab.neurons.settings import StoreSettings
 from solulab.pipelines.sweep_report import best_explained
 from solulab.study.create import create_study
 from solulab.study.db import connect
@@ -283,7 +284,7 @@ def planted(small_corpus, tmp_path_factory):
     model.save_pretrained(run)
     shutil.copy(small_corpus / "tokenizer.json", run / "tokenizer.json")
     (run / "run.json").write_text(json.dumps({"corpus": str(small_corpus)}))
-    collect(run, n_tokens=4096, k=20, progress=False)
+    collect(run, n_tokens=4096, settings=StoreSettings(k=20), progress=False)
     return run, strings[word].strip()
 
 

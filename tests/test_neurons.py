@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from solulab import ModelConfig, Transformer
 from solulab.data import Corpus
 from solulab.errors import SolulabError
 from solulab.neurons.collect import collect
+from solulab.neurons.settings import StoreSettings
 from solulab.neurons.store import NeuronStore, StoreError
 
 N_CTX, BATCH, K, SAMPLES, INTERVALS = 32, 4, 5, 3, 6
@@ -37,8 +39,10 @@ def make_run(path: Path, corpus: Path, act_fn: str, n_layers: int = 2, d_mlp: in
 @pytest.fixture(scope="module", params=["solu_ln", "gelu"])
 def collected(request, small_corpus, tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("run") / "run", small_corpus, request.param)
-    store = collect(run, n_tokens=40 * N_CTX, k=K, samples=SAMPLES, n_intervals=INTERVALS,
-                    window_before=6, window_after=2, batch_size=BATCH, progress=False)
+    settings = StoreSettings(k=K, window_before=6, window_after=2, samples=SAMPLES,
+                             n_intervals=INTERVALS)
+    store = collect(run, n_tokens=40 * N_CTX, settings=settings, batch_size=BATCH,
+                    progress=False)
     return run, NeuronStore.open(store)
 
 
@@ -154,7 +158,8 @@ def test_logit_effects_equal_an_independent_computation(collected):
 
 def test_one_layer_store_says_its_logit_effects_are_complete(small_corpus, tmp_path):
     run = make_run(tmp_path / "run", small_corpus, "solu_ln", n_layers=1)
-    store = NeuronStore.open(collect(run, n_tokens=4 * N_CTX, k=2, progress=False))
+    store = NeuronStore.open(collect(run, n_tokens=4 * N_CTX, settings=StoreSettings(k=2),
+                                     progress=False))
     assert store.logit_effects(0, 0).complete is True
     assert json.loads((store.path / "summary.json").read_text()) == {
         "tokens": 4 * N_CTX, "layers": 1, "d_mlp": 48}
@@ -198,13 +203,14 @@ def _stores_equal(a: NeuronStore, b: NeuronStore) -> None:
 
 def test_two_process_collection_equals_one_process(small_corpus, tmp_path):
     run = make_run(tmp_path / "run", small_corpus, "solu_ln")
-    kwargs = dict(n_tokens=24 * N_CTX, k=K, samples=SAMPLES, n_intervals=INTERVALS,
-                  batch_size=BATCH, progress=False)
-    single = NeuronStore.open(collect(run, out=tmp_path / "single", **kwargs))
+    settings = StoreSettings(k=K, samples=SAMPLES, n_intervals=INTERVALS)
+    kwargs = dict(n_tokens=24 * N_CTX, batch_size=BATCH, progress=False)
+    single = NeuronStore.open(collect(run, out=tmp_path / "single", settings=settings, **kwargs))
+    child_kwargs = json.dumps({**kwargs, "settings": asdict(settings)})
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                     "--master_port", str(free_port()), str(ROOT / "tests" / "_neurons_child.py"),
-                    str(run), str(tmp_path / "double"), json.dumps(kwargs)],
+                    str(run), str(tmp_path / "double"), child_kwargs],
                    check=True, env=env, timeout=300)
     double = NeuronStore.open(tmp_path / "double")
     assert double.meta == {**single.meta}
@@ -270,7 +276,8 @@ def test_admitting_samples_in_chunks_changes_nothing(small_corpus, tmp_path, mon
 
     monkeypatch.setattr(c_stats, "ready", lambda v: False)  # chunks are the PyTorch path's
     run = make_run(tmp_path / "run", small_corpus, "solu_ln", n_layers=1)
-    kwargs = dict(n_tokens=12 * N_CTX, k=K, samples=SAMPLES, batch_size=BATCH, progress=False)
+    kwargs = dict(n_tokens=12 * N_CTX, settings=StoreSettings(k=K, samples=SAMPLES),
+                  batch_size=BATCH, progress=False)
     whole = NeuronStore.open(collect(run, out=tmp_path / "whole", **kwargs))
     monkeypatch.setattr(stream, "ADMIT_AT_ONCE", 16)
     monkeypatch.setattr(stream, "SAMPLE_CHUNK", 8)
@@ -284,7 +291,8 @@ def test_the_c_pass_equals_the_pytorch_path(small_corpus, tmp_path, monkeypatch)
     if not c_stats.ready(torch.zeros(1)):
         pytest.skip("no C compiler here: only the PyTorch path runs")
     run = make_run(tmp_path / "run", small_corpus, "solu_ln", n_layers=1)
-    kwargs = dict(n_tokens=12 * N_CTX, k=K, samples=SAMPLES, batch_size=BATCH, progress=False)
+    kwargs = dict(n_tokens=12 * N_CTX, settings=StoreSettings(k=K, samples=SAMPLES),
+                  batch_size=BATCH, progress=False)
     native = NeuronStore.open(collect(run, out=tmp_path / "native", **kwargs))
     monkeypatch.setattr(c_stats, "ready", lambda v: False)
     plain = NeuronStore.open(collect(run, out=tmp_path / "plain", **kwargs))

@@ -20,6 +20,7 @@ from solulab.core.transformerlens import to_transformerlens
 from solulab.data import Corpus, build_corpus
 from solulab.errors import SolulabError
 from solulab.neurons.collect import collect, open_store
+from solulab.neurons.settings import StoreSettings
 
 TOL = 1e-4
 D_VOCAB = 300
@@ -348,7 +349,7 @@ def test_an_imported_model_runs_through_collection(tmp_path, small_corpus):
     corpus = tmp_path / "corpus"
     build_corpus(corpus, [write_text_tree(tmp_path / "text", n_docs=20)], progress=False,
                  tokenizer=tmp_path / "run" / "tokenizer.json")
-    collect(tmp_path / "run", corpus, n_tokens=512, k=8, progress=False)
+    collect(tmp_path / "run", corpus, n_tokens=512, settings=StoreSettings(k=8), progress=False)
     top = open_store(tmp_path / "run").examples(1, 5, "mid")[0]
     tokens = np.asarray(Corpus(corpus).tokens("val")[:512]).astype(np.int64)
     _, hooks = reference(fields, state, torch.from_numpy(tokens).view(-1, 16))

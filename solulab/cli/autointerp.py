@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
+from solulab.autointerp import HELD_OUT_TOKENS
 from solulab.cli.exits import reports_errors
 
 
@@ -30,7 +31,7 @@ app = typer.Typer(cls=RunByDefault, no_args_is_help=True,
 def run_command(
     run: Path = typer.Argument(..., help="Run directory with a neuron store."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: all)."),
-    tokens: int = typer.Option(16_384, help="Held-out tokens for the whole-range check."),
+    tokens: int = typer.Option(HELD_OUT_TOKENS, help="Held-out tokens for the whole-range check."),
     fire_fraction: float = typer.Option(0.5, help="Fires above this fraction of its max."),
     pattern: list[str] = typer.Option([], help="Extra regex rules (repeatable)."),
     simulator: str = typer.Option(
@@ -84,7 +85,7 @@ def regex_command(
     run: Path = typer.Argument(..., help="Run directory with a neuron store."),
     pattern: str = typer.Option(..., help="Regular expression over each token's text."),
     top: int = typer.Option(20, help="Neurons to list."),
-    tokens: int = typer.Option(16_384, help="Held-out tokens."),
+    tokens: int = typer.Option(HELD_OUT_TOKENS, help="Held-out tokens."),
     fire_fraction: float = typer.Option(0.5, help="Fires above this fraction of its max."),
 ):
     """Rank neurons by how well PATTERN predicts where they fire (F1, then AUROC)."""

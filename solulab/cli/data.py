@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from solulab.cli.exits import reports_errors, stops_cleanly
+from solulab.corpus_defaults import VAL_FRACTION, VOCAB_SIZE
 
 app = typer.Typer(help="Build and inspect token corpora.", no_args_is_help=True)
 
@@ -20,8 +21,9 @@ def corpus_build(
         None, help="File or directory of .txt .md .py .rst .html, .jsonl(.gz|.zst), .parquet "
         "shards or a saved `datasets` directory (repeatable; .rst and .html lose their markup). "
         "Default: the built-in corpus (this Python's standard library source)."),
-    vocab_size: int = typer.Option(4096, help="BPE vocabulary size."),
-    val_fraction: float = typer.Option(0.05, help="Share of documents held out for validation."),
+    vocab_size: int = typer.Option(VOCAB_SIZE, help="BPE vocabulary size."),
+    val_fraction: float = typer.Option(VAL_FRACTION,
+                                       help="Share of documents held out for validation."),
     max_bytes: Optional[int] = typer.Option(None, help="Stop reading after this many bytes."),
     tokenizer: Optional[Path] = typer.Option(
         None, help="Tokenize with this tokenizer.json (a model's own) instead of training one."),

@@ -8,6 +8,12 @@ from typing import Optional
 import typer
 
 from solulab.cli.exits import is_main_process, reports_errors, stops_cleanly
+from solulab.neurons.settings import (
+    COLLECT_BATCH_SIZE,
+    COLLECT_SPLIT,
+    COLLECT_TOKENS,
+    StoreSettings,
+)
 
 app = typer.Typer(help="Collect and read per-neuron dataset examples.", no_args_is_help=True)
 
@@ -26,14 +32,17 @@ def parse_layers(text: Optional[str]) -> Optional[list[int]]:
 def collect_command(
     run: Path = typer.Argument(..., help="Run directory."),
     corpus: Optional[Path] = typer.Option(None, help="Corpus directory (default: the run's)."),
-    split: str = typer.Option("val", help="Corpus split."),
-    tokens: int = typer.Option(200_000, help="Tokens to stream through the model."),
+    split: str = typer.Option(COLLECT_SPLIT, help="Corpus split."),
+    tokens: int = typer.Option(COLLECT_TOKENS, help="Tokens to stream through the model."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: all)."),
-    k: int = typer.Option(40, help="Top examples kept per neuron and point."),
-    samples: int = typer.Option(5, help="Examples sampled per activation interval."),
-    intervals: int = typer.Option(8, help="Activation intervals from min to max."),
-    threshold: float = typer.Option(0.5, help="Report the fraction of tokens above this."),
-    batch_size: int = typer.Option(16, help="Sequences per forward pass."),
+    k: int = typer.Option(StoreSettings.k, help="Top examples kept per neuron and point."),
+    samples: int = typer.Option(StoreSettings.samples,
+                                help="Examples sampled per activation interval."),
+    intervals: int = typer.Option(StoreSettings.n_intervals,
+                                  help="Activation intervals from min to max."),
+    threshold: float = typer.Option(StoreSettings.threshold,
+                                    help="Report the fraction of tokens above this."),
+    batch_size: int = typer.Option(COLLECT_BATCH_SIZE, help="Sequences per forward pass."),
     out: Optional[Path] = typer.Option(None, help="Store directory (default RUN/neurons)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda if present)."),
 ):
@@ -42,8 +51,9 @@ def collect_command(
     from solulab.neurons.store import NeuronStore
 
     with stops_cleanly("no neuron store was written"):
-        path = collect(run, corpus, out, split, tokens, parse_layers(layers), k=k,
-                       samples=samples, n_intervals=intervals, threshold=threshold,
+        settings = StoreSettings(k=k, samples=samples, n_intervals=intervals,
+                                 threshold=threshold)
+        path = collect(run, corpus, out, split, tokens, parse_layers(layers), settings,
                        batch_size=batch_size, device=device)
     if is_main_process():
         typer.echo(f"neuron store: {path}")

@@ -44,6 +44,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from solulab.corpus_defaults import VAL_FRACTION, VOCAB_SIZE
 from solulab.data.corpus import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -490,8 +491,8 @@ def load_given_tokenizer(path: Path) -> Tokenizer:
     return tokenizer
 
 
-def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int = 4096,
-                 val_fraction: float = 0.05, max_bytes: int | None = None,
+def build_corpus(out: Path, sources: list[Path] | None = None, vocab_size: int = VOCAB_SIZE,
+                 val_fraction: float = VAL_FRACTION, max_bytes: int | None = None,
                  progress: bool = True, *, shard_tokens: int = SHARD_TOKENS,
                  tokenizer: Path | None = None, keep_markup: bool = False,
                  text_field: str = "text", workers: int = 1) -> Manifest:

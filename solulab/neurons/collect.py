@@ -9,6 +9,7 @@ LayerNorm, ``hook_post`` otherwise). Under ``torchrun`` rank ``r`` takes sequenc
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,13 @@ from solulab.distributed import DistInfo, init_distributed
 from solulab.errors import SolulabError
 from solulab.io import sha256_file
 from solulab.neurons.logit_effects import top_logit_effects
+from solulab.neurons.settings import (
+    AT_LEAST_ONE,
+    COLLECT_BATCH_SIZE,
+    COLLECT_SPLIT,
+    COLLECT_TOKENS,
+    StoreSettings,
+)
 from solulab.neurons.store import META_FILE, NeuronStore, write_store
 from solulab.neurons.stream import PointStream, finalize
 from solulab.runs import rundir
@@ -65,15 +73,17 @@ def check_layers(model: Transformer, layers: list[int] | None) -> list[int]:
 class Collector:
     """The streams of every collected layer and point, fed batch by batch."""
 
-    def __init__(self, model: Transformer, layers: list[int], k: int, before: int, after: int,
-                 samples: int, threshold: float, seed: int):
+    def __init__(self, model: Transformer, layers: list[int], settings: StoreSettings,
+                 seed: int):
         self.model, self.layers = model, layers
         has_ln = model.blocks[0].mlp.hook_mid is not None
         self.points = ("mid", "post") if has_ln else ("post",)
         device = next(model.parameters()).device
         self.streams = {
-            (layer, point): PointStream(model.cfg.d_mlp, k, before, after, samples, threshold,
-                                        with_other=has_ln, seed=seed, device=device)
+            (layer, point): PointStream(model.cfg.d_mlp, settings.k, settings.window_before,
+                                        settings.window_after, settings.samples,
+                                        settings.threshold, with_other=has_ln, seed=seed,
+                                        device=device)
             for layer in layers for point in self.points}
         self.hooks = {(layer, point): f"blocks.{layer}.mlp.hook_{point}"
                       for layer in layers for point in self.points}
@@ -102,16 +112,13 @@ def _gather_to_main(collector: Collector, info: DistInfo) -> None:
 
 
 def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
-            out: str | Path | None = None, split: str = "val", n_tokens: int = 200_000,
-            layers: list[int] | None = None, k: int = 40, window_before: int = 20,
-            window_after: int = 4, samples: int = 5, n_intervals: int = 8,
-            threshold: float = 0.5, batch_size: int = 16, seed: int = 0,
-            device: str | None = None, progress: bool = True) -> Path:
+            out: str | Path | None = None, split: str = COLLECT_SPLIT,
+            n_tokens: int = COLLECT_TOKENS, layers: list[int] | None = None,
+            settings: StoreSettings = StoreSettings(), batch_size: int = COLLECT_BATCH_SIZE,
+            seed: int = 0, device: str | None = None, progress: bool = True) -> Path:
     """Collect the neuron store of a run; returns its path (default ``RUN/neurons``)."""
-    if k < 1 or samples < 1 or n_intervals < 1 or batch_size < 1:
-        raise SolulabError("k, samples, n_intervals and batch_size must be at least 1")
-    if window_before < 0 or window_after < 0:
-        raise SolulabError("window sizes must be >= 0")
+    if batch_size < 1:
+        raise SolulabError(AT_LEAST_ONE)
     run_dir = Path(run_dir)
     info = init_distributed(device)
     model = Transformer.from_pretrained(run_dir, device=info.device).eval()
@@ -123,7 +130,7 @@ def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
     if n_seq < 1:
         raise SolulabError(f"{n_tokens:,} tokens (split {split!r} has {len(split_tokens):,}) make "
                            f"no sequence of n_ctx={n_ctx}: collect more tokens")
-    collector = Collector(model, layers, k, window_before, window_after, samples, threshold, seed)
+    collector = Collector(model, layers, settings, seed)
     mine = list(range(info.rank, n_seq, info.world_size))
     offsets = torch.arange(n_ctx)
     bar = tqdm(total=len(mine) * n_ctx, unit="tok", disable=not progress or not info.is_main,
@@ -142,7 +149,7 @@ def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
     if info.is_main:
         arrays: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
         for (layer, point), stream in collector.streams.items():
-            for name, array in finalize(stream, n_intervals).items():
+            for name, array in finalize(stream, settings.n_intervals).items():
                 arrays[layer][f"{point}.{name}"] = array
         for layer in layers:
             for name, tensor in top_logit_effects(model, layer).items():
@@ -151,8 +158,7 @@ def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
             "model_sha256": sha256_file(run_dir / rundir.WEIGHTS),
             "tokenizer_sha256": corpus.tokenizer_sha256, "act_fn": model.cfg.act_fn,
             "n_layers": model.cfg.n_layers, "layers": layers, "d_mlp": model.cfg.d_mlp,
-            "k": k, "window_before": window_before, "window_after": window_after,
-            "samples": samples, "n_intervals": n_intervals, "threshold": threshold,
+            **asdict(settings),
             "n_tokens": n_seq * n_ctx, "requested_tokens": n_tokens, "n_ctx": n_ctx,
             "split": split, "seed": seed,
             "corpus": str(corpus.path), "points": list(collector.points),
