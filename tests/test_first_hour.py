@@ -123,7 +123,7 @@ def test_files_that_are_not_what_a_command_needs_are_one_line_and_create_nothing
     before = sorted(p.name for p in small_corpus.iterdir())
     one_line_error(cli("study", "report", manifest), "not a solulab study")
     one_line_error(cli("serve", "--study", manifest), "not a solulab study")
-    one_line_error(cli("train", "--corpus", small_corpus, "--act", "gelu", "--preset", "1l-128",
+    one_line_error(cli("train", "--corpus", small_corpus, "--act", "gelu", "--size", "1x128",
                        "--steps", "2", "--out", manifest), "is a file")
     assert sorted(p.name for p in small_corpus.iterdir()) == before
 

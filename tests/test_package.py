@@ -71,8 +71,8 @@ def test_the_installed_commands_train_collect_and_serve(installed, small_corpus,
     bin_dir = installed / "bin"
     assert (bin_dir / "solulab").read_text().startswith(f"#!{bin_dir / 'python'}")
     assert run_installed(installed, tmp_path, "solulab", "--version").returncode == 0
-    presets = run_installed(installed, tmp_path, "solulab", "presets")
-    assert presets.returncode == 0 and "1l-128" in presets.stdout, presets.stderr
+    sizes = run_installed(installed, tmp_path, "solulab", "sizes")
+    assert sizes.returncode == 0 and "2x192" in sizes.stdout, sizes.stderr
     trained = run_installed(
         installed, tmp_path, "solulab", "train", "--corpus", small_corpus, "--act", "solu_ln",
         "--n-layers", "1", "--d-model", "32", "--n-heads", "2", "--n-ctx", "32",

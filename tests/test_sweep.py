@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from solulab.core.config import ConfigError
-from solulab.sweep import SweepError, load_sweep, run_sweep, size_kwargs
+from solulab.core.sizes import parse_size
+from solulab.sweep import SweepError, load_sweep, run_sweep
 from solulab.training.trainer import TrainConfig
 
 HERE = Path(__file__).parent
@@ -24,13 +25,17 @@ def run_test_sweep(corpus, out, steps=12, **kw):
                      log=lambda message: None)
 
 
-def test_sizes_are_presets_or_layers_by_width():
-    assert size_kwargs("1x64") == {"n_layers": 1, "d_model": 64, "n_heads": 2, "d_mlp": 256}
-    assert size_kwargs("1l-128")["d_model"] == 128
-    with pytest.raises(ConfigError, match="unknown size 'big'"):
-        size_kwargs("big")
+def test_sizes_are_layers_by_width_with_heads_by_width():
+    assert parse_size("1x64") == {"n_layers": 1, "d_model": 64, "n_heads": 2}
+    assert parse_size("3x320") == {"n_layers": 3, "d_model": 320, "n_heads": 5}
+    assert parse_size("24x4096")["n_heads"] == 32
+    for bad in ("big", "1l-128", "0x64", "1x"):
+        with pytest.raises(ConfigError, match=f"unknown size '{bad}'"):
+            parse_size(bad)
     with pytest.raises(ConfigError, match="multiple of 32"):
-        size_kwargs("2x50")
+        parse_size("2x50")
+    with pytest.raises(ConfigError, match="multiple of 64"):
+        parse_size("2x288")
 
 
 def test_interrupted_sweep_restarted_equals_an_uninterrupted_one(small_corpus, tmp_path):

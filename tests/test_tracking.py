@@ -149,7 +149,7 @@ def test_tracker_names_are_checked_and_a_missing_extra_is_named(monkeypatch):
 
 
 @pytest.mark.parametrize("command", [
-    ["train", "--act", "gelu", "--preset", "1l-128", "--steps", "2"],
+    ["train", "--act", "gelu", "--size", "1x128", "--steps", "2"],
     ["sweep", "--sizes", "1x32", "--steps", "2"],
     ["replicate", "--budget-minutes", "1"],
 ])

@@ -199,8 +199,8 @@ def test_bad_inputs_are_one_clear_line_and_exit_2(small_corpus, tmp_path):
     r = _cli("corpus", "build", "--out", tmp_path / "c", "--source", tmp_path / "missing")
     assert r.exit_code == 2 and "missing" in r.output and not (tmp_path / "c").exists()
 
-    r = _cli(*base, "--out", tmp_path / "r1", "--preset", "huge")
-    assert r.exit_code == 2 and "unknown preset 'huge'; known: 1l-128" in r.output
+    r = _cli(*base, "--out", tmp_path / "r1", "--size", "huge")
+    assert r.exit_code == 2 and "unknown size 'huge': give LxD" in r.output
 
     r = _cli(*base, "--out", tmp_path / "r2", "--n-ctx", 100_000)
     assert r.exit_code == 2 and "is longer than the" in r.output
@@ -235,18 +235,20 @@ def test_resume_against_another_tokenizer_is_refused(small_corpus, tmp_path):
         Trainer(cfg, small_train_cfg(20), other, run, resume=True, progress=False).run()
 
 
-def test_presets_are_about_4x_apart_and_listed():
-    from solulab.core.presets import PRESETS
+def test_the_ladder_of_sizes_is_about_4x_apart_and_listed():
+    from solulab.core.sizes import LADDER, parse_size
 
     counts = []
-    for preset in PRESETS.values():
+    for size in LADDER:
         with torch.device("meta"):
-            counts.append(Transformer(ModelConfig(**preset.model_kwargs())).n_params())
+            counts.append(Transformer(ModelConfig(**parse_size(size))).n_params())
     ratios = [b / a for a, b in zip(counts, counts[1:])]
     assert all(3.5 < r < 5.0 for r in ratios), ratios
-    assert PRESETS["1l-128"].n_layers == 1 and PRESETS["1l-128"].d_model == 128
-    listing = _cli("presets")
-    assert listing.exit_code == 0 and "1l-128" in listing.output and "199,552" in listing.output
+    # 1x128 (solu_ln): 12 * D**2 weights, the biases of qkv, out, fc_in and fc_out, and the
+    # LayerNorms of the block (2 x 2D), the activation (2 x 4D) and the end (2D)
+    assert counts[0] == 12 * 128**2 + (3 + 1 + 4 + 1) * 128 + (4 + 8 + 2) * 128
+    listing = _cli("sizes")
+    assert listing.exit_code == 0 and "1x128" in listing.output and "199,552" in listing.output
 
 
 def test_the_training_step_equals_its_parts_and_takes_any_forward():

@@ -34,7 +34,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
 
 app.add_typer(data.app, name="corpus")
 for name, command in [("import", interop.import_command), ("export", interop.export_command),
-                      ("presets", training.presets), ("train", training.train),
+                      ("sizes", training.list_sizes), ("train", training.train),
                       ("sweep", training.sweep), ("compare", training.compare),
                       ("eval", training.eval_run), ("report", training.report),
                       ("demo", pipelines.demo), ("replicate", pipelines.replicate),

@@ -1,4 +1,4 @@
-"""Training commands: ``presets``, ``train``, ``sweep``, and reading a sweep: ``compare``,
+"""Training commands: ``sizes``, ``train``, ``sweep``, and reading a sweep: ``compare``,
 ``eval``, ``report``."""
 
 from __future__ import annotations
@@ -15,20 +15,21 @@ from solulab.runs.tracking import parse_trackers
 from solulab.training.config import TrainConfig
 
 
-def presets():
-    """List the model-size presets (about 4x apart in non-embedding parameters)."""
+def list_sizes():
+    """List the ladder of model sizes (LxD, about 4x apart in non-embedding parameters)."""
     import torch
 
     from solulab import ModelConfig, Transformer
-    from solulab.core.presets import PRESETS
+    from solulab.core.sizes import LADDER, parse_size
 
-    typer.echo(f"{'preset':<10} {'layers':>6} {'d_model':>7} {'heads':>5} {'d_mlp':>6} "
+    typer.echo(f"{'size':<10} {'layers':>6} {'d_model':>7} {'heads':>5} {'d_mlp':>6} "
                f"{'non-emb params':>15}")
-    for p in PRESETS.values():
+    for size in LADDER:
         with torch.device("meta"):
-            n = Transformer(ModelConfig(**p.model_kwargs())).n_params()
-        typer.echo(f"{p.name:<10} {p.n_layers:>6} {p.d_model:>7} {p.n_heads:>5} "
-                   f"{4 * p.d_model:>6} {n:>15,}")
+            cfg = ModelConfig(**parse_size(size))
+            n = Transformer(cfg).n_params()
+        typer.echo(f"{size:<10} {cfg.n_layers:>6} {cfg.d_model:>7} {cfg.n_heads:>5} "
+                   f"{cfg.d_mlp:>6} {n:>15,}")
 
 
 @reports_errors
@@ -36,7 +37,8 @@ def train(
     corpus: Path = typer.Option(..., help="Corpus directory (from `solulab corpus build`)."),
     act: str = typer.Option(..., help="Activation: gelu, relu, solu, solu_ln, gelu_ln, exp_ln."),
     out: Path = typer.Option(..., help="Run directory to write."),
-    preset: Optional[str] = typer.Option(None, help="Model size preset (see `solulab presets`)."),
+    size: Optional[str] = typer.Option(None, help="LxD: L layers of width D, e.g. 1x128 (see "
+                                       "`solulab sizes`); --n-layers etc. override it."),
     n_layers: Optional[int] = typer.Option(None),
     d_model: Optional[int] = typer.Option(None),
     n_heads: Optional[int] = typer.Option(None),
@@ -71,21 +73,20 @@ def train(
     log: Optional[list[str]] = TRACKERS,
 ):
     """Train one model. Under `torchrun --nproc_per_node N` it trains with DDP (or FSDP2)."""
-    from solulab.core.presets import get_preset
+    from solulab.core.sizes import parse_size
     from solulab.data import Corpus
     from solulab.training.trainer import Trainer, TrainError
 
-    if preset is not None:
-        sizes = get_preset(preset).model_kwargs()
-        given = {k: v for k, v in dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads,
-                                       d_mlp=d_mlp).items() if v is not None}
-        sizes.update(given)
+    if size is not None:
+        shape: dict = parse_size(size)
+        shape.update({k: v for k, v in dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads,
+                                            d_mlp=d_mlp).items() if v is not None})
     elif n_layers is None or d_model is None or n_heads is None:
-        raise TrainError("give --preset NAME or all of --n-layers, --d-model, --n-heads")
+        raise TrainError("give --size LxD or all of --n-layers, --d-model, --n-heads")
     else:
-        sizes = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp)
+        shape = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp)
     vocab = Corpus(corpus).vocab_size
-    model_cfg = ModelConfig(**sizes, n_ctx=n_ctx, d_vocab=vocab, act_fn=act,
+    model_cfg = ModelConfig(**shape, n_ctx=n_ctx, d_vocab=vocab, act_fn=act,
                             act_blocks=act_blocks, positional=positional, init_seed=seed)
     cfg = TrainConfig(batch_size=batch_size, grad_accum=grad_accum, steps=steps, tokens=tokens,
                       lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
@@ -109,7 +110,8 @@ def train(
 @reports_errors
 def sweep(
     corpus: Path = typer.Option(..., help="Corpus directory."),
-    sizes: str = typer.Option(..., help="Comma-separated presets or LxD sizes, e.g. 1x64,1l-128."),
+    sizes: str = typer.Option(..., help="Comma-separated LxD sizes (layers x width), "
+                                        "e.g. 1x64,2x192."),
     acts: str = typer.Option("gelu,solu_ln", help="Comma-separated activations."),
     out: Path = typer.Option(..., help="Sweep directory."),
     tokens: Optional[int] = typer.Option(None, help="Tokens per run (or give --steps)."),

@@ -8,9 +8,8 @@ from solulab.sweep.runs import (
     SweepPlan,
     load_sweep,
     run_sweep,
-    size_kwargs,
     train_or_resume,
 )
 
-__all__ = ["SWEEP_FILE", "SweepError", "SweepPlan", "load_sweep", "run_sweep", "size_kwargs",
+__all__ = ["SWEEP_FILE", "SweepError", "SweepPlan", "load_sweep", "run_sweep",
            "train_or_resume"]

@@ -3,14 +3,12 @@
 A sweep directory holds ``sweep.json`` (the plan: sizes, activations, model and training
 settings) and one run directory per ``{size}/{act}``. Running a sweep again skips finished runs,
 resumes interrupted ones from their newest checkpoint, and refuses to mix in runs of another
-plan. Sizes are preset names (``solulab presets``) or ``LxD`` (``L`` layers of width ``D``,
-heads of 32 dims), e.g. ``1x64``.
+plan. Sizes are ``LxD`` (``L`` layers of width ``D``, ``solulab.core.sizes``), e.g. ``1x64``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,8 +16,8 @@ from typing import Any
 
 import typer
 
-from solulab.core.config import ConfigError, ModelConfig
-from solulab.core.presets import PRESETS, get_preset
+from solulab.core.config import ModelConfig
+from solulab.core.sizes import parse_size
 from solulab.data import Corpus
 from solulab.errors import SolulabError
 from solulab.io import atomic_write_json
@@ -29,26 +27,10 @@ from solulab.training.trainer import TrainConfig, Trainer
 
 SWEEP_FILE = "sweep.json"
 MACHINE_SETTINGS = ("device", "compile", "log")  # may differ between invocations of one sweep
-_CUSTOM_SIZE = re.compile(r"^(\d+)x(\d+)$")
 
 
 class SweepError(SolulabError):
     """A sweep that cannot run as asked."""
-
-
-def size_kwargs(size: str) -> dict[str, int]:
-    """Model sizes for a preset name or an ``LxD`` spec."""
-    if size in PRESETS:
-        return get_preset(size).model_kwargs()
-    match = _CUSTOM_SIZE.match(size)
-    if not match:
-        raise ConfigError(f"unknown size {size!r}: use a preset ({', '.join(PRESETS)}) "
-                          "or LxD such as 1x64")
-    n_layers, d_model = int(match.group(1)), int(match.group(2))
-    if d_model % 32:
-        raise ConfigError(f"size {size!r}: the width must be a multiple of 32 (heads of 32)")
-    return {"n_layers": n_layers, "d_model": d_model, "n_heads": d_model // 32,
-            "d_mlp": 4 * d_model}
 
 
 @dataclass
@@ -64,7 +46,7 @@ class SweepPlan:
         return root / size / act
 
     def model_config(self, size: str, act: str, d_vocab: int) -> ModelConfig:
-        return ModelConfig(**size_kwargs(size), **self.model, d_vocab=d_vocab, act_fn=act,
+        return ModelConfig(**parse_size(size), **self.model, d_vocab=d_vocab, act_fn=act,
                            init_seed=self.train.get("seed", 0))
 
 
