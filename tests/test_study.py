@@ -275,6 +275,30 @@ def test_excluded_studies_neurons_are_not_drawn_again(collected_runs, tmp_path):
                      exclude=[first.path])
 
 
+def test_layers_limits_the_draw_to_those_layers(small_corpus, tmp_path):
+    import shutil
+
+    from solulab import ModelConfig, Transformer
+    from solulab.neurons.collect import collect
+    from solulab.neurons.settings import StoreSettings
+
+    run = tmp_path / "deep"
+    model = Transformer(ModelConfig(n_layers=3, d_model=16, n_heads=2, d_mlp=32, n_ctx=32,
+                                    d_vocab=300, act_fn="gelu", init_std=0.3))
+    model.save_pretrained(run)
+    shutil.copy(small_corpus / "tokenizer.json", run / "tokenizer.json")
+    (run / "run.json").write_text(json.dumps({"corpus": str(small_corpus)}))
+    collect(run, n_tokens=1024, settings=StoreSettings(k=24), progress=False)
+    made = create_study({"m": run}, tmp_path / "a.sqlite", 30, layers=[2, 1])
+    drawn = list(sqlite3.connect(made.path).execute("SELECT layer, neuron FROM secrets"))
+    assert len(set(drawn)) == 30
+    assert sorted(layer for layer, _ in drawn) == [1] * 15 + [2] * 15
+    for layers in ([3], []):
+        with pytest.raises(SolulabError, match="not in its neuron store"):
+            create_study({"m": run}, tmp_path / f"b{layers}.sqlite", 4, layers=layers)
+    assert not list(tmp_path.glob("b*"))
+
+
 def test_stratified_sampling_takes_each_layer_equally_and_the_remainder_at_random():
     import random
     from collections import Counter

@@ -40,14 +40,17 @@ def create(
                                        "(repeatable): a fresh, held-out sample."),
     display: str = typer.Option(DEFAULT_DISPLAY, help="How tokens are shaded: " + "; ".join(
         f"{name}: {text}" for name, text in DESCRIPTIONS.items())),
+    layers: Optional[str] = typer.Option(None, help="Draw only from these layers, e.g. 1 or "
+                                         "1,2 (default: every layer, the same share of each)."),
 ):
     """Sample neurons uniformly from each model and print one secret link per annotator. The
     study database holds the key to the blinding: it is created readable by you only."""
+    from solulab.cli.neurons import parse_layers
     from solulab.study.create import create_study
 
     names = [a.strip() for a in annotators.split(",")]
     links = create_study(parse_models(model), out, neurons_per_model, seed, names, exclude,
-                         display)
+                         display, parse_layers(layers))
     typer.echo(f"study: {links.path}")
     port = urlsplit(base_url).port
     serve = f"solulab serve --study {links.path}" + (f" --port {port}" if port and port != 8000

@@ -145,10 +145,12 @@ def _n_params(run: Path) -> int:
 
 def create_study(models: dict[str, str | Path], out: str | Path, neurons_per_model: int = 60,
                  seed: int | None = None, annotators: list[str] | None = None,
-                 exclude: list[Path] = (), display_name: str = DEFAULT_DISPLAY) -> StudyLinks:
+                 exclude: list[Path] = (), display_name: str = DEFAULT_DISPLAY,
+                 layers: list[int] | None = None) -> StudyLinks:
     """Write a new study database at ``out``; returns each annotator's secret token. Neurons
     sampled by the studies in ``exclude`` are not drawn again (a fresh sample, e.g. held out);
-    ``display_name`` chooses how tokens are shaded (``solulab.study.display``)."""
+    ``display_name`` chooses how tokens are shaded (``solulab.study.display``); ``layers``
+    limits the draw to those layers of every model (default: all of them)."""
     out = Path(out)
     if out.exists():
         raise SolulabError(f"{out} exists: a study is created once (choose another --out)")
@@ -161,9 +163,14 @@ def create_study(models: dict[str, str | Path], out: str | Path, neurons_per_mod
     candidates = {}
     for name, store in stores.items():
         run = str(store.path.parent.resolve())
+        drawn = store.layers if layers is None else sorted(set(layers))
+        absent = [layer for layer in drawn if layer not in store.layers]
+        if absent or not drawn:
+            raise SolulabError(f"model {name}: layer {absent[0] if absent else '(none)'} is not "
+                               f"in its neuron store (it has layers {store.layers})")
         candidates[name] = {layer: [(layer, n) for n in range(store.d_mlp)
-                                    if (run, layer, n) not in taken] for layer in store.layers}
-        share = -(-neurons_per_model // len(store.layers))  # the most any layer must give
+                                    if (run, layer, n) not in taken] for layer in drawn}
+        share = -(-neurons_per_model // len(drawn))  # the most any layer must give
         short = [layer for layer, pairs in candidates[name].items() if len(pairs) < share]
         if short:
             raise SolulabError(f"model {name}: layer {short[0]} has "
