@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -149,13 +150,18 @@ def test_replicate_end_to_end_interrupted_and_resumed(small_corpus, tmp_path):
 
 def test_a_replication_continues_only_with_its_own_settings(small_corpus, tmp_path):
     request = Request(small_corpus, 1.0)
-    plan = ReplicationPlan(
-        corpus=str(small_corpus.resolve()), budget_minutes=1.0, sizes=["1x32"],
-        acts=list(request.acts), tokens=1000, seconds_per_token={"1x32": 1e-5},
-        non_embedding_params={"1x32": 12_000}, device="cpu", threads=1, n_ctx=256,
-        batch_size=16, lr=1e-3, seed=0, neurons_per_model=60, collect_tokens=262_144,
-        annotators=["rater1", "rater2"], undertrained=True, layers=2, seeds=3)
-    (tmp_path / PLAN_FILE).write_text(json.dumps(plan.__dict__))
+    plan = ReplicationPlan(replace(request, corpus=small_corpus.resolve(), device="cpu"),
+                           sizes=["1x32"], tokens=1000, seconds_per_token={"1x32": 1e-5},
+                           non_embedding_params={"1x32": 12_000}, threads=1, undertrained=True)
+    record = plan.to_json()
+    assert record == {"corpus": str(small_corpus.resolve()), "budget_minutes": 1.0,
+                      "acts": ["gelu", "solu_ln", "gelu_ln"], "n_ctx": 256, "batch_size": 16,
+                      "lr": 1e-3, "seed": 0, "neurons_per_model": 60, "collect_tokens": 262_144,
+                      "annotators": ["rater1", "rater2"], "layers": 2, "seeds": 3,
+                      "device": "cpu", "sizes": ["1x32"], "tokens": 1000,
+                      "seconds_per_token": {"1x32": 1e-5}, "non_embedding_params": {"1x32": 12_000},
+                      "threads": 1, "undertrained": True}
+    (tmp_path / PLAN_FILE).write_text(json.dumps(record))
     assert load_plan(tmp_path, request) == plan
     with pytest.raises(SolulabError, match="budget_minutes: 1.0 -> 2.0"):
         load_plan(tmp_path, Request(small_corpus, 2.0))
@@ -170,10 +176,12 @@ def test_a_replication_continues_only_with_its_own_settings(small_corpus, tmp_pa
 def test_plans_made_before_depth_and_seeds_read_as_one_layer_one_seed():
     from pathlib import Path
 
-    from solulab.pipelines.replicate_plan import read_plan_file, request_from_plan
+    from solulab.pipelines.replicate_plan import read_plan_file
 
     saved = Path(__file__).parent.parent / "docs" / "replication" / "code" / "replicate.json"
     plan = read_plan_file(saved)
-    assert (plan.layers, plan.seeds, plan.sizes) == (1, 1, ["1x32", "1x64", "1x128"])
-    request = request_from_plan(plan, Path("corpus"))
-    assert (request.layers, request.seeds) == (1, 1)
+    assert (plan.request.layers, plan.request.seeds) == (1, 1)
+    assert plan.sizes == ["1x32", "1x64", "1x128"] and plan.request.budget_minutes == 60.0
+    saved_record = json.loads(saved.read_text())
+    assert plan.to_json() == {**saved_record, "corpus": str(Path("code-corpus").resolve()),
+                              "layers": 1, "seeds": 1}

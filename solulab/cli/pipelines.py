@@ -56,14 +56,16 @@ def replicate(
     """GELU vs SoLU-LN (and the LayerNorm-only ablation) at the largest size the budget
     trains well, with several seeds of it: loss, multipliers, automated verdicts per layer, a
     blinded study stratified by layer, results.md."""
+    from dataclasses import replace
+
     from solulab.pipelines.replicate import replicate
-    from solulab.pipelines.replicate_plan import read_plan_file, request_from_plan
+    from solulab.pipelines.replicate_plan import read_plan_file
 
     if (budget_minutes is None) == (plan is None):
         raise SolulabError("give exactly one of --budget-minutes or --plan")
     saved = read_plan_file(plan) if plan is not None else None
     if saved is not None:
-        request = request_from_plan(saved, corpus)
+        request = replace(saved.request, corpus=corpus)  # its own path may be another machine's
     else:
         request = Request(corpus, budget_minutes, tuple(split(acts)), n_ctx, batch_size, lr,
                           seed, neurons_per_model, collect_tokens, tuple(split(annotators)),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -111,10 +111,8 @@ def make_plan(request: Request, log: Callable[[str], None]) -> ReplicationPlan:
         tokens = int(left / (OVERHEAD * request.seeds * cost[size]))
         chosen = ([size], max(request.batch_size * request.n_ctx, tokens))
     sizes, tokens = chosen
-    return ReplicationPlan(**plan_settings(request), sizes=sizes, tokens=tokens,
-                           seconds_per_token=cost, non_embedding_params=params,
-                           device=device.type, threads=torch.get_num_threads(),
-                           undertrained=undertrained)
+    return ReplicationPlan(replace(request, device=device.type), sizes, tokens, cost, params,
+                           torch.get_num_threads(), undertrained)
 
 
 def load_plan(out: Path, request: Request) -> ReplicationPlan | None:
@@ -123,8 +121,9 @@ def load_plan(out: Path, request: Request) -> ReplicationPlan | None:
     if not path.is_file():
         return None
     plan = read_plan_file(path)
-    differ = [f"{k}: {getattr(plan, k)!r} -> {v!r}" for k, v in plan_settings(request).items()
-              if getattr(plan, k) != v]
+    planned = plan_settings(plan.request)
+    differ = [f"{k}: {planned[k]!r} -> {v!r}" for k, v in plan_settings(request).items()
+              if planned[k] != v]
     if differ:
         raise SolulabError(f"{out} holds a replication planned with other settings "
                            f"({'; '.join(differ)}); use another --out")
@@ -156,7 +155,7 @@ def largest_runs(out: Path, plan: ReplicationPlan) -> dict[int, dict[str, Path]]
     """``{seed: {act: run}}`` of the largest size."""
     roots = {seed: out / "sweep" if k == 0 else seed_sweep(out, seed)
              for k, seed in enumerate(plan.seed_values)}
-    return {seed: {act: root / plan.largest / act for act in plan.acts}
+    return {seed: {act: root / plan.largest / act for act in plan.request.acts}
             for seed, root in roots.items()}
 
 
@@ -179,16 +178,18 @@ def replicate(request: Request, out: Path, saved_plan: ReplicationPlan | None = 
     log("[1/6] plan")
     if plan is None:
         if saved_plan is not None:
-            plan = replace(saved_plan, corpus=str(Path(request.corpus).resolve()))
+            plan = replace(saved_plan, request=replace(saved_plan.request,
+                                                       corpus=Path(request.corpus).resolve()))
             log("      the saved plan given, not timed again")
         else:
             log(f"      timing training steps of {', '.join(request.acts)} on this machine")
             plan = make_plan(request, log)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / PLAN_FILE, asdict(plan))
+        atomic_write_json(out / PLAN_FILE, plan.to_json())
     else:
         log(f"      continuing the plan in {out / PLAN_FILE}")
-    log(f"      sizes {', '.join(plan.sizes)} x {', '.join(plan.acts)}, {plan.tokens:,} tokens "
+    asked = plan.request
+    log(f"      sizes {', '.join(plan.sizes)} x {', '.join(asked.acts)}, {plan.tokens:,} tokens "
         f"each, about {plan.predicted_minutes():.0f} minutes of training")
     if plan.undertrained:
         log(f"      warning: even {plan.largest} gets fewer than {TOKENS_PER_PARAM} tokens per "
@@ -198,12 +199,12 @@ def replicate(request: Request, out: Path, saved_plan: ReplicationPlan | None = 
     sweep = out / "sweep"
     started = time.monotonic()
     train_cfg = replace(plan.train_config(), log=trackers)
-    run_sweep(Path(plan.corpus), sweep, plan.sizes, plan.acts, {"n_ctx": plan.n_ctx},
+    run_sweep(Path(asked.corpus), sweep, plan.sizes, asked.acts, {"n_ctx": asked.n_ctx},
               train_cfg, progress=progress, log=log)
     for seed in plan.seed_values[1:]:
         log(f"      {plan.largest}, seed {seed}")
-        run_sweep(Path(plan.corpus), seed_sweep(out, seed), [plan.largest], plan.acts,
-                  {"n_ctx": plan.n_ctx}, replace(train_cfg, seed=seed),
+        run_sweep(Path(asked.corpus), seed_sweep(out, seed), [plan.largest], asked.acts,
+                  {"n_ctx": asked.n_ctx}, replace(train_cfg, seed=seed),
                   progress=progress, log=log)
     train_minutes = add_train_minutes(out, (time.monotonic() - started) / 60)
 
@@ -212,11 +213,11 @@ def replicate(request: Request, out: Path, saved_plan: ReplicationPlan | None = 
     plot_comparison(comparison, out / "figures")
 
     runs = largest_runs(out, plan)
-    log(f"[4/6] neurons of the {plan.largest} models ({plan.seeds} seed(s)): up to "
-        f"{plan.collect_tokens:,} validation tokens each")
+    log(f"[4/6] neurons of the {plan.largest} models ({asked.seeds} seed(s)): up to "
+        f"{asked.collect_tokens:,} validation tokens each")
     for by_act in runs.values():
         for run in by_act.values():
-            store = NeuronStore.open(ensure_store(run, Path(plan.corpus), plan.collect_tokens,
+            store = NeuronStore.open(ensure_store(run, Path(asked.corpus), asked.collect_tokens,
                                                   progress))
             ensure_explanations(run, progress)
             log(f"      {run}: {store.meta['n_tokens']:,} tokens collected")
@@ -224,11 +225,11 @@ def replicate(request: Request, out: Path, saved_plan: ReplicationPlan | None = 
     study = out / "study.sqlite"
     log("[5/6] blinded study")
     if not study.exists():
-        per_seed = -(-plan.neurons_per_model // plan.seeds)
+        per_seed = -(-asked.neurons_per_model // asked.seeds)
         links = create_study(study_models(runs), study, per_seed, seed=None,
-                             annotators=plan.annotators)
+                             annotators=asked.annotators)
         path = write_links(out, links.links(base_url))
-        log(f"      created {study}: {per_seed * plan.seeds} neurons per activation, from every "
+        log(f"      created {study}: {per_seed * asked.seeds} neurons per activation, from every "
             f"seed and layer; each annotator's secret link is in {path}")
     log(f"      serve it: solulab serve --study {study}")
 

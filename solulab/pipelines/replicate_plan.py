@@ -5,7 +5,7 @@ times the machine and runs the plan."""
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,50 +19,6 @@ ACTS = ("gelu", "solu_ln", "gelu_ln")
 TOKENS_PER_PARAM = 20
 SIZES_IN_FIT = 3  # the planned size and the two below it
 OVERHEAD = 1.15  # evaluation, logging and checkpoints on top of the timed steps
-
-
-@dataclass
-class ReplicationPlan:
-    """What ``replicate`` decided; saved so that a re-run continues the same experiment."""
-
-    corpus: str
-    budget_minutes: float
-    sizes: list[str]
-    acts: list[str]
-    tokens: int  # per model, the same for every model
-    seconds_per_token: dict[str, float]  # per measured size, summed over the activations
-    non_embedding_params: dict[str, int]
-    device: str
-    threads: int
-    n_ctx: int
-    batch_size: int
-    lr: float
-    seed: int
-    neurons_per_model: int
-    collect_tokens: int
-    annotators: list[str]
-    undertrained: bool  # even the smallest size gets fewer than TOKENS_PER_PARAM tokens/param
-    layers: int = 1  # plans made before depth and seeds were settings had one of each
-    seeds: int = 1  # of the largest size: seed, seed + 1, ...
-
-    @property
-    def largest(self) -> str:
-        return self.sizes[-1]
-
-    @property
-    def seed_values(self) -> list[int]:
-        return [self.seed + k for k in range(self.seeds)]
-
-    def train_config(self) -> TrainConfig:
-        steps = max(1, self.tokens // (self.batch_size * self.n_ctx))
-        return TrainConfig(tokens=self.tokens, batch_size=self.batch_size, lr=self.lr,
-                           seed=self.seed, eval_every=max(1, steps // 10),
-                           checkpoint_every=max(1, steps // 5), checkpoint_minutes=5.0,
-                           device=self.device)
-
-    def predicted_minutes(self) -> float:
-        return OVERHEAD * plan_cost(self.seconds_per_token, self.sizes, self.seeds) \
-            * self.tokens / 60
 
 
 def ladder(layers: int) -> list[str]:
@@ -114,19 +70,58 @@ def plan_settings(request: Request) -> dict[str, Any]:
             **{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
 
 
+@dataclass
+class ReplicationPlan:
+    """What ``replicate`` decided for a ``request``; saved (``to_json``) so that a re-run
+    continues the same experiment. ``request.device`` is the device it was planned on."""
+
+    request: Request
+    sizes: list[str]
+    tokens: int  # per model, the same for every model
+    seconds_per_token: dict[str, float]  # per measured size, summed over the activations
+    non_embedding_params: dict[str, int]
+    threads: int
+    undertrained: bool  # even the smallest size gets fewer than TOKENS_PER_PARAM tokens/param
+
+    @property
+    def largest(self) -> str:
+        return self.sizes[-1]
+
+    @property
+    def seed_values(self) -> list[int]:
+        return [self.request.seed + k for k in range(self.request.seeds)]
+
+    def train_config(self) -> TrainConfig:
+        r = self.request
+        steps = max(1, self.tokens // (r.batch_size * r.n_ctx))
+        return TrainConfig(tokens=self.tokens, batch_size=r.batch_size, lr=r.lr, seed=r.seed,
+                           eval_every=max(1, steps // 10), checkpoint_every=max(1, steps // 5),
+                           checkpoint_minutes=5.0, device=r.device)
+
+    def predicted_minutes(self) -> float:
+        return OVERHEAD * plan_cost(self.seconds_per_token, self.sizes, self.request.seeds) \
+            * self.tokens / 60
+
+    def to_json(self) -> dict[str, Any]:
+        """One flat record: the request's settings beside what was decided."""
+        decided = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "request"}
+        return {**plan_settings(self.request), "device": self.request.device, **decided}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReplicationPlan:
+        """A plan from ``to_json``'s record; plans made before depth and seeds were settings
+        had one of each."""
+        old = {"layers": 1, "seeds": 1}
+        settings = {name: data.get(name, old.get(name)) for name in REQUEST_SETTINGS}
+        request = Request(corpus=Path(data["corpus"]), device=data["device"],
+                          **{k: tuple(v) if isinstance(v, list) else v
+                             for k, v in settings.items() if v is not None})
+        return cls(request, **{f.name: data[f.name] for f in fields(cls) if f.name != "request"})
+
+
 def read_plan_file(path: Path) -> ReplicationPlan:
     """A plan saved by an earlier replication (``--plan``), to redo it without re-timing."""
     try:
-        data = json.loads(Path(path).read_text())
-        return ReplicationPlan(**{f.name: data[f.name] for f in fields(ReplicationPlan)
-                                  if f.name in data or f.default is MISSING})
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        return ReplicationPlan.from_json(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError, TypeError, SolulabError) as e:
         raise SolulabError(f"{path} is not a replication plan ({e})") from None
-
-
-def request_from_plan(plan: ReplicationPlan, corpus: Path) -> Request:
-    """The request that continues a saved plan on ``corpus`` (the plan's own path may be
-    another machine's)."""
-    settings = {name: getattr(plan, name) for name in REQUEST_SETTINGS}
-    return Request(corpus=corpus, device=plan.device,
-                   **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})

@@ -211,39 +211,39 @@ def write_results(out: Path, plan: ReplicationPlan, comparison: dict[str, Any],
                   runs: Runs, study: Path, train_minutes: float) -> Path:
     """Write ``results.md`` (and ``results.json`` with the same figures); returns its path.
     ``runs`` are the largest models of every seed."""
-    largest = plan.largest
+    largest, asked = plan.largest, plan.request
     params = plan.non_embedding_params.get(largest)
     verdicts = {seed: {act: auto_labels(run) for act, run in by_act.items()}
                 for seed, by_act in runs.items()}
     pooled = {act: {(seed, *neuron): v for seed, by_act in verdicts.items()
-                    for neuron, v in by_act[act].items()} for act in plan.acts}
-    seeds = f"{plan.seeds} seeds ({', '.join(map(str, plan.seed_values))}) of {largest}" \
-        if plan.seeds > 1 else f"seed {plan.seed}"
-    lines = [f"# Replication on `{Path(plan.corpus).name}`", "",
-             f"Sizes {', '.join(plan.sizes)} x {', '.join(plan.acts)}, identical settings: "
+                    for neuron, v in by_act[act].items()} for act in asked.acts}
+    seeds = f"{asked.seeds} seeds ({', '.join(map(str, plan.seed_values))}) of {largest}" \
+        if asked.seeds > 1 else f"seed {asked.seed}"
+    lines = [f"# Replication on `{Path(asked.corpus).name}`", "",
+             f"Sizes {', '.join(plan.sizes)} x {', '.join(asked.acts)}, identical settings: "
              f"{plan.tokens:,} tokens each"
              + (f" ({plan.tokens / params:.0f} per non-embedding parameter of {largest})"
                 if params else "")
-             + f", batch {plan.batch_size} x {plan.n_ctx} tokens, lr {plan.lr}, {seeds}; "
-             f"planned for {plan.budget_minutes:g} minutes of training on "
-             f"{plan.device} ({plan.threads} threads), {train_minutes:.1f} minutes spent.", ""]
+             + f", batch {asked.batch_size} x {asked.n_ctx} tokens, lr {asked.lr}, {seeds}; "
+             f"planned for {asked.budget_minutes:g} minutes of training on "
+             f"{asked.device} ({plan.threads} threads), {train_minutes:.1f} minutes spent.", ""]
     if plan.undertrained:
         lines += ["**Undertrained**: the budget did not give even the smallest size 20 tokens "
                   "per parameter.", ""]
-    lines += ["## Loss", "", *loss_lines(comparison, plan.seeds), "",
+    lines += ["## Loss", "", *loss_lines(comparison, asked.seeds), "",
               f"## Automated verdict, every neuron of the {largest} models", "",
               "The study's criterion (one rule explains at least 80% of the top examples); "
               "Wilson 95% intervals, Fisher's exact test against gelu"
-              + (", every seed's neurons pooled" if plan.seeds > 1 else "") + ".", "",
+              + (", every seed's neurons pooled" if asked.seeds > 1 else "") + ".", "",
               *_table(["activation", "auto-interpretable", "Fisher p vs gelu"],
                       fraction_rows(pooled)), ""]
     seed_numbers = {}
-    if plan.seeds > 1 or plan.layers > 1:
+    if asked.seeds > 1 or asked.layers > 1:
         seed_lines, seed_numbers = seed_section(comparison, runs, verdicts, largest,
                                                 out / "figures", _table)
         lines += [*seed_lines, ""]
-    lines += [f"## Blinded study, {plan.neurons_per_model} neurons per activation of {largest}"
-              + (" (every seed, every layer)" if plan.seeds > 1 else ""), ""]
+    lines += [f"## Blinded study, {asked.neurons_per_model} neurons per activation of {largest}"
+              + (" (every seed, every layer)" if asked.seeds > 1 else ""), ""]
     blinded_lines, blinded = study_lines(out, study, runs, verdicts)
     lines += [*blinded_lines, "", "## The paper", "", PAPER, ""]
     path = out / RESULTS_FILE
