@@ -18,16 +18,23 @@
 #include <omp.h>
 #endif
 
+/* The columns [d0, d1) of D that the calling OpenMP thread owns (all of them outside a team). */
+static void my_columns(int64_t D, int64_t *d0, int64_t *d1) {
+    int tid = 0, nt = 1;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+    nt = omp_get_num_threads();
+#endif
+    *d0 = D * tid / nt;
+    *d1 = D * (tid + 1) / nt;
+}
+
 void batch_extremes(const float *v, int64_t T, int64_t D, float *vmax, float *vmin,
                     int threads) {
     #pragma omp parallel num_threads(threads)
     {
-        int tid = 0, nt = 1;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        int64_t d0 = D * tid / nt, d1 = D * (tid + 1) / nt;
+        int64_t d0, d1;
+        my_columns(D, &d0, &d1);
         for (int64_t t = 0; t < T; t++) {
             const float *row = v + t * D;
             for (int64_t d = d0; d < d1; d++) {
@@ -108,12 +115,8 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
     int64_t D = b->D, bins = 2 * half;
     #pragma omp parallel num_threads(threads)
     {
-        int tid = 0, nt = 1;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        int64_t d0 = D * tid / nt, d1 = D * (tid + 1) / nt;
+        int64_t d0, d1;
+        my_columns(D, &d0, &d1);
         float *kth = malloc(sizeof(float) * (d1 - d0 + 1));
         float *inverse_width = malloc(sizeof(float) * (d1 - d0 + 1));
         int64_t *bound = malloc(sizeof(int64_t) * ((d1 - d0) * bins + 1));
