@@ -1,6 +1,6 @@
 """How well the automated verdict agrees with blinded raters, per model: the program's fraction
-interpretable and the raters', Cohen's kappa program-rater beside rater-rater, and the confusion
-table.
+interpretable and the raters', their difference with a 95% interval, Cohen's kappa
+program-rater beside rater-rater, and the confusion table.
 
     python benchmarks/autointerp_agreement.py STUDY.sqlite [STUDY ...] [--runs DIR]
         [--by activation] [--per-layer]
@@ -56,6 +56,20 @@ def labels_csv(path: Path, wanted: str | None, runs: Path) -> list[dict]:
                 if wanted is None or r["set"] == wanted]
 
 
+def difference(group: list[dict]) -> tuple[float, float]:
+    """The program's fraction minus the raters' in points, and the half-width of its 95%
+    interval: paired by neuron (program 0 or 1 against the mean of its ratings), normal
+    approximation."""
+    ratings_of = defaultdict(list)
+    for r in group:
+        ratings_of[r["run"], r["layer"], r["neuron"], r["program"]].append(r["label"])
+    d = [program - sum(labels) / len(labels)
+         for (*_, program), labels in ratings_of.items()]
+    mean = sum(d) / len(d)
+    spread = (sum((x - mean) ** 2 for x in d) / (len(d) - 1)) ** 0.5 if len(d) > 1 else 0.0
+    return 100 * mean, 100 * 1.96 * spread / len(d) ** 0.5
+
+
 def table(pairs: list[tuple[bool, bool]]) -> str:
     """Confusion counts: rows the rater (yes/no), columns the program (yes/no)."""
     count = defaultdict(int)
@@ -89,8 +103,8 @@ def main() -> None:
     for r in rows:
         r["program"] = verdicts[r["run"]][f"{r['layer']}:{r['neuron']}"]
 
-    print(f"{'model':<16} {'neurons':>7} {'program':>8} {'raters':>8} {'kappa p-r':>10} "
-          f"{'kappa r-r':>10}  raters")
+    print(f"{'model':<16} {'neurons':>7} {'program':>8} {'raters':>8} {'points (95%)':>14} "
+          f"{'kappa p-r':>10} {'kappa r-r':>10}  raters")
     groups = defaultdict(list)
     for r in rows:
         groups[r[args.by]].append(r)
@@ -114,8 +128,10 @@ def main() -> None:
             kappa = cohens_kappa([by_rater[a][k] for k in shared],
                                  [by_rater[b][k] for k in shared])
             between = f"{kappa:.2f}"
+        points, half = difference(group)
+        kappa = cohens_kappa([h for h, _ in pairs], [p for _, p in pairs])
         print(f"{model:<16} {len(neurons):>7} {program.fraction:>8.2f} {human.fraction:>8.2f} "
-              f"{cohens_kappa([h for h, _ in pairs], [p for _, p in pairs]):>10.2f} "
+              f"{f'{points:+.1f} ±{half:.1f}':>14} {kappa:>10.2f} "
               f"{between:>10}  {', '.join(raters)}")
         for rater in raters:
             mine = [(r["label"], r["program"]) for r in group if r["annotator"] == rater]
