@@ -24,6 +24,7 @@ import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
+from solulab.autointerp import HELD_OUT_TOKENS
 from solulab.autointerp.run import autointerp
 from solulab.stats import cohens_kappa, proportion
 
@@ -85,7 +86,7 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=None, help="A labels CSV instead.")
     parser.add_argument("--set", default=None, help="Only the CSV rows of this set.")
     parser.add_argument("--runs", type=Path, default=None)
-    parser.add_argument("--tokens", type=int, default=16_384, help="Held-out tokens.")
+    parser.add_argument("--tokens", type=int, default=HELD_OUT_TOKENS, help="Held-out tokens.")
     parser.add_argument("--by", choices=("model", "activation"), default="model")
     parser.add_argument("--per-layer", action="store_true")
     args = parser.parse_args()

@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from solulab.autointerp import HELD_OUT_TOKENS
 from solulab.autointerp.run import autointerp, held_out_activations
 from solulab.autointerp.simulate import make_simulator
 from solulab.neurons.collect import open_store
@@ -23,7 +24,7 @@ from solulab.neurons.collect import open_store
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
-    parser.add_argument("--tokens", type=int, default=16_384)
+    parser.add_argument("--tokens", type=int, default=HELD_OUT_TOKENS)
     parser.add_argument("--simulator", default=None)
     parser.add_argument("--simulate-tokens", type=int, default=256)
     args = parser.parse_args()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from solulab.autointerp import HELD_OUT_TOKENS
+from solulab.autointerp import FIRE_FRACTION, HELD_OUT_TOKENS
 from solulab.autointerp import explain as explain_module
 from solulab.autointerp import rules as rules_module
 from solulab.autointerp import simulate as simulate_module
@@ -66,7 +66,7 @@ def held_out_activations(run_dir: Path, layers: list[int], n_tokens: int,
 
 
 def autointerp(run_dir: str | Path, layers: list[int] | None = None,
-               n_tokens: int = HELD_OUT_TOKENS, fire_fraction: float = 0.5,
+               n_tokens: int = HELD_OUT_TOKENS, fire_fraction: float = FIRE_FRACTION,
                patterns: list[str] = (), simulator: Simulator | None = None,
                progress: bool = True) -> dict[str, Explanation]:
     """Explain every neuron of the collected layers; results also go to the store.
@@ -132,7 +132,7 @@ def ensure_explanations(run_dir: str | Path, progress: bool = True
 
 
 def rank_by_pattern(run_dir: str | Path, pattern: str, layers: list[int] | None = None,
-                    n_tokens: int = HELD_OUT_TOKENS, fire_fraction: float = 0.5,
+                    n_tokens: int = HELD_OUT_TOKENS, fire_fraction: float = FIRE_FRACTION,
                     top: int = 20) -> list[dict]:
     """Neurons ranked by how well ``pattern`` (on each token's text) predicts where they fire
     above ``fire_fraction`` of their max on held-out text: by F1, the balance of precision and

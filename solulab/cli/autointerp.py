@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from solulab.autointerp import HELD_OUT_TOKENS
+from solulab.autointerp import FIRE_FRACTION, HELD_OUT_TOKENS
 from solulab.cli.exits import reports_errors
 
 
@@ -32,7 +32,8 @@ def run_command(
     run: Path = typer.Argument(..., help="Run directory with a neuron store."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated layers (default: all)."),
     tokens: int = typer.Option(HELD_OUT_TOKENS, help="Held-out tokens for the whole-range check."),
-    fire_fraction: float = typer.Option(0.5, help="Fires above this fraction of its max."),
+    fire_fraction: float = typer.Option(FIRE_FRACTION,
+                                        help="Fires above this fraction of its max."),
     pattern: list[str] = typer.Option([], help="Extra regex rules (repeatable)."),
     simulator: str = typer.Option(
         "rule", help="'rule', or a directory with a local causal LM (a solulab run or a "
@@ -86,7 +87,8 @@ def regex_command(
     pattern: str = typer.Option(..., help="Regular expression over each token's text."),
     top: int = typer.Option(20, help="Neurons to list."),
     tokens: int = typer.Option(HELD_OUT_TOKENS, help="Held-out tokens."),
-    fire_fraction: float = typer.Option(0.5, help="Fires above this fraction of its max."),
+    fire_fraction: float = typer.Option(FIRE_FRACTION,
+                                        help="Fires above this fraction of its max."),
 ):
     """Rank neurons by how well PATTERN predicts where they fire (F1, then AUROC)."""
     from solulab.autointerp.run import rank_by_pattern
