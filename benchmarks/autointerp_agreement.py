@@ -61,11 +61,12 @@ def difference(group: list[dict]) -> tuple[float, float]:
     """The program's fraction minus the raters' in points, and the half-width of its 95%
     interval: paired by neuron (program 0 or 1 against the mean of its ratings), normal
     approximation."""
-    ratings_of = defaultdict(list)
+    ratings_of, program_of = defaultdict(list), {}
     for r in group:
-        ratings_of[r["run"], r["layer"], r["neuron"], r["program"]].append(r["label"])
-    d = [program - sum(labels) / len(labels)
-         for (*_, program), labels in ratings_of.items()]
+        neuron = r["run"], r["layer"], r["neuron"]
+        ratings_of[neuron].append(r["label"])
+        program_of[neuron] = r["program"]
+    d = [program_of[n] - sum(labels) / len(labels) for n, labels in ratings_of.items()]
     mean = sum(d) / len(d)
     spread = (sum((x - mean) ** 2 for x in d) / (len(d) - 1)) ** 0.5 if len(d) > 1 else 0.0
     return 100 * mean, 100 * 1.96 * spread / len(d) ** 0.5
