@@ -28,7 +28,8 @@ def parse_size(size: str) -> dict[str, int]:
         raise ConfigError(f"unknown size {size!r}: give LxD (layers x width), such as 1x128; "
                           f"the ladder: {', '.join(LADDER)}")
     n_layers, d_model = int(match.group(1)), int(match.group(2))
-    if d_model % head_width(d_model):
-        raise ConfigError(f"size {size!r}: the width must be a multiple of "
-                          f"{head_width(d_model)} (heads of {head_width(d_model)})")
-    return {"n_layers": n_layers, "d_model": d_model, "n_heads": d_model // head_width(d_model)}
+    width = head_width(d_model)
+    if d_model % width:
+        raise ConfigError(f"size {size!r}: the width must be a multiple of {width} "
+                          f"(heads of {width})")
+    return {"n_layers": n_layers, "d_model": d_model, "n_heads": d_model // width}
