@@ -207,5 +207,6 @@ def test_serve_binds_loopback_by_default():
 def test_the_instructions_say_what_one_rule_is_and_what_the_checks_ask(client, study):
     page = client.get(f"/study/{study.tokens['ann']}").text
     assert "is not one rule" in page and "forms of one word" in page
+    assert "Too broad" in page and "one token in five" in page
     assert "The strength is not shown (no shading)" in page
     assert "⟨start⟩" in page and "Finish" in page
