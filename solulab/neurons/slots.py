@@ -102,15 +102,16 @@ class Slots:
         """The group of each occupied slot of ``groups``, and the slots as entries."""
         if groups is None:
             groups = torch.arange(self.value.shape[0], device=self.value.device)
-        position = self.position[groups]
-        taken = position != EMPTY
-        group = groups[:, None].expand_as(position)[taken]
+        cap = self.capacity
+        slots = (groups[:, None] * cap + torch.arange(cap, device=groups.device)).view(-1)
+        slots = slots[self.position.view(-1)[slots] != EMPTY]  # only the occupied ones are read
 
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t[groups][taken]
+            return None if t is None else t.view(-1, *t.shape[2:])[slots]
 
-        key = pick(self.key) if self.key is not None else torch.zeros_like(position[taken])
-        return group, Entries(group // self.per_neuron, pick(self.value), position[taken], key,
+        group = slots // cap
+        key = pick(self.key) if self.key is not None else torch.zeros_like(slots)
+        return group, Entries(group // self.per_neuron, pick(self.value), pick(self.position), key,
                               pick(self.ids), pick(self.acts), pick(self.other))
 
     def clear(self, groups: torch.Tensor) -> tuple[torch.Tensor, Entries]:

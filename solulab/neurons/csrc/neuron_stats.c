@@ -6,7 +6,7 @@
  * threshold, the histogram bin (width[d] per neuron, 2 * half bins centred on 0); then the
  * element is offered to the neuron's top-k and to its bin's sample, fixed slots ranked by
  * (-value, position) and (key, position) (solulab/neurons/slots.py): it replaces the worst slot
- * it beats, its window cut from the batch.
+ * it beats, and the windows of the slots that took an element are cut from the batch at its end.
  * A neuron's slots are only ever touched by the thread that owns it. The result is the same set
  * of examples in whatever order elements come: the ranking is a total order.
  */
@@ -75,40 +75,75 @@ static inline int ranks_above(const Slots *s, float x, int64_t key, int64_t posi
     return position < s->position[j];
 }
 
+/* The group's worst slot: the lowest value (the largest key where there are keys), ties to the
+ * larger position. Two passes, the first a plain reduction the compiler vectorises. */
 static int64_t worst_slot(const Slots *s, int64_t group) {
-    int64_t first = group * s->cap, worst = first;
-    for (int64_t j = first + 1; j < first + s->cap; j++)
-        if (ranks_above(s, s->value[worst], s->key != NULL ? s->key[worst] : 0,
-                        s->position[worst], j))
+    int64_t first = group * s->cap, last = first + s->cap, worst = -1;
+    if (s->key != NULL) {
+        int64_t largest = INT64_MIN;
+        for (int64_t j = first; j < last; j++) largest = s->key[j] > largest ? s->key[j] : largest;
+        for (int64_t j = first; j < last; j++)
+            if (s->key[j] == largest && (worst < 0 || s->position[j] > s->position[worst]))
+                worst = j;
+        return worst;
+    }
+    float lowest = INFINITY;
+    for (int64_t j = first; j < last; j++) lowest = s->value[j] < lowest ? s->value[j] : lowest;
+    for (int64_t j = first; j < last; j++)
+        if (s->value[j] == lowest && (worst < 0 || s->position[j] > s->position[worst]))
             worst = j;
     return worst;
 }
 
-/* Offers element (t, d), value x and key, to a group: it replaces the group's worst slot if it
- * ranks above it, its window cut from the batch. Returns the group's worst slot after. */
-static int64_t offer(Slots *s, int64_t group, const Batch *b, int64_t t, int64_t d, float x,
-                     int64_t key) {
-    int64_t w = worst_slot(s, group), position = b->positions[t];
+/* Offers element (t, d), value x and key, to a group whose worst slot is w: it replaces that
+ * slot if it ranks above it, and the slot remembers the batch row its window is to come from
+ * (src, one per slot of the thread's groups, first slot first_slot). Returns the group's worst
+ * slot after. */
+static int64_t offer(Slots *s, int64_t group, int64_t w, const Batch *b, int64_t t, float x,
+                     int64_t key, int64_t *src, int64_t first_slot) {
+    int64_t position = b->positions[t];
     if (!ranks_above(s, x, key, position, w)) return w;
     s->value[w] = x;
     s->position[w] = position;
     if (s->key != NULL) s->key[w] = key;
-    int64_t window = b->before + 1 + b->after, o = t % b->n_pos, start = t - o;
-    for (int64_t i = 0; i < window; i++) {
-        int64_t at = o - b->before + i, row = start + at, out = w * window + i;
-        int inside = at >= 0 && at < b->n_pos;
-        s->ids[out] = inside ? (int32_t)b->tokens[row] : -1;
-        s->acts[out] = inside ? b->v[row * b->D + d] : NAN;
-        if (s->other != NULL) s->other[out] = inside ? b->other[row * b->D + d] : NAN;
-    }
+    src[w - first_slot] = t;
     return worst_slot(s, group);
+}
+
+/* Cuts the windows of the slots [first_slot, first_slot + n) that took an element of this batch
+ * (src >= 0; slot w belongs to neuron w / slots_per_neuron), once per batch: an element pushed
+ * out again within the batch never had its window copied. Slots go in the order of their rows
+ * (a counting sort), so that windows close in the batch read the same pages of it. */
+static void write_windows(Slots *s, const Batch *b, const int64_t *src, int64_t first_slot,
+                          int64_t n, int64_t slots_per_neuron) {
+    int64_t window = b->before + 1 + b->after, *start = calloc(b->T + 1, sizeof(int64_t));
+    for (int64_t j = 0; j < n; j++)
+        if (src[j] >= 0) start[src[j] + 1]++;
+    for (int64_t t = 0; t < b->T; t++) start[t + 1] += start[t];
+    int64_t pending = start[b->T], *order = malloc(sizeof(int64_t) * (pending + 1));
+    for (int64_t j = 0; j < n; j++)
+        if (src[j] >= 0) order[start[src[j]]++] = j;
+    for (int64_t r = 0; r < pending; r++) {
+        int64_t w = first_slot + order[r], t = src[order[r]], d = w / slots_per_neuron;
+        int64_t o = t % b->n_pos, row0 = t - o;
+        for (int64_t i = 0; i < window; i++) {
+            int64_t at = o - b->before + i, row = row0 + at, out = w * window + i;
+            int inside = at >= 0 && at < b->n_pos;
+            s->ids[out] = inside ? (int32_t)b->tokens[row] : -1;
+            s->acts[out] = inside ? b->v[row * b->D + d] : NAN;
+            if (s->other != NULL) s->other[out] = inside ? b->other[row * b->D + d] : NAN;
+        }
+    }
+    free(start);
+    free(order);
 }
 
 /* Threads split the neurons; each walks blocks of ROWS tokens, and within a block its neurons
  * in tiles of TILE, so that the rows of a block stay in cache and a tile's state in L1 (a walk
  * down whole columns would take a new page at every row). What an element must reach to enter
  * the top-k (kth, the worst kept value) or its bin's sample (bound, the worst kept key) is
- * cached per neuron and per bin; it only changes when an element enters. */
+ * cached per neuron and per bin with the slot that holds it; it only changes when an element
+ * enters. Windows are cut once, at the end, for the slots that took an element of the batch. */
 void stream_batch(const Batch *b, const float *width, int half, const int64_t *mask,
                   float threshold, double *moments, int64_t *n_positive, int64_t *n_above,
                   int64_t *counts, Slots *top, Slots *samples, int threads) {
@@ -117,32 +152,47 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
     {
         int64_t d0, d1;
         my_columns(D, &d0, &d1);
-        float *kth = malloc(sizeof(float) * (d1 - d0 + 1));
-        float *inverse_width = malloc(sizeof(float) * (d1 - d0 + 1));
-        int64_t *bound = malloc(sizeof(int64_t) * ((d1 - d0) * bins + 1));
+        int64_t n = d1 - d0, top_slots = n * top->cap, sample_slots = n * bins * samples->cap;
+        float *kth = malloc(sizeof(float) * (n + 1));
+        float *inverse_width = malloc(sizeof(float) * (n + 1));
+        int64_t *kth_slot = malloc(sizeof(int64_t) * (n + 1));
+        int64_t *bound = malloc(sizeof(int64_t) * (n * bins + 1));
+        int64_t *bound_slot = malloc(sizeof(int64_t) * (n * bins + 1));
+        int64_t *top_src = malloc(sizeof(int64_t) * (top_slots + 1));
+        int64_t *sample_src = malloc(sizeof(int64_t) * (sample_slots + 1));
+        for (int64_t j = 0; j < top_slots; j++) top_src[j] = -1;
+        for (int64_t j = 0; j < sample_slots; j++) sample_src[j] = -1;
         for (int64_t d = d0; d < d1; d++) {
-            kth[d - d0] = top->value[worst_slot(top, d)];
+            kth_slot[d - d0] = worst_slot(top, d);
+            kth[d - d0] = top->value[kth_slot[d - d0]];
             inverse_width[d - d0] = 1.0f / width[d];  /* a power of two: exact */
-            for (int64_t k = 0; k < bins; k++)
-                bound[(d - d0) * bins + k] = samples->key[worst_slot(samples, d * bins + k)];
+            for (int64_t k = 0; k < bins; k++) {
+                int64_t at = (d - d0) * bins + k;
+                bound_slot[at] = worst_slot(samples, d * bins + k);
+                bound[at] = samples->key[bound_slot[at]];
+            }
         }
         for (int64_t block = 0; block < b->T; block += ROWS) {
             int64_t block_end = block + ROWS < b->T ? block + ROWS : b->T;
             for (int64_t tile = d0; tile < d1; tile += TILE) {
-                int n = (int)((tile + TILE < d1 ? tile + TILE : d1) - tile);
+                int width_of_tile = (int)((tile + TILE < d1 ? tile + TILE : d1) - tile);
                 double m[4][TILE];
                 int64_t positive[TILE], above[TILE];
-                for (int i = 0; i < n; i++) {
+                for (int i = 0; i < width_of_tile; i++) {
                     for (int j = 0; j < 4; j++) m[j][i] = moments[(tile + i) * 4 + j];
                     positive[i] = n_positive[tile + i];
                     above[i] = n_above[tile + i];
                 }
                 const float *inv = inverse_width + (tile - d0);
+                const float *kth_of = kth + (tile - d0);
+                const int64_t *mask_of = mask + tile, *bound_of = bound + (tile - d0) * bins;
+                int64_t *counts_of = counts + tile * bins;
                 for (int64_t t = block; t < block_end; t++) {
                     const float *x = b->v + t * D + tile;
-                    int bin[TILE];
-                    #pragma omp simd
-                    for (int i = 0; i < n; i++) {  /* one neuron per lane */
+                    int64_t key_t = b->keys[t];
+                    int bin[TILE], hit[TILE], any_hit = 0;
+                    #pragma omp simd reduction(|:any_hit)
+                    for (int i = 0; i < width_of_tile; i++) {  /* one neuron per lane */
                         double xd = x[i], x2 = xd * xd;
                         m[0][i] += xd;
                         m[1][i] += x2;
@@ -152,27 +202,45 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
                         above[i] += x[i] > threshold;
                         int k = (int)floorf(x[i] * inv[i]);
                         bin[i] = (k < -half ? -half : (k > half - 1 ? half - 1 : k)) + half;
+                        counts_of[i * bins + bin[i]] += 1;  /* lanes are distinct neurons */
+                        hit[i] = (x[i] >= kth_of[i]) |
+                                 ((key_t ^ mask_of[i]) <= bound_of[i * bins + bin[i]]);
+                        any_hit |= hit[i];
                     }
-                    for (int i = 0; i < n; i++) {
+                    if (!any_hit) continue;  /* the usual case once the slots are full */
+                    for (int i = 0; i < width_of_tile; i++) {
                         int64_t d = tile + i, local = d - d0;
-                        counts[d * bins + bin[i]] += 1;
-                        if (x[i] >= kth[local])
-                            kth[local] = top->value[offer(top, d, b, t, d, x[i], 0)];
-                        int64_t key = b->keys[t] ^ mask[d], *kb = bound + local * bins + bin[i];
-                        if (key <= *kb)
-                            *kb = samples->key[offer(samples, d * bins + bin[i], b, t, d, x[i],
-                                                     key)];
+                        if (!hit[i]) continue;
+                        if (x[i] >= kth[local]) {
+                            kth_slot[local] = offer(top, d, kth_slot[local], b, t, x[i], 0,
+                                                    top_src, d0 * top->cap);
+                            kth[local] = top->value[kth_slot[local]];
+                        }
+                        int64_t key = key_t ^ mask[d], at = local * bins + bin[i];
+                        if (key <= bound[at]) {
+                            bound_slot[at] = offer(samples, d * bins + bin[i], bound_slot[at], b,
+                                                   t, x[i], key, sample_src,
+                                                   d0 * bins * samples->cap);
+                            bound[at] = samples->key[bound_slot[at]];
+                        }
                     }
                 }
-                for (int i = 0; i < n; i++) {
+                for (int i = 0; i < width_of_tile; i++) {
                     for (int j = 0; j < 4; j++) moments[(tile + i) * 4 + j] = m[j][i];
                     n_positive[tile + i] = positive[i];
                     n_above[tile + i] = above[i];
                 }
             }
         }
+        write_windows(top, b, top_src, d0 * top->cap, top_slots, top->cap);
+        write_windows(samples, b, sample_src, d0 * bins * samples->cap, sample_slots,
+                      bins * samples->cap);
         free(kth);
         free(inverse_width);
+        free(kth_slot);
         free(bound);
+        free(bound_slot);
+        free(top_src);
+        free(sample_src);
     }
 }
