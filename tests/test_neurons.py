@@ -279,8 +279,8 @@ def test_admitting_samples_in_chunks_changes_nothing(small_corpus, tmp_path, mon
     kwargs = dict(n_tokens=12 * N_CTX, settings=StoreSettings(k=K, samples=SAMPLES),
                   batch_size=BATCH, progress=False)
     whole = NeuronStore.open(collect(run, out=tmp_path / "whole", **kwargs))
-    monkeypatch.setattr(stream, "ADMIT_AT_ONCE", 16)
-    monkeypatch.setattr(stream, "SAMPLE_CHUNK", 8)
+    monkeypatch.setattr(stream, "FIRST_CHUNK", 1)
+    monkeypatch.setattr(stream, "FEW", 0.0)  # every chunk doubles: 1, 2, 4, ... rows
     chunked = NeuronStore.open(collect(run, out=tmp_path / "chunked", **kwargs))
     _stores_equal(whole, chunked)
 

@@ -31,8 +31,10 @@ from solulab.neurons.slots import Entries, Slots, rank_in_group, select
 HALF_BINS = 16
 H0_EXP = -24  # the finest bin width is 2**-24
 GOLDEN = 0x9E3779B97F4A7C15
-SAMPLE_CHUNK = 512  # rows offered to the interval samples at a time while bins fill
-ADMIT_AT_ONCE = 65536  # a chunk with fewer sample candidates: the rest of the batch at once
+FIRST_CHUNK = 64  # rows first offered to the interval samples; chunks double while bins fill
+FEW = 1 / 16  # a chunk that admits at most this share of its values: the rest at once
+OPEN = 1 / 4  # a bin whose sample admits more of all keys is left to the exact test alone
+OPEN_KEY = int(2**64 * OPEN) - 2**63  # the key bound that admits that share
 
 
 def position_keys(positions: torch.Tensor, seed: int) -> torch.Tensor:
@@ -118,15 +120,17 @@ class PointStream:
                  row: torch.Tensor, neuron: torch.Tensor) -> tuple:
         """Context windows of the elements ``(row, neuron)`` (rows of ``[batch * pos]``)."""
         n_pos = acts.shape[1]
-        b, o = row // n_pos, row % n_pos
-        idx = o[:, None] + torch.arange(-self.before, self.after + 1, device=acts.device)
-        inside = (idx >= 0) & (idx < n_pos)
-        idx = idx.clamp(0, n_pos - 1)
-        ids = torch.where(inside, tokens[b[:, None], idx], -1).to(torch.int32)
-        window_acts = torch.where(inside, acts[b[:, None], idx, neuron[:, None]], math.nan)
-        window_other = (None if other is None else
-                        torch.where(inside, other[b[:, None], idx, neuron[:, None]], math.nan))
-        return ids, window_acts.float(), None if window_other is None else window_other.float()
+        offset = row % n_pos
+        at = offset[:, None] + torch.arange(-self.before, self.after + 1, device=acts.device)
+        inside = (at >= 0) & (at < n_pos)
+        rows = (row - offset)[:, None] + at.clamp_(0, n_pos - 1)  # flat rows of the window
+        ids = torch.where(inside, tokens.reshape(-1)[rows], -1).to(torch.int32)
+        flat = rows * self.d + neuron[:, None]
+
+        def values(a: torch.Tensor) -> torch.Tensor:
+            return torch.where(inside, a.reshape(-1)[flat], math.nan).float()
+
+        return ids, values(acts), None if other is None else values(other)
 
     def _offer(self, batch: tuple, element: torch.Tensor, top: bool) -> None:
         """Offer the batch's elements ``element`` (indices into ``[tokens * d_mlp]``) to the
@@ -161,11 +165,12 @@ class PointStream:
             other_v = None if other is None else other.reshape(-1, self.d)
             c_stats.stream_batch(self, HALF_BINS, v, other_v, tokens, positions, keys)
             return
-        batch_min, batch_max = torch.aminmax(v, dim=0)
-        self._extend(batch_max, batch_min)
-        group = self._groups(v)
+        self._extend(v.amax(0), v.amin(0))
+        scaled = v / self.width()  # the grid in units of bins: a power of two, exact
+        group = self._groups(scaled)
         self._statistics(v, group)
-        self._offer_candidates(batch, group)
+        self._offer_top(batch)
+        self._offer_samples(batch, scaled, group)
 
     def _extend(self, batch_max: torch.Tensor, batch_min: torch.Tensor) -> None:
         self.vmax = torch.maximum(self.vmax, batch_max)
@@ -174,40 +179,75 @@ class PointStream:
 
     def _statistics(self, v: torch.Tensor, group: torch.Tensor) -> None:
         """Moments, counts and the histogram of ``v [tokens, d_mlp]`` (``group``: each value's
-        histogram bin, ``_groups``) in PyTorch ops."""
+        histogram bin, ``_groups``) in PyTorch ops, each one pass over the batch."""
         v2 = v * v
         sums = torch.stack([v.sum(0), v2.sum(0), (v2 * v).sum(0), (v2 * v2).sum(0)], 1)
         self.moments += sums.double()
-        self.n_positive += (v > 0).sum(0)
-        self.n_above += (v > self.threshold).sum(0)
+        # sign() is 1 exactly where v > 0 (and v - t > 0 exactly where v > t, in floats)
+        self.n_positive += v.sign().clamp_(min=0).sum(0).long()
+        self.n_above += (v - self.threshold).sign_().clamp_(min=0).sum(0).long()
         self.counts += torch.bincount(group.view(-1),
                                       minlength=self.counts.numel()).view_as(self.counts)
 
-    def _groups(self, v: torch.Tensor) -> torch.Tensor:
-        """``[tokens, d_mlp]`` index of each value's (neuron, bin) in ``counts.view(-1)``."""
-        return self.bins(v) + torch.arange(self.d, device=v.device) * (2 * HALF_BINS)
+    def _groups(self, scaled: torch.Tensor) -> torch.Tensor:
+        """``[tokens, d_mlp]`` int32 index of each value's (neuron, bin) in ``counts.view(-1)``,
+        from the values in units of their neuron's bin width."""
+        first = torch.arange(self.d, dtype=torch.int32, device=scaled.device) * (2 * HALF_BINS)
+        bins = torch.floor(scaled).clamp_(-HALF_BINS, HALF_BINS - 1).to(torch.int32)
+        return bins.add_(first + HALF_BINS)
 
-    def _offer_candidates(self, batch: tuple, group: torch.Tensor) -> None:
-        """Find the batch's top-k and sample candidates in PyTorch ops and offer them."""
-        v, keys = batch[-1], batch[-2]
-        # Top-k: only values at least the kept k-th (and, while filling, the batch's k-th).
+    def _offer_top(self, batch: tuple) -> None:
+        """Offer the values that can enter the top-k: at least the kept k-th and, while slots
+        are free, at least the batch's own k-th."""
+        v = batch[-1]
         kth = self.top.worst()
         if torch.isinf(kth).any():
             kth = torch.maximum(kth, torch.topk(v, min(self.k, len(v)), dim=0).values[-1])
         self._offer(batch, torch.nonzero((v >= kth).view(-1)).squeeze(1), top=True)
 
-        # Samples: only keys below their bin's s-th smallest can enter. Rows go a chunk at a
-        # time while that admits many (bins filling), so that most rows meet bounds that have
-        # already dropped; once a chunk admits few, the rest of the batch goes at once.
-        start, rows = 0, SAMPLE_CHUNK
+    def _offer_samples(self, batch: tuple, scaled: torch.Tensor, group: torch.Tensor) -> None:
+        """Offer the values whose key can enter their bin's sample. A cheap test first keeps a
+        superset (``_sample_screen``), then the exact key test runs on what it kept. Rows go a
+        chunk at a time while bins fill, doubling, so that later rows meet bounds that have
+        dropped; once a chunk admits few, the rest of the batch goes at once."""
+        v, keys = batch[-1], batch[-2]
+        high_keys = (keys >> 32).to(torch.int32)[:, None]
+        high_mask = (self.neuron_mask >> 32).to(torch.int32)
+        start, rows = 0, FIRST_CHUNK
         while start < len(v):
             stop = min(len(v), start + rows)
-            bound = self.pool.worst()[group[start:stop]]
-            element = torch.nonzero(((keys[start:stop, None] ^ self.neuron_mask) < bound)
-                                    .view(-1)).squeeze(1)
-            self._offer(batch, element + start * self.d, top=False)
-            rows = len(v) if len(element) <= ADMIT_AT_ONCE else SAMPLE_CHUNK
+            low, high, key_bound = self._sample_screen()
+            chunk = scaled[start:stop]
+            screened = ((high_keys[start:stop] ^ high_mask) <= key_bound) | (chunk < low)
+            screened |= chunk >= high
+            element = torch.nonzero(screened.view(-1)).squeeze(1) + start * self.d
+            row, neuron = element // self.d, element % self.d
+            exact = (keys[row] ^ self.neuron_mask[neuron]) <= self.pool.worst()[
+                group.view(-1)[element].long()]
+            element = element[exact]
+            self._offer(batch, element, top=False)
+            rows = len(v) if len(element) <= FEW * (stop - start) * self.d else 2 * rows
             start = stop
+
+    def _sample_screen(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per neuron, a range of bins ``[low, high)`` (in units of its bin width) and a bound on
+        the high 32 bits of keys such that every value inside the range whose key can enter its
+        bin's sample passes the bound; values outside the range are offered whatever their key.
+        The range runs from the first to the last bin whose sample admits at most ``OPEN`` of
+        all keys: the bins with free or few-seen slots, rare values, are left outside."""
+        n_bins = 2 * HALF_BINS
+        bound = self.pool.worst().view(self.d, n_bins)  # int64, EMPTY where a slot is free
+        narrow = bound <= OPEN_KEY
+        first = narrow.int().argmax(1)
+        last = n_bins - 1 - narrow.flip(1).int().argmax(1)
+        none = ~narrow.any(1)  # no narrow bin: every value is offered
+        i = torch.arange(n_bins, device=bound.device)
+        inside = (i >= first[:, None]) & (i <= last[:, None])
+        worst_key = torch.where(inside, bound, torch.iinfo(torch.int64).min).amax(1)
+        low = torch.where(first == 0, -math.inf, (first - HALF_BINS).float())
+        high = torch.where(last == n_bins - 1, math.inf, (last - HALF_BINS + 1).float())
+        low = torch.where(none, math.inf, low)  # an empty range: all outside
+        return low, high, (worst_key >> 32).to(torch.int32)
 
     def to(self, device) -> None:
         """Move every tensor to ``device`` (streams travel between ranks on the CPU)."""
