@@ -106,6 +106,9 @@ def main() -> None:
     for name, seconds in medians.items():
         print(f"  {name:<32} {n_tokens / seconds:>10,.0f} tokens/s   "
               f"x bare forward {base / seconds:.3f}")
+    ratios = sorted(b / c for b, c in zip(times["bare forward"], times["collection"]))
+    print(f"  collection / bare forward, round by round: median {statistics.median(ratios):.3f} "
+          f"(range {ratios[0]:.3f}-{ratios[-1]:.3f}; the machine's drift cancels within a round)")
     collector = collect()
     naive_bytes = sum(t.numel() * t.element_size() for t in kept)
     print(f"  memory held: collector {stream_bytes(collector) / 2**20:.1f} MiB (fixed), naive "
