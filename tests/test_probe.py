@@ -2,7 +2,7 @@
 answers to hostile input."""
 
 import threading
-import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -99,10 +99,12 @@ def test_probes_of_one_run_take_turns_with_the_model(collected_runs):
 def test_probes_beyond_the_rate_are_refused_until_it_recovers(collected_runs, monkeypatch):
     monkeypatch.setattr(probe, "BURST", 3)
     monkeypatch.setattr(probe, "RATE", 20.0)
+    clock = [1000.0]  # a clock the test moves, so that a slow machine refills nothing
+    monkeypatch.setattr(probe, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     prober = probe.Prober(collected_runs / "gelu")
     for _ in range(3):
         prober.neuron("x", 0, 1)
     with pytest.raises(probe.ProbeBusy):
         prober.neuron("x", 0, 1)
-    time.sleep(0.1)  # two probes' worth at 20 a second
+    clock[0] += 0.1  # two probes' worth at 20 a second
     prober.neuron("x", 0, 1)
