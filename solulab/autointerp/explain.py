@@ -25,13 +25,13 @@ passed; at 0.21 pooled kappa is unchanged (0.847 against 0.846), the mean differ
 points and 24 models instead of 21 are within 5 points; looser bounds gain nothing more. A few
 contexts (``TOO_GENERIC``: inside a comment, brackets or a string, a word's first piece or
 stem, a line's first token, keywords, whitespace, single letters) do not count at any frequency:
-raters passed the neurons they won for about one time in four or less, and the study page says
-so to raters in writing (labelled set nine was the first rated under that rule; it and set
-eight moved strings, whitespace, single letters, snake_case pieces and statement headers into
-the list). Each verdict also names the best rejected
-candidate and why it was rejected. The simulation score is the correlation between the
-neuron's activations and those a simulator predicts from the explanation alone
-(``solulab.autointerp.simulate``): by default the rule's own predictions.
+raters passed the neurons they won for about one time in four or less. The study page names the
+kind to raters in writing (comments, brackets, a line's first token, word pieces, keywords); sets
+eight and nine, the first rated under that page, added strings, whitespace, single letters,
+snake_case pieces and statement headers, which those raters held too broad. Each verdict also
+names the best rejected candidate and why it was rejected. The simulation score is the
+correlation between the neuron's activations and those a simulator predicts from the
+explanation alone (``solulab.autointerp.simulate``): by default the rule's own predictions.
 """
 
 from __future__ import annotations
