@@ -210,33 +210,35 @@ class PointStream:
         superset (``_sample_screen``), then the exact key test runs on what it kept. Rows go a
         chunk at a time while bins fill, doubling, so that later rows meet bounds that have
         dropped; once a chunk admits few, the rest of the batch goes at once."""
-        v, keys = batch[-1], batch[-2]
+        keys = batch[-2]
         high_keys = (keys >> 32).to(torch.int32)[:, None]
         high_mask = (self.neuron_mask >> 32).to(torch.int32)
         start, rows = 0, FIRST_CHUNK
-        while start < len(v):
-            stop = min(len(v), start + rows)
-            low, high, key_bound = self._sample_screen()
+        while start < len(keys):
+            stop = min(len(keys), start + rows)
+            bound = self.pool.worst()  # per sample group: the key a value must not exceed
+            low, high, key_bound = self._sample_screen(bound)
             chunk = scaled[start:stop]
             screened = ((high_keys[start:stop] ^ high_mask) <= key_bound) | (chunk < low)
             screened |= chunk >= high
             element = torch.nonzero(screened.view(-1)).squeeze(1) + start * self.d
             row, neuron = element // self.d, element % self.d
-            exact = (keys[row] ^ self.neuron_mask[neuron]) <= self.pool.worst()[
-                group.view(-1)[element].long()]
+            exact = (keys[row] ^ self.neuron_mask[neuron]) <= bound[group.view(-1)[element].long()]
             element = element[exact]
             self._offer(batch, element, top=False)
-            rows = len(v) if len(element) <= FEW * (stop - start) * self.d else 2 * rows
+            rows = len(keys) if len(element) <= FEW * (stop - start) * self.d else 2 * rows
             start = stop
 
-    def _sample_screen(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per neuron, a range of bins ``[low, high)`` (in units of its bin width) and a bound on
-        the high 32 bits of keys such that every value inside the range whose key can enter its
-        bin's sample passes the bound; values outside the range are offered whatever their key.
+    def _sample_screen(self, bound: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per neuron, from each sample group's ``bound`` (``Slots.worst``), a range of bins
+        ``[low, high)`` (in units of its bin width) and a bound on the high 32 bits of keys such
+        that every value inside the range whose key can enter its bin's sample passes the bound;
+        values outside the range are offered whatever their key.
         The range runs from the first to the last bin whose sample admits at most ``OPEN`` of
         all keys: the bins with free or few-seen slots, rare values, are left outside."""
         n_bins = 2 * HALF_BINS
-        bound = self.pool.worst().view(self.d, n_bins)  # int64, EMPTY where a slot is free
+        bound = bound.view(self.d, n_bins)  # int64, EMPTY where a slot is free
         narrow = bound <= OPEN_KEY
         first = narrow.int().argmax(1)
         last = n_bins - 1 - narrow.flip(1).int().argmax(1)
