@@ -3,7 +3,7 @@ interpretable and the raters', their difference with a 95% interval, Cohen's kap
 program-rater beside rater-rater, and the confusion table.
 
     python benchmarks/autointerp_agreement.py STUDY.sqlite [STUDY ...] [--runs DIR]
-        [--by activation] [--per-layer]
+        [--by activation] [--per-layer] [--min-layer N]
     python benchmarks/autointerp_agreement.py --labels LABELS.csv --set test --runs DIR
 
 Ratings come from study databases (with the neurons they are of) or from a labels CSV such as
@@ -12,7 +12,8 @@ explained afresh with ``solulab autointerp``, so the figures are of the code as 
 DIR`` finds a run as ``DIR/<model name>`` for a CSV, or ``DIR/<run directory name>`` for a study
 (``DIR/<seed directory>/<run directory name>`` where a study's runs differ only by seed, as
 ``replicate --seeds`` makes them). ``--by activation`` pools the models of one activation (the
-seeds of a replication); ``--per-layer`` adds a row for each layer of each group.
+seeds of a replication); ``--per-layer`` adds a row for each layer of each group; ``--min-layer
+N`` keeps only the neurons of layer N and deeper.
 """
 
 from __future__ import annotations
@@ -90,12 +91,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=HELD_OUT_TOKENS, help="Held-out tokens.")
     parser.add_argument("--by", choices=("model", "activation"), default="model")
     parser.add_argument("--per-layer", action="store_true")
+    parser.add_argument("--min-layer", type=int, default=0, help="Only layers >= this.")
     args = parser.parse_args()
     if args.labels and not args.runs:
         parser.error("--labels needs --runs DIR (see the labels' README)")
     rows = [r for study in args.studies for r in ratings(study, args.runs)]
     if args.labels:
         rows += labels_csv(args.labels, args.set, args.runs)
+    rows = [r for r in rows if r["layer"] >= args.min_layer]
     if not rows:
         parser.error("no ratings: give study databases or --labels")
     verdicts = {}

@@ -38,8 +38,9 @@ def replicate(
     batch_size: int = typer.Option(REPLICATE["batch_size"]),
     lr: float = typer.Option(REPLICATE["lr"]),
     seed: int = typer.Option(REPLICATE["seed"]),
-    neurons_per_model: int = typer.Option(REPLICATE["neurons_per_model"],
-                                          help="Neurons of each model in the study."),
+    neurons_per_model: int = typer.Option(
+        REPLICATE["neurons_per_model"],
+        help="Neurons of each activation in the study, split evenly over the seeds."),
     collect_tokens: int = typer.Option(REPLICATE["collect_tokens"],
                                        help="Validation tokens per neuron store."),
     annotators: str = typer.Option(",".join(REPLICATE["annotators"]),
