@@ -101,6 +101,7 @@ def test_replicate_end_to_end_interrupted_and_resumed(small_corpus, tmp_path):
         plan["tokens"] >= TOKENS_PER_PARAM * plan["non_embedding_params"][plan["sizes"][-1]])
     results = (out / "results.md").read_text()
     assert "size-equivalent multiplier" in results and "Not rated yet" in results
+    assert f"## Blinded study, 12 neurons per activation of {plan['sizes'][-1]}" in results
     assert "Across seeds: 2 seeds" in results and "by layer" in results
     assert "planned for 0.6 minutes" in results and "under \"Across seeds\"" in results
     numbers = json.loads((out / "results.json").read_text())

@@ -40,14 +40,28 @@ class Entries:
                        self.key[index], self.ids[index], self.acts[index], other)
 
 
-def select(groups: torch.Tensor, primary: torch.Tensor, secondary: torch.Tensor,
+def select(groups: torch.Tensor, primary: torch.Tensor, secondary: torch.Tensor | None,
            capacity: int) -> torch.Tensor:
     """Indices of the entries kept: per group, the ``capacity`` smallest by (primary, secondary),
-    returned in (group, primary, secondary) order."""
-    order = torch.argsort(secondary, stable=True)
+    returned in (group, primary, secondary) order. ``secondary`` may be None where no two
+    entries of a group tie on ``primary`` (keys: distinct positions of a neuron have distinct
+    keys). A float32 ``primary`` is sorted with its group, as one int64: a sort fewer."""
+    order = (torch.arange(len(groups), device=groups.device) if secondary is None
+             else torch.argsort(secondary, stable=True))
+    if primary.dtype == torch.float32:
+        order = order[torch.argsort(_group_then_float(groups[order], primary[order]), stable=True)]
+        return order[rank_in_group(groups[order]) < capacity]
     order = order[torch.argsort(primary[order], stable=True)]
     order = order[torch.argsort(groups[order], stable=True)]
     return order[rank_in_group(groups[order]) < capacity]
+
+
+def _group_then_float(groups: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordered as (group, value): the group (below 2**31) in the high 32 bits, the
+    float's bits made monotone in the low 32 (-0.0 as +0.0, which compare equal)."""
+    bits = (values + 0.0).view(torch.int32)
+    monotone = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long() + 2**31
+    return (groups.long() << 32) | monotone
 
 
 def rank_in_group(groups: torch.Tensor) -> torch.Tensor:
@@ -133,14 +147,17 @@ class Slots:
         if not len(group):
             return
         cap = self.capacity
-        touched = torch.unique(group)  # sorted
+        present = torch.zeros(self.value.shape[0], dtype=torch.bool, device=group.device)
+        present[group] = True
+        touched = torch.nonzero(present).squeeze(1)  # the groups offered to, in order
         slots = (touched[:, None] * cap + torch.arange(cap, device=group.device)).view(-1)
         held_position = self.position.view(-1)[slots]
         held_primary = (self.key.view(-1)[slots] if self.key is not None
                         else -self.value.view(-1)[slots])
         index = select(torch.cat([touched.repeat_interleave(cap), group]),
                        torch.cat([held_primary, self._primary(value.float(), key)]),
-                       torch.cat([held_position, position]), cap)
+                       None if self.key is not None else torch.cat([held_position, position]),
+                       cap)
         kept = torch.zeros(len(slots) + len(group), dtype=torch.bool, device=group.device)
         kept[index] = True
         # Per group as many held examples leave as offered ones enter; both lists are in group

@@ -25,10 +25,10 @@ import math
 import numpy as np
 import torch
 
-from solulab.neurons import c_stats
+from solulab.neurons import batch_pass, c_stats
+from solulab.neurons.batch_pass import HALF_BINS
 from solulab.neurons.slots import Entries, Slots, rank_in_group, select
 
-HALF_BINS = 16
 H0_EXP = -24  # the finest bin width is 2**-24
 GOLDEN = 0x9E3779B97F4A7C15
 FIRST_CHUNK = 64  # rows first offered to the interval samples; chunks double while bins fill
@@ -132,21 +132,17 @@ class PointStream:
 
         return ids, values(acts), None if other is None else values(other)
 
-    def _offer(self, batch: tuple, element: torch.Tensor, top: bool) -> None:
-        """Offer the batch's elements ``element`` (indices into ``[tokens * d_mlp]``) to the
-        top-k or to their bins' samples."""
-        acts, other, tokens, positions, keys, v = batch
+    def _offer(self, batch: tuple, slots: Slots, element: torch.Tensor,
+               group: torch.Tensor | None = None, key: torch.Tensor | None = None) -> None:
+        """Offer the batch's elements ``element`` (indices into ``[tokens * d_mlp]``) to
+        ``slots``, in groups ``group`` (default: their neurons), with their ``key`` where the
+        slots are keyed."""
+        acts, other, tokens, positions, _, v = batch
         row, neuron = element // self.d, element % self.d
-        value = v.view(-1)[element]
-        slots = self.top if top else self.pool
-        key, group = None, neuron
-        if not top:
-            key = keys[row] ^ self.neuron_mask[neuron]
-            group = self._sample_group(value, neuron)
         other = other if slots.other is not None else None
-        position = positions.reshape(-1)[row]
-        slots.keep_best(group, value, position, key, lambda i: self._windows(
-            acts, other, tokens, row[i], neuron[i]))
+        slots.keep_best(neuron if group is None else group, v.view(-1)[element],
+                        positions.reshape(-1)[row], key,
+                        lambda i: self._windows(acts, other, tokens, row[i], neuron[i]))
 
     @torch.no_grad()
     def update(self, acts: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
@@ -165,36 +161,20 @@ class PointStream:
             other_v = None if other is None else other.reshape(-1, self.d)
             c_stats.stream_batch(self, HALF_BINS, v, other_v, tokens, positions, keys)
             return
-        self._extend(v.amax(0), v.amin(0))
-        scaled = v / self.width()  # the grid in units of bins: a power of two, exact
-        group = self._groups(scaled)
-        self._statistics(v, group)
+        self._extend(v.amax(0), v.amin(0))  # two passes: faster than aminmax over dim 0
+        group, sums, n_positive, n_above = batch_pass.statistics(v, self.width(), self.threshold)
+        self.moments += sums
+        self.n_positive += n_positive
+        self.n_above += n_above
+        self.counts += torch.bincount(group.view(-1),
+                                      minlength=self.counts.numel()).view_as(self.counts)
         self._offer_top(batch)
-        self._offer_samples(batch, scaled, group)
+        self._offer_samples(batch, group)
 
     def _extend(self, batch_max: torch.Tensor, batch_min: torch.Tensor) -> None:
         self.vmax = torch.maximum(self.vmax, batch_max)
         self.vmin = torch.minimum(self.vmin, batch_min)
         self._grow(torch.maximum(self.vmax.abs(), self.vmin.abs()))
-
-    def _statistics(self, v: torch.Tensor, group: torch.Tensor) -> None:
-        """Moments, counts and the histogram of ``v [tokens, d_mlp]`` (``group``: each value's
-        histogram bin, ``_groups``) in PyTorch ops, each one pass over the batch."""
-        v2 = v * v
-        sums = torch.stack([v.sum(0), v2.sum(0), (v2 * v).sum(0), (v2 * v2).sum(0)], 1)
-        self.moments += sums.double()
-        # sign() is 1 exactly where v > 0 (and v - t > 0 exactly where v > t, in floats)
-        self.n_positive += v.sign().clamp_(min=0).sum(0).long()
-        self.n_above += (v - self.threshold).sign_().clamp_(min=0).sum(0).long()
-        self.counts += torch.bincount(group.view(-1),
-                                      minlength=self.counts.numel()).view_as(self.counts)
-
-    def _groups(self, scaled: torch.Tensor) -> torch.Tensor:
-        """``[tokens, d_mlp]`` int32 index of each value's (neuron, bin) in ``counts.view(-1)``,
-        from the values in units of their neuron's bin width."""
-        first = torch.arange(self.d, dtype=torch.int32, device=scaled.device) * (2 * HALF_BINS)
-        bins = torch.floor(scaled).clamp_(-HALF_BINS, HALF_BINS - 1).to(torch.int32)
-        return bins.add_(first + HALF_BINS)
 
     def _offer_top(self, batch: tuple) -> None:
         """Offer the values that can enter the top-k: at least the kept k-th and, while slots
@@ -203,9 +183,9 @@ class PointStream:
         kth = self.top.worst()
         if torch.isinf(kth).any():
             kth = torch.maximum(kth, torch.topk(v, min(self.k, len(v)), dim=0).values[-1])
-        self._offer(batch, torch.nonzero((v >= kth).view(-1)).squeeze(1), top=True)
+        self._offer(batch, self.top, torch.nonzero((v >= kth).view(-1)).squeeze(1))
 
-    def _offer_samples(self, batch: tuple, scaled: torch.Tensor, group: torch.Tensor) -> None:
+    def _offer_samples(self, batch: tuple, group: torch.Tensor) -> None:
         """Offer the values whose key can enter their bin's sample. A cheap test first keeps a
         superset (``_sample_screen``), then the exact key test runs on what it kept. Rows go a
         chunk at a time while bins fill, doubling, so that later rows meet bounds that have
@@ -218,23 +198,22 @@ class PointStream:
             stop = min(len(keys), start + rows)
             bound = self.pool.worst()  # per sample group: the key a value must not exceed
             low, high, key_bound = self._sample_screen(bound)
-            chunk = scaled[start:stop]
-            screened = ((high_keys[start:stop] ^ high_mask) <= key_bound) | (chunk < low)
-            screened |= chunk >= high
+            screened = batch_pass.sample_screen(high_keys[start:stop], high_mask, key_bound,
+                                                group[start:stop], low, high)
             element = torch.nonzero(screened.view(-1)).squeeze(1) + start * self.d
-            row, neuron = element // self.d, element % self.d
-            exact = (keys[row] ^ self.neuron_mask[neuron]) <= bound[group.view(-1)[element].long()]
-            element = element[exact]
-            self._offer(batch, element, top=False)
-            rows = len(keys) if len(element) <= FEW * (stop - start) * self.d else 2 * rows
+            key = keys[element // self.d] ^ self.neuron_mask[element % self.d]
+            sample_group = group.view(-1)[element].long()
+            exact = torch.nonzero(key <= bound[sample_group]).squeeze(1)
+            self._offer(batch, self.pool, element[exact], sample_group[exact], key[exact])
+            rows = len(keys) if len(exact) <= FEW * (stop - start) * self.d else 2 * rows
             start = stop
 
     def _sample_screen(self, bound: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per neuron, from each sample group's ``bound`` (``Slots.worst``), a range of bins
-        ``[low, high)`` (in units of its bin width) and a bound on the high 32 bits of keys such
-        that every value inside the range whose key can enter its bin's sample passes the bound;
-        values outside the range are offered whatever their key.
+        """Per neuron, from each sample group's ``bound`` (``Slots.worst``), a range of its
+        groups ``[low, high)`` and a bound on the high 32 bits of keys such that every value
+        inside the range whose key can enter its bin's sample passes the bound; values outside
+        the range are offered whatever their key.
         The range runs from the first to the last bin whose sample admits at most ``OPEN`` of
         all keys: the bins with free or few-seen slots, rare values, are left outside."""
         n_bins = 2 * HALF_BINS
@@ -246,10 +225,10 @@ class PointStream:
         i = torch.arange(n_bins, device=bound.device)
         inside = (i >= first[:, None]) & (i <= last[:, None])
         worst_key = torch.where(inside, bound, torch.iinfo(torch.int64).min).amax(1)
-        low = torch.where(first == 0, -math.inf, (first - HALF_BINS).float())
-        high = torch.where(last == n_bins - 1, math.inf, (last - HALF_BINS + 1).float())
-        low = torch.where(none, math.inf, low)  # an empty range: all outside
-        return low, high, (worst_key >> 32).to(torch.int32)
+        offset = torch.arange(self.d, device=bound.device) * n_bins
+        low = torch.where(none, n_bins, first) + offset  # an empty range: all outside
+        high = last + 1 + offset
+        return low.to(torch.int32), high.to(torch.int32), (worst_key >> 32).to(torch.int32)
 
     def to(self, device) -> None:
         """Move every tensor to ``device`` (streams travel between ranks on the CPU)."""
@@ -322,7 +301,7 @@ def finalize(stream: PointStream, n_intervals: int) -> dict[str, np.ndarray]:
     entry_bins = stream.bins(pool.value, pool.neuron)
     interval = (entry_bins[:, None] >= bin_edges[pool.neuron]).sum(1) - 1  # [entries]
     group = pool.neuron * n_intervals + interval
-    kept = pool.take(select(group, pool.key, pool.position, stream.samples))
+    kept = pool.take(select(group, pool.key, None, stream.samples))
     kept_group = kept.neuron * n_intervals + (
         (stream.bins(kept.value, kept.neuron)[:, None] >= bin_edges[kept.neuron]).sum(1) - 1)
     slot = kept_group * stream.samples + rank_in_group(kept_group)

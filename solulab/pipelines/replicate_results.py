@@ -15,6 +15,7 @@ from solulab.autointerp.agreement import agreement_score, auto_labels, rating_pa
 from solulab.io import atomic_write_json, atomic_write_text
 from solulab.pipelines.replicate_seeds import Runs, seed_section
 from solulab.stats import fisher_exact_2x2, proportion
+from solulab.study import db
 from solulab.study.report import by_activation_and_layer, plot_figures, summarise
 
 if TYPE_CHECKING:
@@ -130,6 +131,22 @@ def layer_cell(summary: dict[str, Any], layer: int, act: str) -> str:
     return _interval(row["interpretable"], row["rated"]) + ("" if p == "-" else f", p {p}")
 
 
+def sampled_per_activation(study: Path) -> str:
+    """How many neurons the study drew of each activation: one number, or one per activation
+    where they differ (the study may have been made anew with ``solulab study create``)."""
+    conn = db.connect(study)
+    try:
+        act_of = {m["run"]: m["act_fn"] for m in db.models(conn)}
+        counts = defaultdict(int)
+        for run, _, _ in db.sampled_neurons(conn):
+            counts[act_of[run]] += 1
+    finally:
+        conn.close()
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))}"
+    return ", ".join(f"{n} ({act})" for act, n in counts.items())
+
+
 def study_lines(out: Path, study: Path, runs: Runs, verdicts: Verdicts
                 ) -> tuple[list[str], dict]:
     summary = summarise(study)
@@ -242,8 +259,8 @@ def write_results(out: Path, plan: ReplicationPlan, comparison: dict[str, Any],
         seed_lines, seed_numbers = seed_section(comparison, runs, verdicts, largest,
                                                 out / "figures", _table)
         lines += [*seed_lines, ""]
-    lines += [f"## Blinded study, {asked.neurons_per_model} neurons per activation of {largest}"
-              + (" (every seed, every layer)" if asked.seeds > 1 else ""), ""]
+    lines += [f"## Blinded study, {sampled_per_activation(study)} neurons per activation of "
+              f"{largest}" + (" (every seed, every layer)" if asked.seeds > 1 else ""), ""]
     blinded_lines, blinded = study_lines(out, study, runs, verdicts)
     lines += [*blinded_lines, "", "## The paper", "", PAPER, ""]
     path = out / RESULTS_FILE
