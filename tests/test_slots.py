@@ -1,10 +1,11 @@
 """``select``, the ranking every kept example goes through, against a plain Python sort."""
 
+import copy
 import math
 
 import torch
 
-from solulab.neurons.slots import select
+from solulab.neurons.slots import EMPTY, Slots, select
 
 
 def _by_python(groups, primary, secondary, capacity):
@@ -40,3 +41,41 @@ def test_keys_unique_within_a_group_need_no_secondary():
     with_positions = select(groups, keys, positions, 4).tolist()
     assert select(groups, keys, None, 4).tolist() == with_positions
     assert with_positions == _by_python(groups.tolist(), keys.tolist(), positions.tolist(), 4)
+
+
+
+def test_regroup_keeps_what_emptying_and_offering_back_keeps():
+    gen = torch.Generator().manual_seed(7)
+    neurons, per, cap, window = 5, 8, 3, 4
+    slots = Slots.empty(neurons * per, cap, window, keyed=True, with_other=True,
+                        per_neuron=per, device="cpu")
+    n = 150
+    position = torch.randperm(10_000, generator=gen)[:n]
+    key = torch.randint(-2**63, 2**63 - 1, (n,), generator=gen)
+    acts = torch.randn(n, window, generator=gen)
+    slots.keep_best(torch.randint(0, neurons * per, (n,), generator=gen), acts[:, 0], position,
+                    key, lambda i: (position[i, None].repeat(1, window).int(), acts[i], -acts[i]))
+    owners = torch.tensor([1, 3, 4])
+    new_group = torch.arange(per).div(2, rounding_mode="floor").repeat(3, 1)  # pairs merge
+    new_group[2] = torch.arange(per).div(4, rounding_mode="floor") + 3  # fours, moved up
+
+    # The reference: empty the owners' groups, then offer back what they held.
+    reference = copy.deepcopy(slots)
+    groups = (owners[:, None] * per + torch.arange(per)).view(-1)
+    old_group, held = reference._occupied(groups)
+    reference.value[groups], reference.position[groups], reference.key[groups] = \
+        -math.inf, EMPTY, EMPTY
+    row = {int(o): r for r, o in enumerate(owners)}
+    target = torch.tensor([int(g) // per * per + int(new_group[row[int(g) // per], int(g) % per])
+                           for g in old_group])
+    reference.keep_best(target, held.value, held.position, held.key,
+                        lambda i: (held.ids[i], held.acts[i], held.other[i]))
+    slots.regroup(owners, new_group)
+
+    def kept(s: Slots) -> list:
+        group, e = s._occupied(None)
+        return sorted(zip(group.tolist(), e.key.tolist(), e.position.tolist(), e.ids.tolist(),
+                          e.acts.tolist(), e.other.tolist()))
+
+    assert len(kept(slots)) < n  # some examples were pushed out by the merges
+    assert kept(slots) == kept(reference)

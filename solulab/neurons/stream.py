@@ -98,8 +98,7 @@ class PointStream:
         counts = torch.zeros_like(self.counts)
         self.counts = counts.scatter_add_(1, new_bins, self.counts)
         grown = torch.nonzero(grow).squeeze(1)
-        _, held = self.pool.clear((grown[:, None] * (2 * HALF_BINS) + grid + HALF_BINS).view(-1))
-        self._offer_entries(self.pool, held)
+        self.pool.regroup(grown, new_bins[grown])
 
     def _sample_group(self, value: torch.Tensor, neuron: torch.Tensor) -> torch.Tensor:
         """The (neuron, grid bin) sample group of each value, flat with its neuron."""
