@@ -6,7 +6,9 @@ Measured side by side on the same model and batches:
 2. collection: ``Collector.update`` (forward up to the last collected layer, then streaming top-k,
    interval samples, statistics and histograms for every neuron at every point);
 3. naive: keep every neuron activation of every batch, then one top-k at the end: its time, and
-   the memory it holds against the collector's, which does not grow with the tokens.
+   the memory it holds against the collector's, which does not grow with the tokens;
+4. interleaved: a bare forward of each batch and the collector's update of it, in turn, batch by
+   batch, so that a machine whose speed drifts within seconds slows both alike.
 
     python benchmarks/collect_throughput.py [--n-layers 2 --d-model 256 --batches 12]
 """
@@ -77,6 +79,27 @@ def main() -> None:
             collector.update(tokens, pos)
         return collector
 
+    def interleaved() -> float:
+        """Bare forward time over collection time, each batch timed both ways in turn (which
+        goes first alternates, so neither always finds the weights warm)."""
+        collector = Collector(model, layers, StoreSettings(), seed=0)
+        seconds = {"bare": 0.0, "collect": 0.0}
+
+        def timed(name: str, fn) -> None:
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            seconds[name] += time.perf_counter() - start
+
+        for i, (tokens, pos) in enumerate(zip(batches, positions)):
+            steps = [("bare", lambda: model(tokens)),
+                     ("collect", lambda: collector.update(tokens, pos))]
+            with torch.no_grad():
+                for name, fn in steps if i % 2 == 0 else steps[::-1]:
+                    timed(name, fn)
+        return seconds["bare"] / seconds["collect"]
+
     kept: list[torch.Tensor] = []
 
     def naive() -> None:
@@ -109,6 +132,9 @@ def main() -> None:
     ratios = sorted(b / c for b, c in zip(times["bare forward"], times["collection"]))
     print(f"  collection / bare forward, round by round: median {statistics.median(ratios):.3f} "
           f"(range {ratios[0]:.3f}-{ratios[-1]:.3f}; the machine's drift cancels within a round)")
+    paired = sorted(interleaved() for _ in range(args.rounds))
+    print(f"  collection / bare forward, batch by batch: median {statistics.median(paired):.3f} "
+          f"(range {paired[0]:.3f}-{paired[-1]:.3f} over {args.rounds} rounds)")
     collector = collect()
     naive_bytes = sum(t.numel() * t.element_size() for t in kept)
     print(f"  memory held: collector {stream_bytes(collector) / 2**20:.1f} MiB (fixed), naive "
