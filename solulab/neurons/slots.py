@@ -133,32 +133,29 @@ class Slots:
         ``per_neuron`` consecutive groups): group ``j`` of owner ``owners[i]`` goes to its group
         ``new_group[i, j]``, and each group keeps its ``capacity`` smallest keys (a neuron's
         keys are distinct). The same examples as emptying the groups and offering back what
-        they held, without a ranking of everything offered: a sort per owner."""
+        they held, ranked by ``select`` among themselves alone, without the general merge."""
         key = self.key
         assert key is not None, "regroup ranks by key"
         per, cap = self.per_neuron, self.capacity
         width = per * cap  # the slots of one owner, consecutive
         holding = (self.position.view(-1, width)[owners] != EMPTY).any(1)
         owners, new_group = owners[holding], new_group[holding]  # empty owners stay empty
-        slot = owners[:, None] * width + torch.arange(width, device=owners.device)  # [n, width]
-        target = new_group.repeat_interleave(cap, dim=1)
-        order = torch.argsort(key.view(-1)[slot], dim=1, stable=True)
-        order = order.gather(1, torch.argsort(target.gather(1, order), dim=1, stable=True))
-        target = target.gather(1, order)
-        first = torch.ones_like(target, dtype=torch.bool)
-        first[:, 1:] = target[:, 1:] != target[:, :-1]
-        index = torch.arange(width, device=owners.device).expand_as(target)
-        rank = index - torch.cummax(torch.where(first, index, 0), 1).values
-        kept = rank < cap
-        source = slot.gather(1, order)[kept]
-        dest = (owners[:, None] * width + target * cap + rank)[kept]
+        slot = (owners[:, None] * width + torch.arange(width, device=owners.device)).view(-1)
+        # each slot's new group, numbered across the owners: owner row * per + its new group
+        row = torch.arange(len(owners), device=owners.device)[:, None]
+        group = (row * per + new_group).repeat_interleave(cap, dim=1).view(-1)
+        index = select(group, key.view(-1)[slot], None, cap)
+        kept_group = group[index]
+        source = slot[index]
+        dest = (owners[kept_group // per] * width + kept_group % per * cap
+                + rank_in_group(kept_group))
         fields = [self.value, self.position, key]
         windows = [t for t in (self.ids, self.acts, self.other) if t is not None]
         moved = [t.view(-1)[source] for t in fields] + [
             t.view(-1, t.shape[-1])[source] for t in windows]
-        self.value.view(-1)[slot.view(-1)] = -math.inf
-        self.position.view(-1)[slot.view(-1)] = EMPTY
-        key.view(-1)[slot.view(-1)] = EMPTY
+        self.value.view(-1)[slot] = -math.inf
+        self.position.view(-1)[slot] = EMPTY
+        key.view(-1)[slot] = EMPTY
         for t, new in zip(fields, moved):
             t.view(-1)[dest] = new
         for t, new in zip(windows, moved[len(fields):]):
