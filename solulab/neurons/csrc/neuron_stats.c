@@ -75,39 +75,56 @@ static inline int ranks_above(const Slots *s, float x, int64_t key, int64_t posi
     return position < s->position[j];
 }
 
-/* The group's worst slot: the lowest value (the largest key where there are keys), ties to the
- * larger position. Two passes, the first a plain reduction the compiler vectorises. */
+/* The keyed group's worst slot: the largest key, ties to the larger position. Two passes, the
+ * first a plain reduction the compiler vectorises. */
 static int64_t worst_slot(const Slots *s, int64_t group) {
-    int64_t first = group * s->cap, last = first + s->cap, worst = -1;
-    if (s->key != NULL) {
-        int64_t largest = INT64_MIN;
-        for (int64_t j = first; j < last; j++) largest = s->key[j] > largest ? s->key[j] : largest;
-        for (int64_t j = first; j < last; j++)
-            if (s->key[j] == largest && (worst < 0 || s->position[j] > s->position[worst]))
-                worst = j;
-        return worst;
-    }
-    float lowest = INFINITY;
-    for (int64_t j = first; j < last; j++) lowest = s->value[j] < lowest ? s->value[j] : lowest;
+    int64_t first = group * s->cap, last = first + s->cap, worst = -1, largest = INT64_MIN;
+    for (int64_t j = first; j < last; j++) largest = s->key[j] > largest ? s->key[j] : largest;
     for (int64_t j = first; j < last; j++)
-        if (s->value[j] == lowest && (worst < 0 || s->position[j] > s->position[worst]))
-            worst = j;
+        if (s->key[j] == largest && (worst < 0 || s->position[j] > s->position[worst])) worst = j;
     return worst;
 }
 
-/* Offers element (t, d), value x and key, to a group whose worst slot is w: it replaces that
- * slot if it ranks above it, and the slot remembers the batch row its window is to come from
- * (src, one per slot of the thread's groups, first slot first_slot). Returns the group's worst
- * slot after. */
-static int64_t offer(Slots *s, int64_t group, int64_t w, const Batch *b, int64_t t, float x,
-                     int64_t key, int64_t *src, int64_t first_slot) {
+/* Offers element t, value x and key, to slot w, the worst of its group: it takes the slot if it
+ * ranks above it, and the slot remembers the batch row its window is to come from (src, one per
+ * slot of the thread's groups, first slot first_slot). Returns whether it took the slot. */
+static int admit(Slots *s, int64_t w, const Batch *b, int64_t t, float x, int64_t key,
+                 int64_t *src, int64_t first_slot) {
     int64_t position = b->positions[t];
-    if (!ranks_above(s, x, key, position, w)) return w;
+    if (!ranks_above(s, x, key, position, w)) return 0;
     s->value[w] = x;
     s->position[w] = position;
     if (s->key != NULL) s->key[w] = key;
     src[w - first_slot] = t;
-    return worst_slot(s, group);
+    return 1;
+}
+
+/* Whether value-ranked slot a ranks below slot b: a lower value, ties to the larger position. */
+static inline int below(const Slots *s, int64_t a, int64_t b) {
+    if (s->value[a] != s->value[b]) return s->value[a] < s->value[b];
+    return s->position[a] > s->position[b];
+}
+
+/* Restores the heap of slots heap[0..n), in which every slot ranks below its children (so the
+ * root is the group's worst), after the slot at index i changed. */
+static void sift_down(const Slots *s, int64_t *heap, int64_t n, int64_t i) {
+    for (;;) {
+        int64_t lowest = i, left = 2 * i + 1, right = left + 1;
+        if (left < n && below(s, heap[left], heap[lowest])) lowest = left;
+        if (right < n && below(s, heap[right], heap[lowest])) lowest = right;
+        if (lowest == i) return;
+        int64_t slot = heap[i];
+        heap[i] = heap[lowest];
+        heap[lowest] = slot;
+        i = lowest;
+    }
+}
+
+/* The slots of value-ranked group g as a heap with the worst at its root: a top-k admission then
+ * costs a sift, not a scan of the k slots. */
+static void heapify(const Slots *s, int64_t g, int64_t *heap) {
+    for (int64_t j = 0; j < s->cap; j++) heap[j] = g * s->cap + j;
+    for (int64_t i = s->cap / 2 - 1; i >= 0; i--) sift_down(s, heap, s->cap, i);
 }
 
 /* Cuts the windows of the slots [first_slot, first_slot + n) that took an element of this batch
@@ -155,7 +172,7 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
         int64_t n = d1 - d0, top_slots = n * top->cap, sample_slots = n * bins * samples->cap;
         float *kth = malloc(sizeof(float) * (n + 1));
         float *inverse_width = malloc(sizeof(float) * (n + 1));
-        int64_t *kth_slot = malloc(sizeof(int64_t) * (n + 1));
+        int64_t *heap = malloc(sizeof(int64_t) * (top_slots + 1));  /* per neuron, worst first */
         int64_t *bound = malloc(sizeof(int64_t) * (n * bins + 1));
         int64_t *bound_slot = malloc(sizeof(int64_t) * (n * bins + 1));
         int64_t *top_src = malloc(sizeof(int64_t) * (top_slots + 1));
@@ -163,8 +180,8 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
         for (int64_t j = 0; j < top_slots; j++) top_src[j] = -1;
         for (int64_t j = 0; j < sample_slots; j++) sample_src[j] = -1;
         for (int64_t d = d0; d < d1; d++) {
-            kth_slot[d - d0] = worst_slot(top, d);
-            kth[d - d0] = top->value[kth_slot[d - d0]];
+            heapify(top, d, heap + (d - d0) * top->cap);
+            kth[d - d0] = top->value[heap[(d - d0) * top->cap]];
             inverse_width[d - d0] = 1.0f / width[d];  /* a power of two: exact */
             for (int64_t k = 0; k < bins; k++) {
                 int64_t at = (d - d0) * bins + k;
@@ -202,25 +219,26 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
                         above[i] += x[i] > threshold;
                         int k = (int)floorf(x[i] * inv[i]);
                         bin[i] = (k < -half ? -half : (k > half - 1 ? half - 1 : k)) + half;
-                        counts_of[i * bins + bin[i]] += 1;  /* lanes are distinct neurons */
                         hit[i] = (x[i] >= kth_of[i]) |
                                  ((key_t ^ mask_of[i]) <= bound_of[i * bins + bin[i]]);
                         any_hit |= hit[i];
                     }
+                    for (int i = 0; i < width_of_tile; i++)  /* scalar: faster than a scatter */
+                        counts_of[i * bins + bin[i]] += 1;
                     if (!any_hit) continue;  /* the usual case once the slots are full */
                     for (int i = 0; i < width_of_tile; i++) {
                         int64_t d = tile + i, local = d - d0;
                         if (!hit[i]) continue;
-                        if (x[i] >= kth[local]) {
-                            kth_slot[local] = offer(top, d, kth_slot[local], b, t, x[i], 0,
-                                                    top_src, d0 * top->cap);
-                            kth[local] = top->value[kth_slot[local]];
+                        int64_t *heap_of = heap + local * top->cap;
+                        if (x[i] >= kth[local] &&
+                            admit(top, heap_of[0], b, t, x[i], 0, top_src, d0 * top->cap)) {
+                            sift_down(top, heap_of, top->cap, 0);
+                            kth[local] = top->value[heap_of[0]];
                         }
                         int64_t key = key_t ^ mask[d], at = local * bins + bin[i];
-                        if (key <= bound[at]) {
-                            bound_slot[at] = offer(samples, d * bins + bin[i], bound_slot[at], b,
-                                                   t, x[i], key, sample_src,
-                                                   d0 * bins * samples->cap);
+                        if (key <= bound[at] && admit(samples, bound_slot[at], b, t, x[i], key,
+                                                      sample_src, d0 * bins * samples->cap)) {
+                            bound_slot[at] = worst_slot(samples, d * bins + bin[i]);
                             bound[at] = samples->key[bound_slot[at]];
                         }
                     }
@@ -237,7 +255,7 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
                       bins * samples->cap);
         free(kth);
         free(inverse_width);
-        free(kth_slot);
+        free(heap);
         free(bound);
         free(bound_slot);
         free(top_src);

@@ -1,0 +1,48 @@
+"""A stream's top-k under heavy ties, the C pass and the PyTorch path, against a sort."""
+
+import numpy as np
+import pytest
+import torch
+
+from solulab.neurons import c_stats
+from solulab.neurons.stream import PointStream
+
+D, K, N_POS, SEQS, BATCHES = 6, 7, 16, 4, 3
+
+
+def tied_batches() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Batches whose values take five levels only, so most of a top-k ties on its value, and
+    whose positions come in no order, so that ties are decided by position whichever arrives
+    first."""
+    gen = torch.Generator().manual_seed(3)
+    order = torch.randperm(BATCHES * SEQS * N_POS, generator=gen).view(BATCHES, SEQS, N_POS)
+    out = []
+    for b in range(BATCHES):
+        acts = torch.randint(-2, 3, (SEQS, N_POS, D), generator=gen).float() * 0.5
+        tokens = torch.randint(0, 50, (SEQS, N_POS), generator=gen)
+        out.append((acts, tokens, order[b]))
+    return out
+
+
+def top_positions(stream: PointStream) -> list[list[int]]:
+    """Each neuron's kept positions, strongest first, ties to the lower position."""
+    e = stream.top.entries()
+    rows = sorted(zip(e.neuron.tolist(), (-e.value).tolist(), e.position.tolist()))
+    return [[p for n, _, p in rows if n == neuron] for neuron in range(D)]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_top_k_under_ties_keeps_the_lowest_positions(native, monkeypatch):
+    if native and not c_stats.ready(torch.zeros(1)):
+        pytest.skip("no C compiler here: only the PyTorch path runs")
+    if not native:
+        monkeypatch.setattr(c_stats, "ready", lambda v: False)
+    stream = PointStream(D, K, before=2, after=1, samples=2, threshold=0.5, with_other=False)
+    batches = tied_batches()
+    for acts, tokens, positions in batches:
+        stream.update(acts, tokens, positions)
+    values = torch.cat([a.reshape(-1, D) for a, _, _ in batches]).numpy()
+    positions = torch.cat([p.reshape(-1) for _, _, p in batches]).numpy()
+    for neuron, kept in enumerate(top_positions(stream)):
+        expected = np.lexsort((positions, -values[:, neuron]))[:K]
+        assert kept == positions[expected].tolist()
