@@ -33,7 +33,10 @@ H0_EXP = -24  # the finest bin width is 2**-24
 GOLDEN = 0x9E3779B97F4A7C15
 FIRST_CHUNK = 64  # rows first offered to the interval samples; chunks double while bins fill
 FEW = 1 / 16  # a chunk that admits at most this share of its values: the rest at once
-OPEN = 1 / 4  # a bin whose sample admits more of all keys is left to the exact test alone
+# A bin whose sample admits more of all keys is left to the exact test alone; the others pass
+# the screen with at most this share of keys (1/4 let 17% of a batch's values through where 0.2%
+# enter; 1/64 lets 2-3% through: the tighter bound saves more than the bins it leaves out cost).
+OPEN = 1 / 64
 OPEN_KEY = int(2**64 * OPEN) - 2**63  # the key bound that admits that share
 
 
