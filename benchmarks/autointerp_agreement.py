@@ -27,7 +27,7 @@ from pathlib import Path
 
 from solulab.autointerp import HELD_OUT_TOKENS
 from solulab.autointerp.run import autointerp
-from solulab.stats import cohens_kappa, proportion
+from solulab.stats import cohens_kappa, paired_mean, proportion
 
 YES = "interpretable"
 
@@ -67,10 +67,9 @@ def difference(group: list[dict]) -> tuple[float, float]:
         neuron = r["run"], r["layer"], r["neuron"]
         ratings_of[neuron].append(r["label"])
         program_of[neuron] = r["program"]
-    d = [program_of[n] - sum(labels) / len(labels) for n, labels in ratings_of.items()]
-    mean = sum(d) / len(d)
-    spread = (sum((x - mean) ** 2 for x in d) / (len(d) - 1)) ** 0.5 if len(d) > 1 else 0.0
-    return 100 * mean, 100 * 1.96 * spread / len(d) ** 0.5
+    mean, half = paired_mean([program_of[n] - sum(labels) / len(labels)
+                              for n, labels in ratings_of.items()])
+    return 100 * mean, 100 * half
 
 
 def table(pairs: list[tuple[bool, bool]]) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from solulab.stats import cohens_kappa, fisher_exact_2x2, proportion
+from solulab.stats import cohens_kappa, fisher_exact_2x2, paired_mean, proportion
 from solulab.study import db
 
 YES = "interpretable"
@@ -41,10 +41,8 @@ def paired_difference(first: dict, second: dict, keys: list) -> tuple[float, flo
     def mean_yes(labels: dict[str, str]) -> float:
         return sum(label == YES for label in labels.values()) / len(labels)
 
-    d = [mean_yes(second[k]) - mean_yes(first[k]) for k in keys]
-    mean = sum(d) / len(d)
-    spread = (sum((x - mean) ** 2 for x in d) / (len(d) - 1)) ** 0.5 if len(d) > 1 else 0.0
-    return 100 * mean, 100 * 1.96 * spread / len(d) ** 0.5
+    mean, half = paired_mean([mean_yes(second[k]) - mean_yes(first[k]) for k in keys])
+    return 100 * mean, 100 * half
 
 
 def main() -> None:

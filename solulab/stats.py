@@ -3,7 +3,8 @@
 The blinded human study reports, per model, the fraction of neurons rated interpretable
 (``proportion``: a Wilson score interval) and compares two models' fractions
 (``fisher_exact_2x2``). Agreement between raters is measured with ``cohens_kappa`` (two raters)
-and ``fleiss_kappa`` (many raters). The automated scorer reuses these and adds ``auroc``,
+and ``fleiss_kappa`` (many raters), and how far two labellings of the same neurons stand apart
+with ``paired_mean``. The automated scorer reuses these and adds ``auroc``,
 ``precision_recall`` and ``pearson`` over per-token activations and predictions.
 
 Invalid input raises ``SolulabError`` (a ``ValueError``) with a message that says what is wrong.
@@ -89,6 +90,17 @@ def proportion(successes: int, n: int, confidence: float = 0.95) -> Proportion:
     """The observed proportion with its Wilson score interval."""
     low, high = wilson_interval(successes, n, confidence)
     return Proportion(successes=int(successes), n=int(n), low=low, high=high)
+
+
+def paired_mean(differences: Sequence[float]) -> tuple[float, float]:
+    """The mean of paired ``differences`` and the half-width of its 95% interval, normal
+    approximation (1.96 sample standard deviations over sqrt(n); 0 for a single pair)."""
+    n = len(differences)
+    if n == 0:
+        raise SolulabError("paired_mean needs at least one difference")
+    mean = sum(differences) / n
+    spread = (sum((x - mean) ** 2 for x in differences) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    return mean, 1.96 * spread / n ** 0.5
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from solulab.stats import (
     cohens_kappa,
     fisher_exact_2x2,
     fleiss_kappa,
+    paired_mean,
     pearson,
     precision_recall,
     proportion,
@@ -366,3 +367,13 @@ def test_pearson_undefined_and_invalid():
         pearson([1, 2, 3], [1, 2])
     with pytest.raises(ValueError, match="NaN"):
         pearson([1, np.nan, 3], [1, 2, 3])
+
+
+def test_paired_mean_against_a_hand_computation():
+    # differences 1, 0, 0, -1, 1: mean 0.2, sample variance (0.64+0.04*2+1.44+0.64)/4 = 0.7
+    mean, half = paired_mean([1, 0, 0, -1, 1])
+    assert mean == pytest.approx(0.2)
+    assert half == pytest.approx(1.96 * math.sqrt(0.7) / math.sqrt(5))
+    assert paired_mean([0.5]) == (0.5, 0.0)
+    with pytest.raises(SolulabError):
+        paired_mean([])
