@@ -20,6 +20,12 @@ import torch
 HALF_BINS = 16
 
 
+def grid_bin(values: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """Each value's bin on its neuron's grid of bins ``width`` wide, ``-HALF_BINS`` to
+    ``HALF_BINS - 1`` (values beyond go to the end bins), as floats."""
+    return torch.floor(values / width).clamp(-HALF_BINS, HALF_BINS - 1)
+
+
 def _statistics(v: torch.Tensor, width: torch.Tensor, threshold: float
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """For ``v [tokens, d_mlp]`` and each neuron's bin ``width [d_mlp]``: each value's group
@@ -27,7 +33,7 @@ def _statistics(v: torch.Tensor, width: torch.Tensor, threshold: float
     ``v``, ``v^2``, ``v^3``, ``v^4`` (``[d_mlp, 4]`` float64), and the counts above zero and
     above ``threshold``."""
     first = torch.arange(v.shape[1], dtype=torch.int32, device=v.device) * (2 * HALF_BINS)
-    bins = torch.floor(v / width).clamp(-HALF_BINS, HALF_BINS - 1).to(torch.int32)
+    bins = grid_bin(v, width).to(torch.int32)
     group = bins + (first + HALF_BINS)
     x = v.double()  # summed in float64, as the C pass sums
     x2 = x * x

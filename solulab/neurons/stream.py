@@ -83,7 +83,7 @@ class PointStream:
     def bins(self, values: torch.Tensor, neurons: torch.Tensor | None = None) -> torch.Tensor:
         """Grid bin of each value (``values [..., d_mlp]``, or flat with ``neurons``)."""
         h = self.width() if neurons is None else self.width()[neurons]
-        return torch.floor(values / h).clamp_(-HALF_BINS, HALF_BINS - 1).long() + HALF_BINS
+        return batch_pass.grid_bin(values, h).long() + HALF_BINS
 
     def _grow(self, max_abs: torch.Tensor) -> None:
         """Coarsen the grid of neurons whose largest magnitude no longer fits."""
