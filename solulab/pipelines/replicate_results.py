@@ -249,7 +249,8 @@ def write_results(out: Path, plan: ReplicationPlan, comparison: dict[str, Any],
                   "per parameter.", ""]
     lines += ["## Loss", "", *loss_lines(comparison, asked.seeds), "",
               f"## Automated verdict, every neuron of the {largest} models", "",
-              "The study's criterion (one rule explains at least 80% of the top examples); "
+              "The study's criterion (one rule explains at least 80% of the top examples, 85% "
+              "for a rule that names no token); "
               "Wilson 95% intervals, Fisher's exact test against gelu"
               + (", every seed's neurons pooled" if asked.seeds > 1 else "") + ".", "",
               *_table(["activation", "auto-interpretable", "Fisher p vs gelu"],

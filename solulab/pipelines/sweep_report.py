@@ -133,7 +133,7 @@ def neuron_section(root: Path, result: dict[str, Any]) -> str:
         ["size", "activation", "tokens", "layers", "neurons per layer",
          "auto-interpretable (95% Wilson)"], rows),
         "<p class=note>Auto-interpretable: one rule explains at least 80% of a neuron's top 20 "
-        "examples (<code>solulab autointerp RUN</code>).</p>"]
+        "examples, 85% for a rule that names no token (<code>solulab autointerp RUN</code>).</p>"]
     if best:
         parts += ["<h3>Best-explained neurons per run</h3>", _table(
             ["run", "layer:neuron", "explanation", "top-20 coverage", "AUROC (held out)",
