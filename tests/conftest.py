@@ -1,5 +1,6 @@
 import os
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,12 @@ if not torch.cuda.is_available():
     # Without a GPU, Triton kernels can only run in Triton's CPU interpreter, which must be chosen
     # before Triton is first imported (its own library functions are decorated then).
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # A shell that starts pytest in the background (`make test &`) ignores SIGINT, and an ignored
+    # signal stays ignored in every command the tests start, so their Ctrl-C tests would see
+    # nothing. A handler is not inherited: the commands start with the default.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 WORDS = (
     "the neuron fires on numbers in lists and on words about music while others respond to "
