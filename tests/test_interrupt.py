@@ -9,7 +9,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -51,24 +50,6 @@ def wait_for_step(out: Path, step: int, process: subprocess.Popen, timeout: floa
             return
         time.sleep(0.01)
     raise AssertionError(f"training never reached step {step}")
-
-
-def watch(stream, text: str) -> tuple[threading.Event, list[str], threading.Thread]:
-    """Reads ``stream`` to its end in the returned thread, into the returned list; the event is
-    set once ``text`` has appeared in it."""
-    seen, chunks = threading.Event(), []
-
-    def read() -> None:
-        tail = ""
-        for chunk in iter(lambda: stream.read(1), ""):
-            chunks.append(chunk)
-            tail = (tail + chunk)[-len(text):]
-            if tail == text:
-                seen.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    return seen, chunks, reader
 
 
 def finish(corpus: Path, out: Path) -> subprocess.CompletedProcess:
@@ -123,14 +104,13 @@ def test_two_ctrl_c_stop_at_once_and_leave_a_directory_both_ways_accept(small_co
     slow = command(small_corpus, out, "--batch-size", "2048")  # steps of a few hundred ms
     process = subprocess.Popen(slow, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
-    first_seen, output, reader = watch(process.stderr, "Ctrl-C again to stop at once")
     wait_for_step(out, 5, process)
     process.send_signal(signal.SIGINT)
-    assert first_seen.wait(60), "".join(output)  # the second arrives once the first is handled
+    first = "Ctrl-C again to stop at once"
+    seen = until_stderr_says(process, first)
+    assert first in seen, seen  # the second arrives once the first is handled
     process.send_signal(signal.SIGINT)
-    process.wait(timeout=120)
-    reader.join(timeout=60)
-    err = "".join(output)
+    err = seen + process.communicate(timeout=120)[1]
     assert process.returncode == 130 and "stopped at once" in err, err
     assert "Resume from the last checkpoint with:" in err and "--resume" in err, err
     assert not list_checkpoints(out)
