@@ -46,7 +46,13 @@ void batch_extremes(const float *v, int64_t T, int64_t D, float *vmax, float *vm
     }
 }
 
-enum { ROWS = 64, TILE = 16 };
+enum { ROWS = 64, TILE = 16, AHEAD = 8 };
+
+/* A candidate of a block: its row, its lane in the tile, its histogram bin. */
+typedef struct {
+    int32_t row;
+    int16_t lane, bin;
+} Hit;
 
 /* Fixed slots: value, position, key (NULL where ranked by value) [groups, cap]; windows
  * ids, acts, other (NULL where none) [groups, cap, window]. */
@@ -160,7 +166,9 @@ static void write_windows(Slots *s, const Batch *b, const int64_t *src, int64_t 
  * down whole columns would take a new page at every row). What an element must reach to enter
  * the top-k (kth, the worst kept value) or its bin's sample (bound, the worst kept key) is
  * cached per neuron and per bin with the slot that holds it; it only changes when an element
- * enters. Windows are cut once, at the end, for the slots that took an element of the batch. */
+ * enters. The vector loop screens the keys by their high 32 bits (no 64-bit gather), and a
+ * block's candidates then meet the exact tests in row order, the slots of the next few fetched
+ * meanwhile. Windows are cut once, at the end, for the slots that took an element of the batch. */
 void stream_batch(const Batch *b, const float *width, int half, const int64_t *mask,
                   float threshold, double *moments, int64_t *n_positive, int64_t *n_above,
                   int64_t *counts, Slots *top, Slots *samples, int threads) {
@@ -175,18 +183,23 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
         int64_t *heap = malloc(sizeof(int64_t) * (top_slots + 1));  /* per neuron, worst first */
         int64_t *bound = malloc(sizeof(int64_t) * (n * bins + 1));
         int64_t *bound_slot = malloc(sizeof(int64_t) * (n * bins + 1));
+        int32_t *bound_high = malloc(sizeof(int32_t) * (n * bins + 1));  /* bound >> 32 */
+        int32_t *mask_high = malloc(sizeof(int32_t) * (n + 1));
         int64_t *top_src = malloc(sizeof(int64_t) * (top_slots + 1));
         int64_t *sample_src = malloc(sizeof(int64_t) * (sample_slots + 1));
+        Hit *hits = malloc(sizeof(Hit) * ROWS * TILE);
         for (int64_t j = 0; j < top_slots; j++) top_src[j] = -1;
         for (int64_t j = 0; j < sample_slots; j++) sample_src[j] = -1;
         for (int64_t d = d0; d < d1; d++) {
             heapify(top, d, heap + (d - d0) * top->cap);
             kth[d - d0] = top->value[heap[(d - d0) * top->cap]];
             inverse_width[d - d0] = 1.0f / width[d];  /* a power of two: exact */
+            mask_high[d - d0] = (int32_t)(mask[d] >> 32);
             for (int64_t k = 0; k < bins; k++) {
                 int64_t at = (d - d0) * bins + k;
                 bound_slot[at] = worst_slot(samples, d * bins + k);
                 bound[at] = samples->key[bound_slot[at]];
+                bound_high[at] = (int32_t)(bound[at] >> 32);
             }
         }
         for (int64_t block = 0; block < b->T; block += ROWS) {
@@ -202,11 +215,17 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
                 }
                 const float *inv = inverse_width + (tile - d0);
                 const float *kth_of = kth + (tile - d0);
-                const int64_t *mask_of = mask + tile, *bound_of = bound + (tile - d0) * bins;
+                const int32_t *mask_of = mask_high + (tile - d0);
+                const int32_t *bound_of = bound_high + (tile - d0) * bins;
                 int64_t *counts_of = counts + tile * bins;
+                int n_hits = 0;
                 for (int64_t t = block; t < block_end; t++) {
                     const float *x = b->v + t * D + tile;
-                    int64_t key_t = b->keys[t];
+                    /* the line read ROWS rows from now (the next tile's of this row): a walk
+                     * that takes a line per page gets no help from the hardware prefetcher */
+                    int64_t ahead = tile + TILE < d1 ? t * D + tile + TILE : (t + ROWS) * D + d0;
+                    if (ahead < b->T * D) __builtin_prefetch(b->v + ahead);
+                    int32_t key_t = (int32_t)(b->keys[t] >> 32);  /* a screen: exact below */
                     int bin[TILE], hit[TILE], any_hit = 0;
                     #pragma omp simd reduction(|:any_hit)
                     for (int i = 0; i < width_of_tile; i++) {  /* one neuron per lane */
@@ -226,21 +245,38 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
                     for (int i = 0; i < width_of_tile; i++)  /* scalar: faster than a scatter */
                         counts_of[i * bins + bin[i]] += 1;
                     if (!any_hit) continue;  /* the usual case once the slots are full */
-                    for (int i = 0; i < width_of_tile; i++) {
-                        int64_t d = tile + i, local = d - d0;
-                        if (!hit[i]) continue;
-                        int64_t *heap_of = heap + local * top->cap;
-                        if (x[i] >= kth[local] &&
-                            admit(top, heap_of[0], b, t, x[i], 0, top_src, d0 * top->cap)) {
-                            sift_down(top, heap_of, top->cap, 0);
-                            kth[local] = top->value[heap_of[0]];
-                        }
-                        int64_t key = key_t ^ mask[d], at = local * bins + bin[i];
-                        if (key <= bound[at] && admit(samples, bound_slot[at], b, t, x[i], key,
-                                                      sample_src, d0 * bins * samples->cap)) {
-                            bound_slot[at] = worst_slot(samples, d * bins + bin[i]);
-                            bound[at] = samples->key[bound_slot[at]];
-                        }
+                    for (int i = 0; i < width_of_tile; i++)
+                        if (hit[i]) hits[n_hits++] = (Hit){(int32_t)t, (int16_t)i,
+                                                           (int16_t)bin[i]};
+                }
+                /* The block's candidates, in row order, against the slots as they are now; the
+                 * slots of a candidate a few ahead are fetched meanwhile (they miss the cache). */
+                for (int h = 0; h < n_hits; h++) {
+                    if (h + AHEAD < n_hits) {
+                        const Hit *next = &hits[h + AHEAD];
+                        int64_t local = tile + next->lane - d0;
+                        int64_t w = heap[local * top->cap];
+                        __builtin_prefetch(&top->value[w], 1);
+                        __builtin_prefetch(&top->position[w], 1);
+                        w = bound_slot[local * bins + next->bin];
+                        __builtin_prefetch(&samples->key[w], 1);
+                        __builtin_prefetch(&samples->position[w], 1);
+                        __builtin_prefetch(&samples->value[w], 1);
+                    }
+                    int64_t t = hits[h].row, d = tile + hits[h].lane, local = d - d0;
+                    float x = b->v[t * D + d];
+                    int64_t *heap_of = heap + local * top->cap;
+                    if (x >= kth[local] &&
+                        admit(top, heap_of[0], b, t, x, 0, top_src, d0 * top->cap)) {
+                        sift_down(top, heap_of, top->cap, 0);
+                        kth[local] = top->value[heap_of[0]];
+                    }
+                    int64_t key = b->keys[t] ^ mask[d], at = local * bins + hits[h].bin;
+                    if (key <= bound[at] && admit(samples, bound_slot[at], b, t, x, key,
+                                                  sample_src, d0 * bins * samples->cap)) {
+                        bound_slot[at] = worst_slot(samples, d * bins + hits[h].bin);
+                        bound[at] = samples->key[bound_slot[at]];
+                        bound_high[at] = (int32_t)(bound[at] >> 32);
                     }
                 }
                 for (int i = 0; i < width_of_tile; i++) {
@@ -258,7 +294,10 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
         free(heap);
         free(bound);
         free(bound_slot);
+        free(bound_high);
+        free(mask_high);
         free(top_src);
         free(sample_src);
+        free(hits);
     }
 }
