@@ -53,8 +53,9 @@ def test_regroup_keeps_what_emptying_and_offering_back_keeps():
     position = torch.randperm(10_000, generator=gen)[:n]
     key = torch.randint(-2**63, 2**63 - 1, (n,), generator=gen)
     acts = torch.randn(n, window, generator=gen)
-    slots.keep_best(torch.randint(0, neurons * per, (n,), generator=gen), acts[:, 0], position,
-                    key, lambda i: (position[i, None].repeat(1, window).int(), acts[i], -acts[i]))
+    target, i = slots.keep_best(torch.randint(0, neurons * per, (n,), generator=gen),
+                                acts[:, 0], position, key)
+    slots.write_windows(target, (position[i, None].repeat(1, window).int(), acts[i], -acts[i]))
     owners = torch.tensor([1, 3, 4])
     new_group = torch.arange(per).div(2, rounding_mode="floor").repeat(3, 1)  # pairs merge
     new_group[2] = torch.arange(per).div(4, rounding_mode="floor") + 3  # fours, moved up
@@ -68,8 +69,8 @@ def test_regroup_keeps_what_emptying_and_offering_back_keeps():
     row = {int(o): r for r, o in enumerate(owners)}
     target = torch.tensor([int(g) // per * per + int(new_group[row[int(g) // per], int(g) % per])
                            for g in old_group])
-    reference.keep_best(target, held.value, held.position, held.key,
-                        lambda i: (held.ids[i], held.acts[i], held.other[i]))
+    slot, i = reference.keep_best(target, held.value, held.position, held.key)
+    reference.write_windows(slot, (held.ids[i], held.acts[i], held.other[i]))
     slots.regroup(owners, new_group)
 
     def kept(s: Slots) -> list:

@@ -12,7 +12,6 @@ ranking is a total order, as positions are unique.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -162,14 +161,15 @@ class Slots:
             t.view(-1, t.shape[-1])[dest] = new
 
     def keep_best(self, group: torch.Tensor, value: torch.Tensor, position: torch.Tensor,
-                  key: torch.Tensor | None, windows: Callable[[torch.Tensor], Windows]) -> None:
+                  key: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Offer examples to groups ``group``: each touched group keeps its ``capacity`` best of
-        what it held and what it is offered. ``windows(index)`` gives the windows of the offered
-        examples ``index`` (called for those kept only). Only the slots whose example is replaced
-        are written: an admitted example takes the slot of one it pushed out of its group (free
-        slots rank last, so they go first)."""
+        what it held and what it is offered. Only the slots whose example is replaced are
+        written: an admitted example takes the slot of one it pushed out of its group (free
+        slots rank last, so they go first). Returns the slots written and, for each, the index
+        of the offered example it took; their windows are the caller's to write
+        (``write_windows``), once the slots are settled."""
         if not len(group):
-            return
+            return group, group
         cap = self.capacity
         present = torch.zeros(self.value.shape[0], dtype=torch.bool, device=group.device)
         present[group] = True
@@ -192,9 +192,13 @@ class Slots:
         self.position.view(-1)[target] = position[admitted]
         if self.key is not None:
             self.key.view(-1)[target] = key[admitted]
-        for slots_of, new in zip((self.ids, self.acts, self.other), windows(admitted)):
+        return target, admitted
+
+    def write_windows(self, slots: torch.Tensor, windows: Windows) -> None:
+        """Write the windows ``(ids, acts, other)`` of the examples in ``slots``."""
+        for slots_of, new in zip((self.ids, self.acts, self.other), windows):
             if slots_of is not None:
-                slots_of.view(-1, slots_of.shape[-1])[target] = new.to(slots_of.dtype)
+                slots_of.view(-1, slots_of.shape[-1])[slots] = new.to(slots_of.dtype)
 
     def to(self, device) -> Slots:
         return Slots(*(None if t is None else t.to(device) for t in (

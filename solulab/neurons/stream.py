@@ -112,10 +112,10 @@ class PointStream:
         group = entries.neuron
         if slots is self.pool:
             group = self._sample_group(entries.value, entries.neuron)
-        slots.keep_best(group, entries.value, entries.position,
-                        entries.key if slots.key is not None else None,
-                        lambda i: (entries.ids[i], entries.acts[i],
-                                   None if entries.other is None else entries.other[i]))
+        target, taken = slots.keep_best(group, entries.value, entries.position,
+                                        entries.key if slots.key is not None else None)
+        other = None if entries.other is None else entries.other[taken]
+        slots.write_windows(target, (entries.ids[taken], entries.acts[taken], other))
 
     # -- streaming ----------------------------------------------------------------------------
     def _windows(self, acts: torch.Tensor, other: torch.Tensor | None, tokens: torch.Tensor,
@@ -134,17 +134,30 @@ class PointStream:
 
         return ids, values(acts), None if other is None else values(other)
 
-    def _offer(self, batch: tuple, slots: Slots, element: torch.Tensor,
+    def _offer(self, batch: tuple, slots: Slots, source: torch.Tensor, element: torch.Tensor,
                group: torch.Tensor | None = None, key: torch.Tensor | None = None) -> None:
         """Offer the batch's elements ``element`` (indices into ``[tokens * d_mlp]``) to
         ``slots``, in groups ``group`` (default: their neurons), with their ``key`` where the
-        slots are keyed."""
-        acts, other, tokens, positions, _, v = batch
-        row, neuron = element // self.d, element % self.d
+        slots are keyed; ``source`` (per slot) records the element each slot took."""
+        positions, v = batch[3], batch[-1]
+        group = element % self.d if group is None else group
+        target, taken = slots.keep_best(group, v.view(-1)[element],
+                                        positions.reshape(-1)[element // self.d], key)
+        source[target] = element[taken]
+
+    def _cut_windows(self, batch: tuple, slots: Slots, source: torch.Tensor) -> None:
+        """Write the windows of the slots that took an element of the batch (``source``, -1
+        elsewhere), once, when the batch is done: an element pushed out again by a later one
+        of the same batch never has its window cut."""
+        acts, other, tokens = batch[:3]
+        target = torch.nonzero(source >= 0).squeeze(1)
+        row, neuron = source[target] // self.d, source[target] % self.d
         other = other if slots.other is not None else None
-        slots.keep_best(neuron if group is None else group, v.view(-1)[element],
-                        positions.reshape(-1)[row], key,
-                        lambda i: self._windows(acts, other, tokens, row[i], neuron[i]))
+        slots.write_windows(target, self._windows(acts, other, tokens, row, neuron))
+
+    def _sources(self, slots: Slots) -> torch.Tensor:
+        """Per slot, the batch element it took: none yet (-1)."""
+        return torch.full((slots.value.numel(),), -1, dtype=torch.int64, device=self.device)
 
     @torch.no_grad()
     def update(self, acts: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
@@ -185,7 +198,9 @@ class PointStream:
         kth = self.top.worst()
         if torch.isinf(kth).any():
             kth = torch.maximum(kth, torch.topk(v, min(self.k, len(v)), dim=0).values[-1])
-        self._offer(batch, self.top, torch.nonzero((v >= kth).view(-1)).squeeze(1))
+        source = self._sources(self.top)
+        self._offer(batch, self.top, source, torch.nonzero((v >= kth).view(-1)).squeeze(1))
+        self._cut_windows(batch, self.top, source)
 
     def _offer_samples(self, batch: tuple, group: torch.Tensor) -> None:
         """Offer the values whose key can enter their bin's sample. A cheap test first keeps a
@@ -195,6 +210,7 @@ class PointStream:
         keys = batch[-2]
         high_keys = (keys >> 32).to(torch.int32)[:, None]
         high_mask = (self.neuron_mask >> 32).to(torch.int32)
+        source = self._sources(self.pool)
         start, rows = 0, FIRST_CHUNK
         while start < len(keys):
             stop = min(len(keys), start + rows)
@@ -206,9 +222,11 @@ class PointStream:
             key = keys[element // self.d] ^ self.neuron_mask[element % self.d]
             sample_group = group.view(-1)[element].long()
             exact = torch.nonzero(key <= bound[sample_group]).squeeze(1)
-            self._offer(batch, self.pool, element[exact], sample_group[exact], key[exact])
+            self._offer(batch, self.pool, source, element[exact], sample_group[exact],
+                        key[exact])
             rows = len(keys) if len(exact) <= FEW * (stop - start) * self.d else 2 * rows
             start = stop
+        self._cut_windows(batch, self.pool, source)
 
     def _sample_screen(self, bound: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
