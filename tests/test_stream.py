@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from solulab.neurons import c_stats
-from solulab.neurons.stream import PointStream
+from solulab.neurons.stream import PointStream, finalize
 
 D, K, N_POS, SEQS, BATCHES = 6, 7, 16, 4, 3
 
@@ -46,3 +46,41 @@ def test_top_k_under_ties_keeps_the_lowest_positions(native, monkeypatch):
     for neuron, kept in enumerate(top_positions(stream)):
         expected = np.lexsort((positions, -values[:, neuron]))[:K]
         assert kept == positions[expected].tolist()
+
+
+def growing_batches() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Batches whose magnitudes grow row by row, by a factor 2**16 across each, so that a
+    neuron's grid coarsens many times within a batch, with candidates of earlier rows waiting."""
+    gen = torch.Generator().manual_seed(4)
+    out = []
+    for b in range(BATCHES):
+        rows = SEQS * N_POS
+        scale = torch.exp2(torch.linspace(-8.0, 8.0, rows) + 4 * b).view(SEQS, N_POS, 1)
+        acts = torch.randn(SEQS, N_POS, D, generator=gen) * scale
+        tokens = torch.randint(0, 50, (SEQS, N_POS), generator=gen)
+        positions = torch.arange(rows).view(SEQS, N_POS) + b * rows
+        out.append((acts, tokens, positions))
+    return out
+
+
+def test_a_grid_growing_within_a_batch_keeps_what_growing_before_it_keeps(monkeypatch):
+    """The C pass coarsens a neuron's grid at the first value off it; the PyTorch path grows
+    it to fit the whole batch first. Histograms and interval samples must come out the same."""
+    if not c_stats.ready(torch.zeros(1)):
+        pytest.skip("no C compiler here: only the PyTorch path runs")
+    streams = []
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(c_stats, "ready", lambda v: False)
+        stream = PointStream(D, K, before=2, after=1, samples=3, threshold=0.5,
+                             with_other=False)
+        for acts, tokens, positions in growing_batches():
+            stream.update(acts, tokens, positions)
+        streams.append(finalize(stream, n_intervals=8))
+    native, plain = streams
+    assert native["hist_width"].max() > 2.0**-10  # the grids did coarsen, many times
+    for name in native:  # the moments differ only in the order they are summed
+        if name == "stats":
+            np.testing.assert_allclose(native[name], plain[name], rtol=1e-12)
+        else:
+            np.testing.assert_array_equal(native[name], plain[name], err_msg=name)

@@ -1,5 +1,6 @@
-"""The collector's pass over a batch in C (``neurons/csrc/neuron_stats.c``): statistics,
-histogram, and the top-k and interval samples offered element by element to their fixed slots.
+"""The collector's pass over a batch in C (``neurons/csrc/neuron_stats.c``): extremes,
+statistics, histogram (its grid coarsened where a value falls off it), and the top-k and interval
+samples offered element by element to their fixed slots.
 
 Built on first use like the SoLU kernels; where it cannot be built, or for tensors that are not
 float32 on the CPU, ``ready`` is False and the stream uses PyTorch ops instead.
@@ -34,9 +35,9 @@ class _Batch(ctypes.Structure):
 def load_library() -> ctypes.CDLL | None:
     lib = build_library(SOURCE)
     if lib is not None:
-        lib.batch_extremes.argtypes = [_P, _I64, _I64, _P, _P, _INT]
-        lib.stream_batch.argtypes = [ctypes.POINTER(_Batch), _P, _INT, _P, _F, _P, _P, _P, _P,
-                                     ctypes.POINTER(_Slots), ctypes.POINTER(_Slots), _INT]
+        lib.stream_batch.argtypes = [ctypes.POINTER(_Batch), _P, _INT, _INT, _P, _F, _P, _P, _P,
+                                     _P, _P, _P, ctypes.POINTER(_Slots), ctypes.POINTER(_Slots),
+                                     _INT]
     return lib
 
 
@@ -44,34 +45,26 @@ def ready(v: torch.Tensor) -> bool:
     return v.device.type == "cpu" and v.dtype == torch.float32 and load_library() is not None
 
 
-def extremes(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-neuron max and min of ``v [tokens, d_mlp]``."""
-    v = v.contiguous()
-    bmax = torch.full((v.shape[1],), -torch.inf)
-    bmin = torch.full((v.shape[1],), torch.inf)
-    load_library().batch_extremes(v.data_ptr(), v.shape[0], v.shape[1], bmax.data_ptr(),
-                                  bmin.data_ptr(), torch.get_num_threads())
-    return bmax, bmin
-
-
 def _slots(s: Slots) -> _Slots:
     return _Slots(*(pointer(t) for t in (s.value, s.position, s.key, s.ids, s.acts, s.other)),
                   s.capacity)
 
 
-def stream_batch(stream, half_bins: int, v: torch.Tensor, other: torch.Tensor | None,
-                 tokens: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor) -> None:
+def stream_batch(stream, half_bins: int, h0_exp: int, v: torch.Tensor,
+                 other: torch.Tensor | None, tokens: torch.Tensor, positions: torch.Tensor,
+                 keys: torch.Tensor) -> None:
     """Add ``v [tokens, d_mlp]`` (and ``other``, the other point's activations) to ``stream``
-    (a ``PointStream`` whose grid already fits the batch), in place: statistics, histogram,
-    top-k and samples. ``tokens`` and ``positions`` are ``[sequences, n_pos]``."""
-    width = stream.width()
+    (a ``PointStream``), in place: extremes, statistics, histogram, top-k and samples. A value
+    off a neuron's grid coarsens it there and then, as ``PointStream._grow`` would have before
+    the batch: the same bins in the end. ``tokens`` and ``positions`` are ``[sequences,
+    n_pos]``."""
     arrays = [v.contiguous(), None if other is None else other.contiguous().float(),
               tokens.contiguous(), positions.reshape(-1).contiguous(), keys.contiguous()]
     batch = _Batch(*(pointer(t) for t in arrays), v.shape[0], v.shape[1], tokens.shape[1],
                    stream.before, stream.after)
     load_library().stream_batch(
-        ctypes.byref(batch), width.data_ptr(), half_bins,
-        stream.neuron_mask.data_ptr(), stream.threshold, stream.moments.data_ptr(),
-        stream.n_positive.data_ptr(), stream.n_above.data_ptr(), stream.counts.data_ptr(),
-        ctypes.byref(_slots(stream.top)), ctypes.byref(_slots(stream.pool)),
-        torch.get_num_threads())
+        ctypes.byref(batch), stream.exp.data_ptr(), h0_exp, half_bins,
+        stream.neuron_mask.data_ptr(), stream.threshold, stream.vmax.data_ptr(),
+        stream.vmin.data_ptr(), stream.moments.data_ptr(), stream.n_positive.data_ptr(),
+        stream.n_above.data_ptr(), stream.counts.data_ptr(), ctypes.byref(_slots(stream.top)),
+        ctypes.byref(_slots(stream.pool)), torch.get_num_threads())

@@ -171,10 +171,9 @@ class PointStream:
         self.n_tokens += v.shape[0]
         keys = position_keys(positions.reshape(-1), self.seed)  # [tokens]
         batch = (acts, other, tokens, positions, keys, v)
-        if c_stats.ready(v):  # one C pass over the batch, after the grid has grown
-            self._extend(*c_stats.extremes(v))
+        if c_stats.ready(v):  # one C pass over the batch, growing the grid as it goes
             other_v = None if other is None else other.reshape(-1, self.d)
-            c_stats.stream_batch(self, HALF_BINS, v, other_v, tokens, positions, keys)
+            c_stats.stream_batch(self, HALF_BINS, H0_EXP, v, other_v, tokens, positions, keys)
             return
         self._extend(v.amax(0), v.amin(0))  # two passes: faster than aminmax over dim 0
         group, sums, n_positive, n_above = batch_pass.statistics(v, self.width(), self.threshold)

@@ -2,8 +2,9 @@
  *
  * v is [T, D] float32, row-major (T tokens, D neurons). Threads split the neurons (see
  * stream_batch), so every neuron's sums accumulate in token order whatever the thread count.
- * For each element: moments (sum of v, v^2, v^3, v^4 in double), counts above 0 and above the
- * threshold, the histogram bin (width[d] per neuron, 2 * half bins centred on 0); then the
+ * For each element: extremes, moments (sum of v, v^2, v^3, v^4 in double), counts above 0 and
+ * above the threshold, the histogram bin (2 * half bins centred on 0, of width 2^(h0 + exp[d]),
+ * the grid coarsened first where the element falls off it: see grow); then the
  * element is offered to the neuron's top-k and to its bin's sample, fixed slots ranked by
  * (-value, position) and (key, position) (solulab/neurons/slots.py): it replaces the worst slot
  * it beats, and the windows of the slots that took an element are cut from the batch at its end.
@@ -29,24 +30,8 @@ static void my_columns(int64_t D, int64_t *d0, int64_t *d1) {
     *d1 = D * (tid + 1) / nt;
 }
 
-void batch_extremes(const float *v, int64_t T, int64_t D, float *vmax, float *vmin,
-                    int threads) {
-    #pragma omp parallel num_threads(threads)
-    {
-        int64_t d0, d1;
-        my_columns(D, &d0, &d1);
-        for (int64_t t = 0; t < T; t++) {
-            const float *row = v + t * D;
-            for (int64_t d = d0; d < d1; d++) {
-                float x = row[d];
-                vmax[d] = x > vmax[d] ? x : vmax[d];
-                vmin[d] = x < vmin[d] ? x : vmin[d];
-            }
-        }
-    }
-}
-
 enum { ROWS = 64, TILE = 16, AHEAD = 8 };
+#define EMPTY_SLOT INT64_MAX /* the position and key of a free slot (slots.EMPTY) */
 
 /* A candidate of a block: its row, its lane in the tile, its histogram bin. */
 typedef struct {
@@ -161,6 +146,101 @@ static void write_windows(Slots *s, const Batch *b, const int64_t *src, int64_t 
     free(order);
 }
 
+/* The bin of value x on a grid of half * 2 bins with the given inverse width, 0 to 2 * half - 1
+ * (values beyond go to the end bins). */
+static inline int bin_of(float x, float inverse_width, int half) {
+    int k = (int)floorf(x * inverse_width);
+    return (k < -half ? -half : (k > half - 1 ? half - 1 : k)) + half;
+}
+
+/* A thread's cache of its neurons' grids: per neuron the inverse bin width, per (neuron, bin)
+ * the worst kept sample (its slot and key, and the key's high 32 bits). */
+typedef struct {
+    float *inverse_width;
+    int64_t *bound, *bound_slot;
+    int32_t *bound_high;
+} Grid;
+
+/* Fills neuron d's entries (local index `local`) of the cache from its exponent and slots. */
+static void cache_grid(Grid *g, int64_t d, int64_t local, const int64_t *exp, int h0,
+                       int64_t bins, const Slots *samples) {
+    g->inverse_width[local] = ldexpf(1.0f, -(int)(h0 + exp[d]));  /* a power of two: exact */
+    for (int64_t k = 0; k < bins; k++) {
+        int64_t at = local * bins + k;
+        g->bound_slot[at] = worst_slot(samples, d * bins + k);
+        g->bound[at] = samples->key[g->bound_slot[at]];
+        g->bound_high[at] = (int32_t)(g->bound[at] >> 32);
+    }
+}
+
+/* Scratch space for regridding one neuron's samples: cap * bins examples. */
+typedef struct {
+    int64_t *slot, *position, *key, *src;
+    float *value, *acts;
+    int32_t *ids;
+} Scratch;
+
+/* Coarsens neuron d's grid to fit the magnitude ax, as PointStream._grow does: the exponent
+ * becomes the smallest that makes ax < half bins, bin i (of width h) goes to bin
+ * floor((i + 0.5) / 2^steps) of the new width h * 2^steps, with its histogram count, and each
+ * new bin keeps the cap smallest keys of the samples it receives (with their windows, or the
+ * batch row a window is still to come from: src, indexed by slot - first_slot). Sample slots
+ * keep no windows of the other point. */
+static void grow(int64_t d, float ax, int h0, int half, int64_t *exp, int64_t *counts,
+                 Slots *s, int64_t window, int64_t *src, int64_t first_slot, Scratch *tmp) {
+    int e;
+    frexpf(ldexpf(ax / (float)half, -h0), &e);
+    int64_t need = e > 0 ? e : 0, bins = 2 * half, cap = s->cap;
+    if (need <= exp[d]) return;
+    int steps = (int)(need - exp[d]);
+    exp[d] = need;
+    int64_t old_counts[bins], to[bins], filled[bins];
+    for (int64_t i = 0; i < bins; i++) {
+        to[i] = (int64_t)floorf(ldexpf((float)(i - half) + 0.5f, -steps)) + half;
+        old_counts[i] = counts[d * bins + i];
+        counts[d * bins + i] = 0;
+        filled[i] = 0;
+    }
+    for (int64_t i = 0; i < bins; i++) counts[d * bins + to[i]] += old_counts[i];
+    int64_t first = d * bins * cap, n = 0;
+    for (int64_t j = first; j < first + bins * cap; j++) {
+        if (s->position[j] == EMPTY_SLOT) continue;
+        int64_t at = n++;
+        tmp->slot[at] = j;
+        tmp->position[at] = s->position[j];
+        tmp->key[at] = s->key[j];
+        tmp->value[at] = s->value[j];
+        tmp->src[at] = src[j - first_slot];
+        for (int64_t i = 0; i < window; i++) {
+            tmp->ids[at * window + i] = s->ids[j * window + i];
+            tmp->acts[at * window + i] = s->acts[j * window + i];
+        }
+        s->value[j] = -INFINITY;
+        s->position[j] = EMPTY_SLOT;
+        s->key[j] = EMPTY_SLOT;
+        src[j - first_slot] = -1;
+    }
+    int64_t order[bins * cap];  /* by key, an insertion sort: at most cap * bins examples */
+    for (int64_t at = 0; at < n; at++) {
+        int64_t r = at;
+        for (; r > 0 && tmp->key[order[r - 1]] > tmp->key[at]; r--) order[r] = order[r - 1];
+        order[r] = at;
+    }
+    for (int64_t r = 0; r < n; r++) {
+        int64_t at = order[r], bin = to[(tmp->slot[at] - first) / cap];
+        if (filled[bin] == cap) continue;
+        int64_t j = first + bin * cap + filled[bin]++;
+        s->value[j] = tmp->value[at];
+        s->position[j] = tmp->position[at];
+        s->key[j] = tmp->key[at];
+        src[j - first_slot] = tmp->src[at];
+        for (int64_t i = 0; i < window; i++) {
+            s->ids[j * window + i] = tmp->ids[at * window + i];
+            s->acts[j * window + i] = tmp->acts[at * window + i];
+        }
+    }
+}
+
 /* Threads split the neurons; each walks blocks of ROWS tokens, and within a block its neurons
  * in tiles of TILE, so that the rows of a block stay in cache and a tile's state in L1 (a walk
  * down whole columns would take a new page at every row). What an element must reach to enter
@@ -169,10 +249,11 @@ static void write_windows(Slots *s, const Batch *b, const int64_t *src, int64_t 
  * enters. The vector loop screens the keys by their high 32 bits (no 64-bit gather), and a
  * block's candidates then meet the exact tests in row order, the slots of the next few fetched
  * meanwhile. Windows are cut once, at the end, for the slots that took an element of the batch. */
-void stream_batch(const Batch *b, const float *width, int half, const int64_t *mask,
-                  float threshold, double *moments, int64_t *n_positive, int64_t *n_above,
-                  int64_t *counts, Slots *top, Slots *samples, int threads) {
-    int64_t D = b->D, bins = 2 * half;
+void stream_batch(const Batch *b, int64_t *exp, int h0, int half, const int64_t *mask,
+                  float threshold, float *vmax, float *vmin, double *moments,
+                  int64_t *n_positive, int64_t *n_above, int64_t *counts, Slots *top,
+                  Slots *samples, int threads) {
+    int64_t D = b->D, bins = 2 * half, window = b->before + 1 + b->after;
     #pragma omp parallel num_threads(threads)
     {
         int64_t d0, d1;
@@ -187,20 +268,21 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
         int32_t *mask_high = malloc(sizeof(int32_t) * (n + 1));
         int64_t *top_src = malloc(sizeof(int64_t) * (top_slots + 1));
         int64_t *sample_src = malloc(sizeof(int64_t) * (sample_slots + 1));
+        Grid grid = {inverse_width, bound, bound_slot, bound_high};
         Hit *hits = malloc(sizeof(Hit) * ROWS * TILE);
+        int64_t group_slots = bins * samples->cap;
+        size_t scratch = sizeof(int64_t) * group_slots;
+        Scratch tmp = {malloc(scratch), malloc(scratch), malloc(scratch), malloc(scratch),
+                       malloc(sizeof(float) * group_slots),
+                       malloc(sizeof(float) * group_slots * window),
+                       malloc(sizeof(int32_t) * group_slots * window)};
         for (int64_t j = 0; j < top_slots; j++) top_src[j] = -1;
         for (int64_t j = 0; j < sample_slots; j++) sample_src[j] = -1;
         for (int64_t d = d0; d < d1; d++) {
             heapify(top, d, heap + (d - d0) * top->cap);
             kth[d - d0] = top->value[heap[(d - d0) * top->cap]];
-            inverse_width[d - d0] = 1.0f / width[d];  /* a power of two: exact */
             mask_high[d - d0] = (int32_t)(mask[d] >> 32);
-            for (int64_t k = 0; k < bins; k++) {
-                int64_t at = (d - d0) * bins + k;
-                bound_slot[at] = worst_slot(samples, d * bins + k);
-                bound[at] = samples->key[bound_slot[at]];
-                bound_high[at] = (int32_t)(bound[at] >> 32);
-            }
+            cache_grid(&grid, d, d - d0, exp, h0, bins, samples);
         }
         for (int64_t block = 0; block < b->T; block += ROWS) {
             int64_t block_end = block + ROWS < b->T ? block + ROWS : b->T;
@@ -208,10 +290,13 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
                 int width_of_tile = (int)((tile + TILE < d1 ? tile + TILE : d1) - tile);
                 double m[4][TILE];
                 int64_t positive[TILE], above[TILE];
+                float largest[TILE], smallest[TILE];
                 for (int i = 0; i < width_of_tile; i++) {
                     for (int j = 0; j < 4; j++) m[j][i] = moments[(tile + i) * 4 + j];
                     positive[i] = n_positive[tile + i];
                     above[i] = n_above[tile + i];
+                    largest[i] = vmax[tile + i];
+                    smallest[i] = vmin[tile + i];
                 }
                 const float *inv = inverse_width + (tile - d0);
                 const float *kth_of = kth + (tile - d0);
@@ -226,8 +311,8 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
                     int64_t ahead = tile + TILE < d1 ? t * D + tile + TILE : (t + ROWS) * D + d0;
                     if (ahead < b->T * D) __builtin_prefetch(b->v + ahead);
                     int32_t key_t = (int32_t)(b->keys[t] >> 32);  /* a screen: exact below */
-                    int bin[TILE], hit[TILE], any_hit = 0;
-                    #pragma omp simd reduction(|:any_hit)
+                    int bin[TILE], hit[TILE], outside[TILE], any_hit = 0, any_outside = 0;
+                    #pragma omp simd reduction(|:any_hit, any_outside)
                     for (int i = 0; i < width_of_tile; i++) {  /* one neuron per lane */
                         double xd = x[i], x2 = xd * xd;
                         m[0][i] += xd;
@@ -236,8 +321,25 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
                         m[3][i] += x2 * x2;
                         positive[i] += x[i] > 0.0f;
                         above[i] += x[i] > threshold;
-                        int k = (int)floorf(x[i] * inv[i]);
-                        bin[i] = (k < -half ? -half : (k > half - 1 ? half - 1 : k)) + half;
+                        largest[i] = x[i] > largest[i] ? x[i] : largest[i];
+                        smallest[i] = x[i] < smallest[i] ? x[i] : smallest[i];
+                        outside[i] = fabsf(x[i]) * inv[i] >= (float)half;  /* off the grid */
+                        any_outside |= outside[i];
+                        bin[i] = bin_of(x[i], inv[i], half);
+                        hit[i] = (x[i] >= kth_of[i]) |
+                                 ((key_t ^ mask_of[i]) <= bound_of[i * bins + bin[i]]);
+                        any_hit |= hit[i];
+                    }
+                    for (int i = 0; any_outside && i < width_of_tile; i++) {  /* rare */
+                        if (!outside[i]) continue;
+                        int64_t d = tile + i, local = d - d0;
+                        grow(d, fabsf(x[i]), h0, half, exp, counts, samples, window,
+                             sample_src, d0 * group_slots, &tmp);
+                        cache_grid(&grid, d, local, exp, h0, bins, samples);
+                        for (int h = 0; h < n_hits; h++)  /* pending candidates: new bins */
+                            if (hits[h].lane == i) hits[h].bin = (int16_t)bin_of(
+                                b->v[hits[h].row * D + d], inverse_width[local], half);
+                        bin[i] = bin_of(x[i], inverse_width[local], half);
                         hit[i] = (x[i] >= kth_of[i]) |
                                  ((key_t ^ mask_of[i]) <= bound_of[i * bins + bin[i]]);
                         any_hit |= hit[i];
@@ -283,6 +385,8 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
                     for (int j = 0; j < 4; j++) moments[(tile + i) * 4 + j] = m[j][i];
                     n_positive[tile + i] = positive[i];
                     n_above[tile + i] = above[i];
+                    vmax[tile + i] = largest[i];
+                    vmin[tile + i] = smallest[i];
                 }
             }
         }
@@ -299,5 +403,12 @@ void stream_batch(const Batch *b, const float *width, int half, const int64_t *m
         free(top_src);
         free(sample_src);
         free(hits);
+        free(tmp.slot);
+        free(tmp.position);
+        free(tmp.key);
+        free(tmp.src);
+        free(tmp.value);
+        free(tmp.acts);
+        free(tmp.ids);
     }
 }
