@@ -1,4 +1,5 @@
-"""A stream's top-k under heavy ties, the C pass and the PyTorch path, against a sort."""
+"""A stream's top-k under heavy ties, and its histogram and samples while a grid grows within a
+batch: the C pass and the PyTorch path, against a sort and against each other."""
 
 import numpy as np
 import pytest
