@@ -153,6 +153,12 @@ static inline int bin_of(float x, float inverse_width, int half) {
     return (k < -half ? -half : (k > half - 1 ? half - 1 : k)) + half;
 }
 
+/* Whether value x with key high bits key_high may enter the top-k (whose worst is kth) or its
+ * bin's sample (whose worst key has high bits bound_high): a screen, the exact tests follow. */
+static inline int candidate(float x, float kth, int32_t key_high, int32_t bound_high) {
+    return (x >= kth) | (key_high <= bound_high);
+}
+
 /* A thread's cache of its neurons' grids: per neuron the inverse bin width, per (neuron, bin)
  * the worst kept sample (its slot and key, and the key's high 32 bits). */
 typedef struct {
@@ -326,8 +332,8 @@ void stream_batch(const Batch *b, int64_t *exp, int h0, int half, const int64_t 
                         outside[i] = fabsf(x[i]) * inv[i] >= (float)half;  /* off the grid */
                         any_outside |= outside[i];
                         bin[i] = bin_of(x[i], inv[i], half);
-                        hit[i] = (x[i] >= kth_of[i]) |
-                                 ((key_t ^ mask_of[i]) <= bound_of[i * bins + bin[i]]);
+                        hit[i] = candidate(x[i], kth_of[i], key_t ^ mask_of[i],
+                                           bound_of[i * bins + bin[i]]);
                         any_hit |= hit[i];
                     }
                     for (int i = 0; any_outside && i < width_of_tile; i++) {  /* rare */
@@ -340,8 +346,8 @@ void stream_batch(const Batch *b, int64_t *exp, int h0, int half, const int64_t 
                             if (hits[h].lane == i) hits[h].bin = (int16_t)bin_of(
                                 b->v[hits[h].row * D + d], inverse_width[local], half);
                         bin[i] = bin_of(x[i], inverse_width[local], half);
-                        hit[i] = (x[i] >= kth_of[i]) |
-                                 ((key_t ^ mask_of[i]) <= bound_of[i * bins + bin[i]]);
+                        hit[i] = candidate(x[i], kth_of[i], key_t ^ mask_of[i],
+                                           bound_of[i * bins + bin[i]]);
                         any_hit |= hit[i];
                     }
                     for (int i = 0; i < width_of_tile; i++)  /* scalar: faster than a scatter */
