@@ -124,13 +124,13 @@ class PointStream:
         n_pos = acts.shape[1]
         offset = row % n_pos
         at = offset[:, None] + torch.arange(-self.before, self.after + 1, device=acts.device)
-        inside = (at >= 0) & (at < n_pos)
+        outside = (at < 0) | (at >= n_pos)
         rows = (row - offset)[:, None] + at.clamp_(0, n_pos - 1)  # flat rows of the window
-        ids = torch.where(inside, tokens.reshape(-1)[rows], -1).to(torch.int32)
-        flat = rows * self.d + neuron[:, None]
+        ids = torch.take(tokens, rows).to(torch.int32).masked_fill_(outside, -1)
+        flat = rows.mul_(self.d).add_(neuron[:, None])
 
         def values(a: torch.Tensor) -> torch.Tensor:
-            return torch.where(inside, a.reshape(-1)[flat], math.nan).float()
+            return torch.take(a, flat).float().masked_fill_(outside, math.nan)
 
         return ids, values(acts), None if other is None else values(other)
 
