@@ -1,11 +1,18 @@
 """A stream's top-k under heavy ties, and its histogram and samples while a grid grows within a
-batch: the C pass and the PyTorch path, against a sort and against each other."""
+batch: the C pass and the PyTorch path, against a sort and against each other; and a batch with
+nan or infinite activations, refused by both before it changes anything."""
+
+import math
 
 import numpy as np
 import pytest
 import torch
 
+from solulab import ModelConfig, Transformer
+from solulab.errors import SolulabError
 from solulab.neurons import c_stats
+from solulab.neurons.collect import Collector
+from solulab.neurons.settings import StoreSettings
 from solulab.neurons.stream import PointStream, finalize
 
 D, K, N_POS, SEQS, BATCHES = 6, 7, 16, 4, 3
@@ -85,3 +92,36 @@ def test_a_grid_growing_within_a_batch_keeps_what_growing_before_it_keeps(monkey
             np.testing.assert_allclose(native[name], plain[name], rtol=1e-12)
         else:
             np.testing.assert_array_equal(native[name], plain[name], err_msg=name)
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_batch_with_nan_or_inf_is_refused_and_changes_nothing(native, bad, monkeypatch):
+    if native and not c_stats.ready(torch.zeros(1)):
+        pytest.skip("no C compiler here: only the PyTorch path runs")
+    if not native:
+        monkeypatch.setattr(c_stats, "ready", lambda v: False)
+    stream = PointStream(D, K, before=2, after=1, samples=2, threshold=0.5, with_other=False)
+    first, (acts, tokens, positions) = tied_batches()[:2]
+    stream.update(*first)
+    before = finalize(stream, n_intervals=4)
+    acts = acts.clone()
+    acts[1, 5, 2] = bad
+    with pytest.raises(SolulabError, match="1 of 384 activations in this batch are nan or inf"):
+        stream.update(acts, tokens, positions)
+    after = finalize(stream, n_intervals=4)
+    assert stream.n_tokens == SEQS * N_POS
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+
+
+def test_a_model_with_nan_weights_names_the_point_it_cannot_collect():
+    cfg = ModelConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=50,
+                      act_fn="solu_ln")
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        model.blocks[1].mlp.fc_in.weight.fill_(math.nan)
+    collector = Collector(model, [0, 1], StoreSettings(k=4), seed=0)
+    tokens = torch.randint(0, 50, (2, 8))
+    with pytest.raises(SolulabError, match=r"blocks\.1\.mlp\.hook_mid: 512 of 512 .* diverge"):
+        collector.update(tokens, torch.arange(16).view(2, 8))

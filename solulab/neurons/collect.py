@@ -96,7 +96,12 @@ class Collector:
             other = None
             if len(self.points) == 2:
                 other = cache[self.hooks[(layer, "post" if point == "mid" else "mid")]]
-            stream.update(cache[self.hooks[(layer, point)]], tokens, positions, other)
+            try:
+                stream.update(cache[self.hooks[(layer, point)]], tokens, positions, other)
+            except SolulabError as error:
+                raise SolulabError(f"{self.hooks[(layer, point)]}: {error}; the model's weights "
+                                   "give no usable activations (did training diverge? its "
+                                   "loss curve says)") from None
 
 
 def _gather_to_main(collector: Collector, info: DistInfo) -> None:

@@ -25,6 +25,7 @@ import math
 import numpy as np
 import torch
 
+from solulab.errors import SolulabError
 from solulab.neurons import batch_pass, c_stats
 from solulab.neurons.batch_pass import HALF_BINS
 from solulab.neurons.slots import Entries, Slots, rank_in_group, select
@@ -168,6 +169,7 @@ class PointStream:
             raise ValueError("pass the other point's activations exactly when the stream keeps "
                              "them (with_other)")
         v = acts.reshape(-1, self.d).float()  # [tokens, d_mlp]
+        _check_finite(v)
         self.n_tokens += v.shape[0]
         keys = position_keys(positions.reshape(-1), self.seed)  # [tokens]
         batch = (acts, other, tokens, positions, keys, v)
@@ -271,6 +273,17 @@ class PointStream:
         self.counts += other.counts
         self._offer_entries(self.top, other.top.entries())
         self._offer_entries(self.pool, other.pool.entries())
+
+
+def _check_finite(v: torch.Tensor) -> None:
+    """Refuse a batch with nan or infinite values before the stream takes any of it: they have
+    no rank, no bin and no moments (one reduction, as the extremes of the batch are finite only
+    when all its values are)."""
+    low, high = torch.aminmax(v)
+    if not bool(torch.isfinite(low) & torch.isfinite(high)):
+        bad = int((~torch.isfinite(v)).sum())
+        raise SolulabError(f"{bad:,} of {v.numel():,} activations in this batch are nan or "
+                           "infinite")
 
 
 def _dense(entries: Entries, slot: torch.Tensor, shape: tuple[int, int]) -> dict[str, np.ndarray]:
