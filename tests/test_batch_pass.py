@@ -22,20 +22,28 @@ def _numpy_statistics(v: np.ndarray, width: np.ndarray, threshold: float):
     group = bins + np.arange(v.shape[1]) * 32
     v64 = v.astype(np.float64)
     sums = np.stack([(v64**p).sum(0) for p in (1, 2, 3, 4)], 1)
-    return group, sums, (v > 0).sum(0), (v > threshold).sum(0)
+    return group, v.max(0), v.min(0), sums, (v > 0).sum(0), (v > threshold).sum(0)
 
 
-@pytest.mark.parametrize("run", [batch_pass.statistics, batch_pass._statistics],
-                         ids=["compiled", "eager"])
-def test_statistics_equal_numpy(run):
-    v, width = _batch()
-    group, sums, n_positive, n_above = run(v, width, 0.5)
+def _eager_summaries(v: torch.Tensor, threshold: float):
+    return batch_pass._summaries(v, threshold, batch_pass.row_runs(len(v)))
+
+
+@pytest.mark.parametrize("summaries, groups",
+                         [(batch_pass.summaries, batch_pass.groups),
+                          (_eager_summaries, batch_pass._groups)], ids=["compiled", "eager"])
+@pytest.mark.parametrize("tokens", [300, 301])  # four runs of 75 rows; one run of 301
+def test_summaries_and_groups_equal_numpy(summaries, groups, tokens):
+    v, width = _batch(tokens)
+    got = (groups(v, width), *summaries(v, 0.5))
     want = _numpy_statistics(v.numpy(), width.numpy(), 0.5)
-    np.testing.assert_array_equal(group.numpy(), want[0])
-    np.testing.assert_allclose(sums.numpy(), want[1], rtol=1e-12)
-    np.testing.assert_array_equal(n_positive.numpy(), want[2])
-    np.testing.assert_array_equal(n_above.numpy(), want[3])
-    assert n_positive[0] == 300 - 60 - int((v[:, 0] < 0).sum())
+    for name, a, b in zip(["group", "max", "min", "sums", "positive", "above"], got, want):
+        if name == "sums":
+            np.testing.assert_allclose(a.numpy(), b, rtol=1e-12)
+        else:
+            np.testing.assert_array_equal(a.numpy(), b, err_msg=name)
+    assert got[4][0] == tokens - len(range(0, tokens, 5)) - int((v[:, 0] < 0).sum())
+    assert got[5][1] == int((v[:, 1] > 0.5).sum())  # the exact threshold is not above it
 
 
 def test_sample_screen_equals_the_rule_element_by_element():
@@ -63,10 +71,10 @@ def test_a_failed_compile_falls_back_to_the_same_ops(monkeypatch):
         return fail
 
     monkeypatch.setattr(torch, "compile", cannot_compile)
-    run = batch_pass._compiled_or_eager(batch_pass._statistics)
-    v, width = _batch()
+    run = batch_pass._compiled_or_eager(batch_pass._summaries)
+    v, _ = _batch()
     with pytest.warns(UserWarning, match="uncompiled PyTorch ops"):
-        first = run(v, width, 0.5)
-    second = run(v, width, 0.5)  # no second try, no second warning
-    for a, b, c in zip(first, second, batch_pass._statistics(v, width, 0.5)):
+        first = run(v, 0.5, 3)
+    second = run(v, 0.5, 3)  # no second try, no second warning
+    for a, b, c in zip(first, second, batch_pass._summaries(v, 0.5, 3)):
         assert torch.equal(a, c) and torch.equal(b, c)

@@ -177,8 +177,9 @@ class PointStream:
             other_v = None if other is None else other.reshape(-1, self.d)
             c_stats.stream_batch(self, HALF_BINS, H0_EXP, v, other_v, tokens, positions, keys)
             return
-        self._extend(v.amax(0), v.amin(0))  # two passes: faster than aminmax over dim 0
-        group, sums, n_positive, n_above = batch_pass.statistics(v, self.width(), self.threshold)
+        batch_max, batch_min, sums, n_positive, n_above = batch_pass.summaries(v, self.threshold)
+        self._extend(batch_max, batch_min)
+        group = batch_pass.groups(v, self.width())
         self.moments += sums
         self.n_positive += n_positive
         self.n_above += n_above
