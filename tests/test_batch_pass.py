@@ -78,3 +78,18 @@ def test_a_failed_compile_falls_back_to_the_same_ops(monkeypatch):
     second = run(v, 0.5, 3)  # no second try, no second warning
     for a, b, c in zip(first, second, batch_pass._summaries(v, 0.5, 3)):
         assert torch.equal(a, c) and torch.equal(b, c)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_counting_groups_thread_by_thread_equals_one_bincount(threads):
+    gen = torch.Generator().manual_seed(5)
+    group = torch.randint(0, 40, (10, 7), generator=gen, dtype=torch.int32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = batch_pass.count_groups(group, 50)
+    finally:
+        torch.set_num_threads(before)
+    want = np.bincount(group.numpy().ravel(), minlength=50)
+    np.testing.assert_array_equal(got.numpy(), want)
+    assert got.dtype == torch.int64 and got.sum() == 70

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -58,6 +59,25 @@ def sample_screen(high_keys: torch.Tensor, high_mask: torch.Tensor, key_bound: t
     (``high_keys [rows, 1]`` xor the neuron's ``high_mask``) within the neuron's ``key_bound``,
     or their ``group`` outside the neuron's ``[low, high)``."""
     return ((high_keys ^ high_mask) <= key_bound) | (group < low) | (group >= high)
+
+
+def count_groups(group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """How many values of ``group [rows, ...]`` fall in each of ``n_groups`` groups (int64):
+    ``bincount``, which runs on one core, over a share of the rows per CPU thread (on 2 cores,
+    8.1 -> 4.8 ms for ``[4096, 1024]``)."""
+    parts = min(torch.get_num_threads(), len(group)) if group.device.type == "cpu" else 1
+    pieces = [piece.reshape(-1) for piece in group.chunk(max(parts, 1))]
+    others = [_threads(len(pieces)).submit(torch.bincount, piece, minlength=n_groups)
+              for piece in pieces[1:]]
+    total = torch.bincount(pieces[0], minlength=n_groups)
+    for counted in others:
+        total += counted.result()
+    return total
+
+
+@functools.cache
+def _threads(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(n, thread_name_prefix="solulab-count")
 
 
 def _compiled_or_eager(fn: Callable) -> Callable:

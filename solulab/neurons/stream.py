@@ -183,8 +183,7 @@ class PointStream:
         self.moments += sums
         self.n_positive += n_positive
         self.n_above += n_above
-        self.counts += torch.bincount(group.view(-1),
-                                      minlength=self.counts.numel()).view_as(self.counts)
+        self.counts += batch_pass.count_groups(group, self.counts.numel()).view_as(self.counts)
         self._offer_top(batch)
         self._offer_samples(batch, group)
 
