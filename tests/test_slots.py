@@ -1,4 +1,5 @@
-"""``select``, the ranking every kept example goes through, against a plain Python sort."""
+"""``select``, the ranking every kept example goes through, and ``Slots.keep_best``, which
+admits offered examples, against a plain Python sort."""
 
 import copy
 import math
@@ -80,3 +81,40 @@ def test_regroup_keeps_what_emptying_and_offering_back_keeps():
 
     assert len(kept(slots)) < n  # some examples were pushed out by the merges
     assert kept(slots) == kept(reference)
+
+
+def test_keep_best_keeps_the_best_of_held_and_offered_and_writes_only_the_slots_it_replaces():
+    """Rounds of offers to slots ranked by (-value, position), values on five levels (most of a
+    group ties), and to keyed slots, some groups offered more than they hold: after each round
+    every group holds the ``capacity`` best it was ever offered, by a Python sort."""
+    gen = torch.Generator().manual_seed(11)
+    groups, cap = 6, 4
+    for keyed in (False, True):
+        slots = Slots.empty(groups, cap, 2, keyed=keyed, with_other=False, per_neuron=1,
+                            device="cpu")
+        offered: list[tuple[int, float, int, int]] = []  # group, primary, position, key
+        positions = torch.randperm(10_000, generator=gen)
+        for n in (3, 9, 25, 1, 40):
+            group = torch.randint(0, groups, (n,), generator=gen)
+            value = torch.randint(-2, 3, (n,), generator=gen).float() * 0.5
+            position, positions = positions[:n], positions[n:]
+            key = torch.randint(-2**62, 2**62, (n,), generator=gen) if keyed else None
+            before = (slots.value.clone(), slots.position.clone())
+            target, taken = slots.keep_best(group, value, position, key)
+            assert len(set(target.tolist())) == len(target)
+            assert torch.equal(slots.position.view(-1)[target], position[taken])
+            untouched = torch.ones(groups * cap, dtype=torch.bool)
+            untouched[target] = False
+            assert torch.equal(slots.value.view(-1)[untouched], before[0].view(-1)[untouched])
+            assert torch.equal(slots.position.view(-1)[untouched],
+                               before[1].view(-1)[untouched])
+            for i in range(n):
+                primary = int(key[i]) if keyed else -float(value[i])
+                offered.append((int(group[i]), primary, int(position[i]), 0))
+            for g in range(groups):
+                want = sorted((p, pos) for gg, p, pos, _ in offered if gg == g)[:cap]
+                held = [(int(k) if keyed else -float(v), int(pos))
+                        for v, pos, k in zip(slots.value[g], slots.position[g],
+                                             slots.key[g] if keyed else slots.position[g])
+                        if int(pos) != EMPTY]
+                assert sorted(held) == want

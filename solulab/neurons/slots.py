@@ -164,35 +164,46 @@ class Slots:
                   key: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Offer examples to groups ``group``: each touched group keeps its ``capacity`` best of
         what it held and what it is offered. Only the slots whose example is replaced are
-        written: an admitted example takes the slot of one it pushed out of its group (free
-        slots rank last, so they go first). Returns the slots written and, for each, the index
-        of the offered example it took; their windows are the caller's to write
-        (``write_windows``), once the slots are settled."""
+        written. Returns the slots written and, for each, the index of the offered example it
+        took; their windows are the caller's to write (``write_windows``), once the slots are
+        settled.
+
+        Only the offered are ranked among themselves; the held rows of the touched groups are
+        sorted within the row. The offered example ranked ``r`` in its group enters exactly when
+        it beats the held example ranked ``capacity - 1 - r`` (then fewer than ``capacity``
+        examples beat it), and takes that one's slot: the examples pushed out are the group's
+        worst held, as many as enter (free slots rank last, so they go first)."""
         if not len(group):
             return group, group
         cap = self.capacity
-        present = torch.zeros(self.value.shape[0], dtype=torch.bool, device=group.device)
-        present[group] = True
-        touched = torch.nonzero(present).squeeze(1)  # the groups offered to, in order
-        slots = (touched[:, None] * cap + torch.arange(cap, device=group.device)).view(-1)
-        held_position = self.position.view(-1)[slots]
-        held_primary = (self.key.view(-1)[slots] if self.key is not None
-                        else -self.value.view(-1)[slots])
-        index = select(torch.cat([touched.repeat_interleave(cap), group]),
-                       torch.cat([held_primary, self._primary(value.float(), key)]),
-                       None if self.key is not None else torch.cat([held_position, position]),
-                       cap)
-        kept = torch.zeros(len(slots) + len(group), dtype=torch.bool, device=group.device)
-        kept[index] = True
-        # Per group as many held examples leave as offered ones enter; both lists are in group
-        # order (slots by construction, ``index`` as ``select`` returns it), so they pair up.
-        target = slots[~kept[:len(slots)]]
-        admitted = index[index >= len(slots)] - len(slots)
+        primary = self._primary(value.float(), key)
+        offered = select(group, primary, None if self.key is not None else position, cap)
+        offered_group = group[offered]
+        touched, row = torch.unique_consecutive(offered_group, return_inverse=True)
+        slots = touched[:, None] * cap + torch.arange(cap, device=group.device)
+        held_order = self._held_order(slots)
+        held = slots.gather(1, held_order)[row, cap - 1 - rank_in_group(offered_group)]
+        if self.key is not None:
+            enters = key[offered] < self.key.view(-1)[held]
+        else:
+            mine, theirs = primary[offered], -self.value.view(-1)[held]
+            enters = (mine < theirs) | ((mine == theirs)
+                                        & (position[offered] < self.position.view(-1)[held]))
+        target, admitted = held[enters], offered[enters]
         self.value.view(-1)[target] = value[admitted].float()
         self.position.view(-1)[target] = position[admitted]
         if self.key is not None:
             self.key.view(-1)[target] = key[admitted]
         return target, admitted
+
+    def _held_order(self, slots: torch.Tensor) -> torch.Tensor:
+        """For rows of slots ``[groups, capacity]`` (a group each), the order of each row's
+        examples, best first: by key, or by (-value, position); free slots last."""
+        if self.key is not None:
+            return torch.sort(self.key.view(-1)[slots], dim=1).indices
+        by_position = torch.sort(self.position.view(-1)[slots], dim=1, stable=True).indices
+        value = self.value.view(-1)[slots.gather(1, by_position)]
+        return by_position.gather(1, torch.sort(-value, dim=1, stable=True).indices)
 
     def write_windows(self, slots: torch.Tensor, windows: Windows) -> None:
         """Write the windows ``(ids, acts, other)`` of the examples in ``slots``."""
