@@ -34,11 +34,6 @@ H0_EXP = -24  # the finest bin width is 2**-24
 GOLDEN = 0x9E3779B97F4A7C15
 FIRST_CHUNK = 64  # rows first offered to the interval samples; chunks double while bins fill
 FEW = 1 / 16  # a chunk that admits at most this share of its values: the rest at once
-# A bin whose sample admits more of all keys is left to the exact test alone; the others pass
-# the screen with at most this share of keys (1/4 let 17% of a batch's values through where 0.2%
-# enter; 1/64 lets 2-3% through: the tighter bound saves more than the bins it leaves out cost).
-OPEN = 1 / 64
-OPEN_KEY = int(2**64 * OPEN) - 2**63  # the key bound that admits that share
 
 
 def position_keys(positions: torch.Tensor, seed: int) -> torch.Tensor:
@@ -204,10 +199,11 @@ class PointStream:
         self._cut_windows(batch, self.top, source)
 
     def _offer_samples(self, batch: tuple, group: torch.Tensor) -> None:
-        """Offer the values whose key can enter their bin's sample. A cheap test first keeps a
-        superset (``_sample_screen``), then the exact key test runs on what it kept. Rows go a
-        chunk at a time while bins fill, doubling, so that later rows meet bounds that have
-        dropped; once a chunk admits few, the rest of the batch goes at once."""
+        """Offer the values whose key can enter their bin's sample. A cheap test on the high 32
+        bits of keys and bounds keeps a superset (``batch_pass.sample_screen``), then the exact
+        key test runs on what it kept. Rows go a chunk at a time while bins fill, doubling, so
+        that later rows meet bounds that have dropped; once a chunk admits few, the rest of the
+        batch goes at once."""
         keys = batch[-2]
         high_keys = (keys >> 32).to(torch.int32)[:, None]
         high_mask = (self.neuron_mask >> 32).to(torch.int32)
@@ -216,9 +212,8 @@ class PointStream:
         while start < len(keys):
             stop = min(len(keys), start + rows)
             bound = self.pool.worst()  # per sample group: the key a value must not exceed
-            low, high, key_bound = self._sample_screen(bound)
-            screened = batch_pass.sample_screen(high_keys[start:stop], high_mask, key_bound,
-                                                group[start:stop], low, high)
+            screened = batch_pass.sample_screen(high_keys[start:stop], high_mask,
+                                                (bound >> 32).to(torch.int32), group[start:stop])
             element = torch.nonzero(screened.view(-1)).squeeze(1) + start * self.d
             key = keys[element // self.d] ^ self.neuron_mask[element % self.d]
             sample_group = group.view(-1)[element].long()
@@ -228,28 +223,6 @@ class PointStream:
             rows = len(keys) if len(exact) <= FEW * (stop - start) * self.d else 2 * rows
             start = stop
         self._cut_windows(batch, self.pool, source)
-
-    def _sample_screen(self, bound: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per neuron, from each sample group's ``bound`` (``Slots.worst``), a range of its
-        groups ``[low, high)`` and a bound on the high 32 bits of keys such that every value
-        inside the range whose key can enter its bin's sample passes the bound; values outside
-        the range are offered whatever their key.
-        The range runs from the first to the last bin whose sample admits at most ``OPEN`` of
-        all keys: the bins with free or few-seen slots, rare values, are left outside."""
-        n_bins = 2 * HALF_BINS
-        bound = bound.view(self.d, n_bins)  # int64, EMPTY where a slot is free
-        narrow = bound <= OPEN_KEY
-        first = narrow.int().argmax(1)
-        last = n_bins - 1 - narrow.flip(1).int().argmax(1)
-        none = ~narrow.any(1)  # no narrow bin: every value is offered
-        i = torch.arange(n_bins, device=bound.device)
-        inside = (i >= first[:, None]) & (i <= last[:, None])
-        worst_key = torch.where(inside, bound, torch.iinfo(torch.int64).min).amax(1)
-        offset = torch.arange(self.d, device=bound.device) * n_bins
-        low = torch.where(none, n_bins, first) + offset  # an empty range: all outside
-        high = last + 1 + offset
-        return low.to(torch.int32), high.to(torch.int32), (worst_key >> 32).to(torch.int32)
 
     def to(self, device) -> None:
         """Move every tensor to ``device`` (streams travel between ranks on the CPU)."""
