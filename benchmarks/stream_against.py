@@ -1,0 +1,112 @@
+"""The neuron streams of this tree against the same code at another commit, in one process.
+
+``PointStream`` (``solulab/neurons``) as it is here and as it was at ``REV`` take the same
+batches of activations of the default model of ``collect_throughput.py`` (layer 1, ``hook_mid``
+kept with ``hook_post`` beside it), batch by batch, which goes first alternating. The two run
+side by side in one process: on a machine whose speed drifts between processes by more than a
+change is worth, the ratio of their times is the figure to read, not two runs of
+``collect_throughput.py``. Both keep the same examples; this compares only their time.
+
+    python benchmarks/stream_against.py REV [--native] [--reps 5] [--batches 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from solulab import ModelConfig, Transformer
+from solulab.neurons import c_stats
+from solulab.neurons.stream import PointStream
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "solulab_neurons_at_rev"
+HOOKS = ("blocks.1.mlp.hook_mid", "blocks.1.mlp.hook_post")
+
+
+def stream_class_at(rev: str, folder: Path) -> type:
+    """``PointStream`` of ``solulab/neurons`` at ``rev``, as a package of its own in ``folder``
+    (its imports of ``solulab.neurons`` rewritten to that package; the rest is this tree's)."""
+    files = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "solulab/neurons"],
+                           cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    for name in files:
+        text = subprocess.run(["git", "show", f"{rev}:{name}"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout
+        target = folder / PACKAGE / Path(name).relative_to("solulab/neurons")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text.replace("solulab.neurons", PACKAGE))
+    sys.path.insert(0, str(folder))
+    return importlib.import_module(f"{PACKAGE}.stream").PointStream
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rev", help="the commit to compare with, e.g. HEAD~3")
+    parser.add_argument("--native", action="store_true",
+                        help="the C pass on both sides (default: the PyTorch path)")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=12)
+    args = parser.parse_args()
+
+    cfg = ModelConfig(n_layers=2, d_model=256, n_heads=4, n_ctx=256, d_vocab=4096,
+                      act_fn="solu_ln")
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    tokens = [torch.randint(0, 4096, (16, 256), generator=gen) for _ in range(args.batches)]
+    with torch.no_grad():
+        caches = [model.run_with_cache(t, HOOKS, stop_at_layer=2)[1] for t in tokens]
+    positions = [torch.arange(t.numel()).view(t.shape) + i * t.numel()
+                 for i, t in enumerate(tokens)]
+
+    with tempfile.TemporaryDirectory() as folder:
+        classes = {"here": PointStream, args.rev: stream_class_at(args.rev, Path(folder))}
+        if not args.native:
+            for cls in classes.values():
+                sys.modules[cls.__module__].c_stats.ready = lambda v: False
+        elif not c_stats.ready(torch.zeros(1)):
+            raise SystemExit("--native: the C pass cannot be built here")
+
+        def feed(stream, i: int) -> float:
+            start = time.perf_counter()
+            with torch.no_grad():
+                stream.update(caches[i][HOOKS[0]], tokens[i], positions[i], caches[i][HOOKS[1]])
+            return time.perf_counter() - start
+
+        def new_streams(seed: int) -> dict:
+            return {name: cls(cfg.d_mlp, 40, 20, 4, 5, 0.5, with_other=True, seed=seed)
+                    for name, cls in classes.items()}
+
+        for stream in new_streams(args.reps).values():  # compile and warm both
+            feed(stream, 0)
+        print(f"PointStream.update, {'C pass' if args.native else 'PyTorch path'}, one "
+              f"[{tokens[0].numel()}, {cfg.d_mlp}] point with its other point, {args.batches} "
+              f"batches, torch threads {torch.get_num_threads()}; here / {args.rev}:")
+        totals = []
+        for rep in range(args.reps):
+            streams = new_streams(rep)
+            seconds: dict[str, list[float]] = {name: [] for name in classes}
+            for i in range(args.batches):
+                order = list(classes) if (i + rep) % 2 == 0 else list(classes)[::-1]
+                for name in order:
+                    seconds[name].append(feed(streams[name], i))
+            here, there = seconds["here"], seconds[args.rev]
+            totals.append(sum(here) / sum(there))
+            print(f"  round {rep}: {sum(here) * 1e3:.0f} ms / {sum(there) * 1e3:.0f} ms = "
+                  f"{totals[-1]:.3f} (first batch {here[0] * 1e3:.0f} / {there[0] * 1e3:.0f} ms, "
+                  f"later batches {statistics.mean(here[1:]) * 1e3:.1f} / "
+                  f"{statistics.mean(there[1:]) * 1e3:.1f} ms)")
+        print(f"  median {statistics.median(totals):.3f} (range {min(totals):.3f}-"
+              f"{max(totals):.3f})")
+
+
+if __name__ == "__main__":
+    main()
