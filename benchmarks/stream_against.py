@@ -5,7 +5,9 @@ batches of activations of the default model of ``collect_throughput.py`` (layer 
 kept with ``hook_post`` beside it), batch by batch, which goes first alternating. The two run
 side by side in one process: on a machine whose speed drifts between processes by more than a
 change is worth, the ratio of their times is the figure to read, not two runs of
-``collect_throughput.py``. Both keep the same examples; this compares only their time.
+``collect_throughput.py``. Both keep the same examples; this compares only their time. Both
+compile their kernels afresh, for these shapes, in a cache of this run's own (a kernel cached
+by another process may have been compiled for other shapes).
 
     python benchmarks/stream_against.py REV [--native] [--reps 5] [--batches 12]
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import statistics
 import subprocess
 import sys
@@ -21,11 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+_KERNEL_CACHE = tempfile.TemporaryDirectory(prefix="stream-against-")  # removed at exit
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = _KERNEL_CACHE.name
+import torch  # noqa: E402  (after the cache is set)
 
-from solulab import ModelConfig, Transformer
-from solulab.neurons import c_stats
-from solulab.neurons.stream import PointStream
+from solulab import ModelConfig, Transformer  # noqa: E402
+from solulab.neurons import c_stats  # noqa: E402
+from solulab.neurons.stream import PointStream  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "solulab_neurons_at_rev"

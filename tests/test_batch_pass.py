@@ -1,5 +1,7 @@
 """The collector's PyTorch pass over a batch, compiled and eager, against NumPy."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -46,7 +48,9 @@ def test_summaries_and_groups_equal_numpy(summaries, groups, tokens):
     assert got[5][1] == int((v[:, 1] > 0.5).sum())  # the exact threshold is not above it
 
 
-def test_sample_screen_equals_the_rule_element_by_element():
+@pytest.mark.parametrize("run", [batch_pass.candidates, batch_pass._candidates],
+                         ids=["compiled", "eager"])
+def test_candidates_equal_the_rule_element_by_element(run):
     gen = torch.Generator().manual_seed(4)
     rows, d = 50, 6
     high_keys = torch.randint(-2**31, 2**31, (rows, 1), generator=gen, dtype=torch.int32)
@@ -55,12 +59,16 @@ def test_sample_screen_equals_the_rule_element_by_element():
     bound_high[::7] = 2**31 - 1  # free slots: every key passes
     group = torch.randint(0, 32, (rows, d), generator=gen, dtype=torch.int32) + \
         torch.arange(d, dtype=torch.int32) * 32
-    got = batch_pass.sample_screen(high_keys, high_mask, bound_high, group)
+    v = torch.randn(rows, d, generator=gen)
+    kth = torch.tensor([-math.inf, 0.5, 1.0, 3.0, -0.5, 0.0])
+    v[3, 1] = 0.5  # exactly the k-th: a candidate
+    got = run(high_keys, high_mask, bound_high, group, v, kth)
     for i in range(rows):
         for j in range(d):
-            passes = int(high_keys[i, 0] ^ high_mask[j]) <= int(bound_high[group[i, j]])
-            assert bool(got[i, j]) == passes
-    assert 0 < int(got.sum()) < rows * d
+            sample = int(high_keys[i, 0] ^ high_mask[j]) <= int(bound_high[group[i, j]])
+            top = float(v[i, j]) >= float(kth[j])
+            assert float(got[i, j]) == sample * batch_pass.SAMPLE + top * batch_pass.TOP
+    assert set(got.unique().tolist()) == {0.0, 1.0, 2.0, 3.0}
 
 
 def test_a_failed_compile_falls_back_to_the_same_ops(monkeypatch):

@@ -130,7 +130,7 @@ class PointStream:
 
         return ids, values(acts), None if other is None else values(other)
 
-    def _offer(self, batch: tuple, slots: Slots, source: torch.Tensor, element: torch.Tensor,
+    def _admit(self, batch: tuple, slots: Slots, source: torch.Tensor, element: torch.Tensor,
                group: torch.Tensor | None = None, key: torch.Tensor | None = None) -> None:
         """Offer the batch's elements ``element`` (indices into ``[tokens * d_mlp]``) to
         ``slots``, in groups ``group`` (default: their neurons), with their ``key`` where the
@@ -179,50 +179,51 @@ class PointStream:
         self.n_positive += n_positive
         self.n_above += n_above
         self.counts += batch_pass.count_groups(group, self.counts.numel()).view_as(self.counts)
-        self._offer_top(batch)
-        self._offer_samples(batch, group)
+        self._offer(batch, group)
 
     def _extend(self, batch_max: torch.Tensor, batch_min: torch.Tensor) -> None:
         self.vmax = torch.maximum(self.vmax, batch_max)
         self.vmin = torch.minimum(self.vmin, batch_min)
         self._grow(torch.maximum(self.vmax.abs(), self.vmin.abs()))
 
-    def _offer_top(self, batch: tuple) -> None:
-        """Offer the values that can enter the top-k: at least the kept k-th and, while slots
-        are free, at least the batch's own k-th."""
-        v = batch[-1]
+    def _offer(self, batch: tuple, group: torch.Tensor) -> None:
+        """Offer the values that can enter the top-k (at least the kept k-th and, while slots
+        are free, at least the batch's own k-th) and those whose key can enter their bin's
+        sample. One compiled pass marks the candidates of both (``batch_pass.candidates``,
+        a superset for the samples), then the exact key test runs on the sample candidates.
+        Rows go a chunk at a time while bins fill, doubling, so that later rows meet sample
+        bounds that have dropped; once a chunk admits few, the rest of the batch goes at once.
+        The top-k candidates of every chunk are offered together at the end."""
+        v, keys = batch[-1], batch[-2]
         kth = self.top.worst()
         if torch.isinf(kth).any():
             kth = torch.maximum(kth, torch.topk(v, min(self.k, len(v)), dim=0).values[-1])
-        source = self._sources(self.top)
-        self._offer(batch, self.top, source, torch.nonzero((v >= kth).view(-1)).squeeze(1))
-        self._cut_windows(batch, self.top, source)
-
-    def _offer_samples(self, batch: tuple, group: torch.Tensor) -> None:
-        """Offer the values whose key can enter their bin's sample. A cheap test on the high 32
-        bits of keys and bounds keeps a superset (``batch_pass.sample_screen``), then the exact
-        key test runs on what it kept. Rows go a chunk at a time while bins fill, doubling, so
-        that later rows meet bounds that have dropped; once a chunk admits few, the rest of the
-        batch goes at once."""
-        keys = batch[-2]
         high_keys = (keys >> 32).to(torch.int32)[:, None]
         high_mask = (self.neuron_mask >> 32).to(torch.int32)
-        source = self._sources(self.pool)
+        top_source, pool_source = self._sources(self.top), self._sources(self.pool)
+        top_elements = []
         start, rows = 0, FIRST_CHUNK
         while start < len(keys):
             stop = min(len(keys), start + rows)
             bound = self.pool.worst()  # per sample group: the key a value must not exceed
-            screened = batch_pass.sample_screen(high_keys[start:stop], high_mask,
-                                                (bound >> 32).to(torch.int32), group[start:stop])
-            element = torch.nonzero(screened.view(-1)).squeeze(1) + start * self.d
+            code = batch_pass.candidates(high_keys[start:stop], high_mask,
+                                         (bound >> 32).to(torch.int32), group[start:stop],
+                                         v[start:stop], kth).view(-1)
+            element = torch.nonzero(code).squeeze(1)
+            code = code[element]
+            element += start * self.d
+            top_elements.append(element[code >= batch_pass.TOP])
+            element = element[code != batch_pass.TOP]  # the sample candidates
             key = keys[element // self.d] ^ self.neuron_mask[element % self.d]
             sample_group = group.view(-1)[element].long()
             exact = torch.nonzero(key <= bound[sample_group]).squeeze(1)
-            self._offer(batch, self.pool, source, element[exact], sample_group[exact],
+            self._admit(batch, self.pool, pool_source, element[exact], sample_group[exact],
                         key[exact])
             rows = len(keys) if len(exact) <= FEW * (stop - start) * self.d else 2 * rows
             start = stop
-        self._cut_windows(batch, self.pool, source)
+        self._admit(batch, self.top, top_source, torch.cat(top_elements))
+        self._cut_windows(batch, self.top, top_source)
+        self._cut_windows(batch, self.pool, pool_source)
 
     def to(self, device) -> None:
         """Move every tensor to ``device`` (streams travel between ranks on the CPU)."""
