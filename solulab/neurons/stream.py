@@ -33,7 +33,8 @@ from solulab.neurons.slots import Entries, Slots, rank_in_group, select
 H0_EXP = -24  # the finest bin width is 2**-24
 GOLDEN = 0x9E3779B97F4A7C15
 FIRST_CHUNK = 64  # rows first offered to the interval samples; chunks double while bins fill
-FEW = 1 / 16  # a chunk that admits at most this share of its values: the rest at once
+FEW = 1 / 16  # a chunk that admits at most this share of its values: the rest at once, and
+# the next batch whole from its start while its first chunk does the same
 
 
 def position_keys(positions: torch.Tensor, seed: int) -> torch.Tensor:
@@ -68,6 +69,7 @@ class PointStream:
         self.vmax = torch.full((d_mlp,), -math.inf, device=self.device)
         self.vmin = torch.full((d_mlp,), math.inf, device=self.device)
         self.n_tokens = 0
+        self.settled = False  # the last batch's first chunk admitted few: offer the next whole
         gen = torch.Generator().manual_seed(seed)
         self.neuron_mask = torch.randint(-2**62, 2**62, (d_mlp,), generator=gen).to(self.device)
 
@@ -192,8 +194,9 @@ class PointStream:
         sample. One compiled pass marks the candidates of both (``batch_pass.candidates``,
         a superset for the samples), then the exact key test runs on the sample candidates.
         Rows go a chunk at a time while bins fill, doubling, so that later rows meet sample
-        bounds that have dropped; once a chunk admits few, the rest of the batch goes at once.
-        The top-k candidates of every chunk are offered together at the end."""
+        bounds that have dropped; once a chunk admits few, the rest of the batch goes at once,
+        and so do later batches while their first chunk admits few. The top-k candidates of
+        every chunk are offered together at the end."""
         v, keys = batch[-1], batch[-2]
         kth = self.top.worst()
         if torch.isinf(kth).any():
@@ -202,7 +205,7 @@ class PointStream:
         high_mask = (self.neuron_mask >> 32).to(torch.int32)
         top_source, pool_source = self._sources(self.top), self._sources(self.pool)
         top_elements = []
-        start, rows = 0, FIRST_CHUNK
+        start, rows = 0, len(keys) if self.settled else FIRST_CHUNK
         while start < len(keys):
             stop = min(len(keys), start + rows)
             bound = self.pool.worst()  # per sample group: the key a value must not exceed
@@ -219,7 +222,9 @@ class PointStream:
             exact = torch.nonzero(key <= bound[sample_group]).squeeze(1)
             self._admit(batch, self.pool, pool_source, element[exact], sample_group[exact],
                         key[exact])
-            rows = len(keys) if len(exact) <= FEW * (stop - start) * self.d else 2 * rows
+            few = len(exact) <= FEW * (stop - start) * self.d
+            self.settled = few if start == 0 else self.settled
+            rows = len(keys) if few else 2 * rows
             start = stop
         self._admit(batch, self.top, top_source, torch.cat(top_elements))
         self._cut_windows(batch, self.top, top_source)
