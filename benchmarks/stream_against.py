@@ -40,8 +40,12 @@ HOOKS = ("blocks.1.mlp.hook_mid", "blocks.1.mlp.hook_post")
 def stream_class_at(rev: str, folder: Path) -> type:
     """``PointStream`` of ``solulab/neurons`` at ``rev``, as a package of its own in ``folder``
     (its imports of ``solulab.neurons`` rewritten to that package; the rest is this tree's)."""
-    files = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "solulab/neurons"],
-                           cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    listing = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "solulab/neurons"],
+                             cwd=ROOT, capture_output=True, text=True)
+    if listing.returncode or not listing.stdout:
+        raise SystemExit(f"{rev!r}: not a commit of this repository with solulab/neurons "
+                         f"({listing.stderr.strip() or 'no such folder there'})")
+    files = listing.stdout.split()
     for name in files:
         text = subprocess.run(["git", "show", f"{rev}:{name}"], cwd=ROOT, check=True,
                               capture_output=True, text=True).stdout

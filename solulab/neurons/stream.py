@@ -223,7 +223,8 @@ class PointStream:
             self._admit(batch, self.pool, pool_source, element[exact], sample_group[exact],
                         key[exact])
             few = len(exact) <= FEW * (stop - start) * self.d
-            self.settled = few if start == 0 else self.settled
+            if start == 0:
+                self.settled = few
             rows = len(keys) if few else 2 * rows
             start = stop
         self._admit(batch, self.top, top_source, torch.cat(top_elements))
