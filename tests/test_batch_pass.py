@@ -37,7 +37,10 @@ def _eager_summaries(v: torch.Tensor, threshold: float):
 @pytest.mark.parametrize("tokens", [300, 301])  # four runs of 75 rows; one run of 301
 def test_summaries_and_groups_equal_numpy(summaries, groups, tokens):
     v, width = _batch(tokens)
-    got = (groups(v, width), *summaries(v, 0.5))
+    group, run_max, *rest = (groups(v, width), *summaries(v, 0.5))
+    runs = batch_pass.row_runs(tokens)
+    np.testing.assert_array_equal(run_max.numpy(), v.view(runs, -1, v.shape[1]).amax(1).numpy())
+    got = (group, run_max.amax(0), *rest)
     want = _numpy_statistics(v.numpy(), width.numpy(), 0.5)
     for name, a, b in zip(["group", "max", "min", "sums", "positive", "above"], got, want):
         if name == "sums":

@@ -18,16 +18,16 @@ from solulab.neurons.stream import PointStream, finalize
 D, K, N_POS, SEQS, BATCHES = 6, 7, 16, 4, 3
 
 
-def tied_batches() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def tied_batches(n_pos: int = N_POS) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Batches whose values take five levels only, so most of a top-k ties on its value, and
     whose positions come in no order, so that ties are decided by position whichever arrives
     first."""
     gen = torch.Generator().manual_seed(3)
-    order = torch.randperm(BATCHES * SEQS * N_POS, generator=gen).view(BATCHES, SEQS, N_POS)
+    order = torch.randperm(BATCHES * SEQS * n_pos, generator=gen).view(BATCHES, SEQS, n_pos)
     out = []
     for b in range(BATCHES):
-        acts = torch.randint(-2, 3, (SEQS, N_POS, D), generator=gen).float() * 0.5
-        tokens = torch.randint(0, 50, (SEQS, N_POS), generator=gen)
+        acts = torch.randint(-2, 3, (SEQS, n_pos, D), generator=gen).float() * 0.5
+        tokens = torch.randint(0, 50, (SEQS, n_pos), generator=gen)
         out.append((acts, tokens, order[b]))
     return out
 
@@ -40,13 +40,14 @@ def top_positions(stream: PointStream) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_top_k_under_ties_keeps_the_lowest_positions(native, monkeypatch):
+@pytest.mark.parametrize("n_pos", [N_POS, 80])  # 64 runs of one row, or of five (batch_pass)
+def test_top_k_under_ties_keeps_the_lowest_positions(native, n_pos, monkeypatch):
     if native and not c_stats.ready(torch.zeros(1)):
         pytest.skip("no C compiler here: only the PyTorch path runs")
     if not native:
         monkeypatch.setattr(c_stats, "ready", lambda v: False)
     stream = PointStream(D, K, before=2, after=1, samples=2, threshold=0.5, with_other=False)
-    batches = tied_batches()
+    batches = tied_batches(n_pos)
     for acts, tokens, positions in batches:
         stream.update(acts, tokens, positions)
     values = torch.cat([a.reshape(-1, D) for a, _, _ in batches]).numpy()
@@ -54,6 +55,21 @@ def test_top_k_under_ties_keeps_the_lowest_positions(native, monkeypatch):
     for neuron, kept in enumerate(top_positions(stream)):
         expected = np.lexsort((positions, -values[:, neuron]))[:K]
         assert kept == positions[expected].tolist()
+
+
+@pytest.mark.parametrize("n_pos", [80, 5])  # 64 runs of five rows; 20 runs, fewer than k
+def test_a_first_batch_of_distinct_values_keeps_its_top_k(n_pos, monkeypatch):
+    """The PyTorch path offers a first batch's top-k candidates from a floor under its k-th
+    value (``_offer``); every value above the floor must be offered."""
+    monkeypatch.setattr(c_stats, "ready", lambda v: False)
+    gen = torch.Generator().manual_seed(6)
+    acts = torch.randn(SEQS, n_pos, D, generator=gen)
+    positions = torch.arange(SEQS * n_pos).view(SEQS, n_pos)
+    k = 24
+    stream = PointStream(D, k, before=2, after=1, samples=2, threshold=0.5, with_other=False)
+    stream.update(acts, torch.zeros_like(positions), positions)
+    for neuron, kept in enumerate(top_positions(stream)):
+        assert kept == torch.argsort(-acts[..., neuron].reshape(-1))[:k].tolist()
 
 
 def growing_batches() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

@@ -29,12 +29,13 @@ def grid_bin(values: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
 
 def _summaries(v: torch.Tensor, threshold: float, chunks: int
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For ``v [tokens, d_mlp]``, per neuron: the largest and smallest value, the sums of ``v``,
-    ``v^2``, ``v^3``, ``v^4`` (``[d_mlp, 4]`` float64, as the C pass sums) and the counts above
-    zero and above ``threshold``. Each reduction runs over ``chunks`` runs of rows, then over
-    the runs: compiled, one pass that keeps every core busy (a single reduction down whole
-    columns gets half the speed). Counts are summed as floats, exact below 2**24 rows a run:
-    the compiled sum of a boolean is several times slower."""
+    """For ``v [tokens, d_mlp]``, per neuron: the largest value of each of ``chunks`` runs of
+    rows (``[chunks, d_mlp]``), the smallest value, the sums of ``v``, ``v^2``, ``v^3``, ``v^4``
+    (``[d_mlp, 4]`` float64, as the C pass sums) and the counts above zero and above
+    ``threshold``. Each reduction runs over the runs of rows, then over the runs: compiled, one
+    pass that keeps every core busy (a single reduction down whole columns gets half the
+    speed). Counts are summed as floats, exact below 2**24 rows a run: the compiled sum of a
+    boolean is several times slower."""
     x = v.view(chunks, -1, v.shape[1])
     x64 = x.double()
     x2 = x64 * x64
@@ -43,7 +44,7 @@ def _summaries(v: torch.Tensor, threshold: float, chunks: int
     def count(above: torch.Tensor) -> torch.Tensor:
         return torch.where(above, 1.0, 0.0).sum(1).double().sum(0).long()
 
-    return (x.amax(1).amax(0), x.amin(1).amin(0), sums, count(x > 0), count(x > threshold))
+    return (x.amax(1), x.amin(1).amin(0), sums, count(x > 0), count(x > threshold))
 
 
 def _groups(v: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
