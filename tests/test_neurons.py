@@ -271,18 +271,19 @@ def test_show_and_trace_print_the_examples_and_activations(collected):
     assert result.exit_code == 2 and "layer 9 is not in this store" in result.output
 
 
-def test_admitting_samples_in_chunks_changes_nothing(small_corpus, tmp_path, monkeypatch):
+@pytest.mark.parametrize("sure", [0.0, -9.0])  # about half the groups, or all, fall back
+def test_sample_groups_their_key_ceiling_misses_keep_the_same_samples(
+        small_corpus, tmp_path, monkeypatch, sure):
     from solulab.neurons import c_stats, stream
 
-    monkeypatch.setattr(c_stats, "ready", lambda v: False)  # chunks are the PyTorch path's
+    monkeypatch.setattr(c_stats, "ready", lambda v: False)  # the ceiling is the PyTorch path's
     run = make_run(tmp_path / "run", small_corpus, "solu_ln", n_layers=1)
     kwargs = dict(n_tokens=12 * N_CTX, settings=StoreSettings(k=K, samples=SAMPLES),
                   batch_size=BATCH, progress=False)
-    whole = NeuronStore.open(collect(run, out=tmp_path / "whole", **kwargs))
-    monkeypatch.setattr(stream, "FIRST_CHUNK", 1)
-    monkeypatch.setattr(stream, "FEW", 0.0)  # every chunk doubles: 1, 2, 4, ... rows
-    chunked = NeuronStore.open(collect(run, out=tmp_path / "chunked", **kwargs))
-    _stores_equal(whole, chunked)
+    sure_enough = NeuronStore.open(collect(run, out=tmp_path / "sure", **kwargs))
+    monkeypatch.setattr(stream, "SURE", sure)
+    missed = NeuronStore.open(collect(run, out=tmp_path / "missed", **kwargs))
+    _stores_equal(sure_enough, missed)
 
 
 def test_the_c_pass_equals_the_pytorch_path(small_corpus, tmp_path, monkeypatch):

@@ -28,13 +28,12 @@ import torch
 from solulab.errors import SolulabError
 from solulab.neurons import batch_pass, c_stats
 from solulab.neurons.batch_pass import HALF_BINS
-from solulab.neurons.slots import Entries, Slots, rank_in_group, select
+from solulab.neurons.slots import EMPTY, Entries, Slots, rank_in_group, select
 
 H0_EXP = -24  # the finest bin width is 2**-24
 GOLDEN = 0x9E3779B97F4A7C15
-FIRST_CHUNK = 64  # rows first offered to the interval samples; chunks double while bins fill
-FEW = 1 / 16  # a chunk that admits at most this share of its values: the rest at once, and
-# the next batch whole from its start while its first chunk does the same
+SURE = 6.0  # a first batch's sample candidates: this many standard deviations to spare
+EMPTY_BELOW = torch.iinfo(torch.int64).min  # a screen no key passes (but its own)
 
 
 def position_keys(positions: torch.Tensor, seed: int) -> torch.Tensor:
@@ -69,7 +68,6 @@ class PointStream:
         self.vmax = torch.full((d_mlp,), -math.inf, device=self.device)
         self.vmin = torch.full((d_mlp,), math.inf, device=self.device)
         self.n_tokens = 0
-        self.settled = False  # the last batch's first chunk admitted few: offer the next whole
         gen = torch.Generator().manual_seed(seed)
         self.neuron_mask = torch.randint(-2**62, 2**62, (d_mlp,), generator=gen).to(self.device)
 
@@ -214,50 +212,70 @@ class PointStream:
         self._grow(torch.maximum(self.vmax.abs(), self.vmin.abs()))
 
     def _offer(self, batch: tuple, group: torch.Tensor, run_max: torch.Tensor) -> None:
-        """Offer the values that can enter the top-k (at least the kept k-th and, while slots
-        are free, at least a floor of the batch's own k-th: the k-th largest of the maxima of
-        ``run_max``'s runs of rows, k distinct values, where there are k runs) and those whose
-        key can enter their bin's
-        sample. One compiled pass marks the candidates of both (``batch_pass.candidates``,
-        a superset for the samples), then the exact key test runs on the sample candidates.
-        Rows go a chunk at a time while bins fill, doubling, so that later rows meet sample
-        bounds that have dropped; once a chunk admits few, the rest of the batch goes at once,
-        and so do later batches while their first chunk admits few. The top-k candidates of
-        every chunk are offered together at the end."""
-        v, keys = batch[-1], batch[-2]
+        """Offer the values that can enter the top-k and those whose key can enter their bin's
+        sample, all in one ``keep_best`` each.
+
+        Top-k: the values at least the kept k-th and, while slots are free, at least a floor
+        of the batch's own k-th (the k-th largest of the maxima of ``run_max``'s runs of rows:
+        k distinct values, where there are k runs). Samples: the values whose key is within
+        their group's bound and, where the group's count has grown many times over (a first
+        batch), within ``_key_ceiling``, which cuts the candidates to a few times the
+        samples; a group whose kept keys do not end up all under its ceiling (about one in a
+        million) is offered the rest of its values up to its new bound, so that what is kept is
+        exact. One compiled pass marks the candidates of both (``batch_pass.candidates``)."""
+        v = batch[-1]
         kth = self.top.worst()
         if torch.isinf(kth).any():
             tops = run_max if len(run_max) >= self.k else v
             kth = torch.maximum(kth, torch.topk(tops, min(self.k, len(tops)), dim=0).values[-1])
-        high_keys = (keys >> 32).to(torch.int32)[:, None]
-        high_mask = (self.neuron_mask >> 32).to(torch.int32)
         top_source, pool_source = self._sources(self.top), self._sources(self.pool)
-        top_elements = []
-        start, rows = 0, len(keys) if self.settled else FIRST_CHUNK
-        while start < len(keys):
-            stop = min(len(keys), start + rows)
-            bound = self.pool.worst()  # per sample group: the key a value must not exceed
-            code = batch_pass.candidates(high_keys[start:stop], high_mask,
-                                         (bound >> 32).to(torch.int32), group[start:stop],
-                                         v[start:stop], kth).view(-1)
-            element = torch.nonzero(code).squeeze(1)
-            code = code[element]
-            element += start * self.d
-            top_elements.append(element[code >= batch_pass.TOP])
-            element = element[code != batch_pass.TOP]  # the sample candidates
-            key = keys[element // self.d] ^ self.neuron_mask[element % self.d]
-            sample_group = group.view(-1)[element].long()
-            exact = torch.nonzero(key <= bound[sample_group]).squeeze(1)
-            self._admit(batch, self.pool, pool_source, element[exact], sample_group[exact],
-                        key[exact])
-            few = len(exact) <= FEW * (stop - start) * self.d
-            if start == 0:
-                self.settled = few
-            rows = len(keys) if few else 2 * rows
-            start = stop
-        self._admit(batch, self.top, top_source, torch.cat(top_elements))
+        bound = torch.minimum(self.pool.worst(), self._key_ceiling())
+        top, sample, key = self._candidates(batch, group, kth, bound, bound)
+        self._admit(batch, self.pool, pool_source, sample, group.view(-1)[sample].long(), key)
+        kept = self.pool.worst()
+        missed = kept > bound  # groups whose sample may take values above the ceiling
+        if bool(missed.any()):
+            _, sample, key = self._candidates(batch, group, torch.full_like(kth, math.inf),
+                                              torch.where(missed, kept, EMPTY_BELOW),
+                                              torch.where(missed, kept, bound), above=bound)
+            self._admit(batch, self.pool, pool_source, sample, group.view(-1)[sample].long(),
+                        key)
+        self._admit(batch, self.top, top_source, top)
         self._cut_windows(batch, self.top, top_source)
         self._cut_windows(batch, self.pool, pool_source)
+
+    def _key_ceiling(self) -> torch.Tensor:
+        """Per sample group, a key under which at least ``samples`` of the values the group
+        has seen (``counts``, this batch's included) fall, almost surely: keys are uniform, so
+        ``want`` of them do on average, ``SURE`` standard deviations and ``SURE`` values more
+        than ``samples``. No ceiling (``EMPTY``) for groups of fewer than ``2 * want``."""
+        want = self.samples + SURE * math.sqrt(self.samples) + SURE
+        share = (want / self.counts.view(-1).double().clamp(min=1)).clamp(min=0)
+        ceiling = (share * 2.0**64 - 2.0**63).long()
+        return torch.where(share < 0.5, ceiling, EMPTY)
+
+    def _candidates(self, batch: tuple, group: torch.Tensor, kth: torch.Tensor,
+                    screen: torch.Tensor, bound: torch.Tensor,
+                    above: torch.Tensor | None = None) -> tuple:
+        """The batch's top-k candidates (values at least their neuron's ``kth``), and its
+        sample candidates, whose key is at most their group's ``bound`` (and more than
+        ``above``), with those keys: elements of ``[tokens * d_mlp]``. The compiled pass
+        screens keys by their high 32 bits against ``screen`` (at least ``bound``)."""
+        keys, v = batch[-2], batch[-1]
+        code = batch_pass.candidates((keys >> 32).to(torch.int32)[:, None],
+                                     (self.neuron_mask >> 32).to(torch.int32),
+                                     (screen >> 32).to(torch.int32), group, v, kth).view(-1)
+        element = torch.nonzero(code).squeeze(1)
+        code = code[element]
+        top = element[code >= batch_pass.TOP]
+        element = element[code != batch_pass.TOP]
+        key = keys[element // self.d] ^ self.neuron_mask[element % self.d]
+        sample_group = group.view(-1)[element].long()
+        within = key <= bound[sample_group]
+        if above is not None:
+            within &= key > above[sample_group]
+        exact = torch.nonzero(within).squeeze(1)
+        return top, element[exact], key[exact]
 
     def to(self, device) -> None:
         """Move every tensor to ``device`` (streams travel between ranks on the CPU)."""
