@@ -220,9 +220,9 @@ class PointStream:
         k distinct values, where there are k runs). Samples: the values whose key is within
         their group's bound and, where the group's count has grown many times over (a first
         batch), within ``_key_ceiling``, which cuts the candidates to a few times the
-        samples; a group whose kept keys do not end up all under its ceiling (about one in a
-        million) is offered the rest of its values up to its new bound, so that what is kept is
-        exact. One compiled pass marks the candidates of both (``batch_pass.candidates``)."""
+        samples; a group whose kept keys do not end up all under its ceiling (a few groups in
+        a million) is offered the rest of its values up to its new bound, so that what is kept
+        is exact. One compiled pass marks the candidates of both (``batch_pass.candidates``)."""
         v = batch[-1]
         kth = self.top.worst()
         if torch.isinf(kth).any():
@@ -250,9 +250,8 @@ class PointStream:
         ``want`` of them do on average, ``SURE`` standard deviations and ``SURE`` values more
         than ``samples``. No ceiling (``EMPTY``) for groups of fewer than ``2 * want``."""
         want = self.samples + SURE * math.sqrt(self.samples) + SURE
-        share = (want / self.counts.view(-1).double().clamp(min=1)).clamp(min=0)
-        ceiling = (share * 2.0**64 - 2.0**63).long()
-        return torch.where(share < 0.5, ceiling, EMPTY)
+        share = (want / self.counts.view(-1).double().clamp(min=1)).clamp(0, 0.5)
+        return torch.where(share < 0.5, (share * 2.0**64 - 2.0**63).long(), EMPTY)
 
     def _candidates(self, batch: tuple, group: torch.Tensor, kth: torch.Tensor,
                     screen: torch.Tensor, bound: torch.Tensor,
