@@ -1,6 +1,7 @@
-"""A stream's top-k under heavy ties, and its histogram and samples while a grid grows within a
-batch: the C pass and the PyTorch path, against a sort and against each other; and a batch with
-nan or infinite activations, refused by both before it changes anything."""
+"""A stream's top-k under heavy ties and in a first batch, and its histogram and samples while a
+grid grows within a batch: the C pass and the PyTorch path, against a sort and against each
+other; and a batch with nan or infinite activations, refused by both before it changes
+anything."""
 
 import math
 
@@ -57,7 +58,7 @@ def test_top_k_under_ties_keeps_the_lowest_positions(native, n_pos, monkeypatch)
         assert kept == positions[expected].tolist()
 
 
-@pytest.mark.parametrize("n_pos", [80, 5])  # 64 runs of five rows; 20 runs, fewer than k
+@pytest.mark.parametrize("n_pos", [80, 5])  # 64 runs of five rows; 20 rows, 4 runs (< k)
 def test_a_first_batch_of_distinct_values_keeps_its_top_k(n_pos, monkeypatch):
     """The PyTorch path offers a first batch's top-k candidates from a floor under its k-th
     value (``_offer``); every value above the floor must be offered."""
