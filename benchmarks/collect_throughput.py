@@ -10,6 +10,8 @@ Measured side by side on the same model and batches:
 4. interleaved: a bare forward of each batch and the collector's update of it, in turn, batch by
    batch, so that a machine whose speed drifts within seconds slows both alike.
 
+Kernels are compiled (the PyTorch path's ``torch.compile``) and loaded before any timing.
+
     python benchmarks/collect_throughput.py [--n-layers 2 --d-model 256 --batches 12]
 """
 
@@ -113,6 +115,9 @@ def main() -> None:
             everything = torch.cat(kept, dim=1)  # [points, tokens, d_mlp]
             torch.topk(everything, StoreSettings.k, dim=1)
 
+    with torch.no_grad():  # compile and load every kernel before the clock starts
+        model(batches[0])
+        Collector(model, layers, StoreSettings(), seed=0).update(batches[0], positions[0])
     times = {"bare forward": [], "collection": [], "naive (cache all, then top-k)": []}
     for _ in range(args.rounds):  # alternate so drift hits every variant alike
         for name, fn in zip(times, (bare, collect, naive)):
