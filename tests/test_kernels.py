@@ -152,3 +152,23 @@ def test_one_pass_gives_the_neurons_before_and_after_the_layernorm(kind, rows, d
     for r, o in ((ref_mid, mid), (ref_post, post)):
         assert o.shape == x.shape
         assert (r - o.double()).abs().max() <= 1e-5 * r.abs().max()
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler")
+def test_a_cached_library_is_only_reused_on_a_cpu_with_the_same_instruction_sets(
+        tmp_path, monkeypatch):
+    """A library built with -march=native, found in a cache shared with another CPU, would
+    kill the process there with an illegal instruction: the cache key names the CPU's flags."""
+    from solulab.kernels import c_kernels
+
+    monkeypatch.setenv("SOLULAB_CACHE", str(tmp_path))
+    source = tmp_path / "tiny.c"
+    source.write_text("int answer(void) { return 42; }\n")
+    flags = ["-O2", "-fPIC", "-shared"]
+    here = c_kernels.compile_source(source, flags)
+    assert c_kernels.compile_source(source, flags) == here  # reused on the same machine
+    identity = c_kernels.cpu_identity()
+    assert identity[2]  # the flags line (or the processor's name) is read
+    monkeypatch.setattr(c_kernels, "cpu_identity", lambda: [*identity[:2], "flags : sse2"])
+    elsewhere = c_kernels.compile_source(source, flags)
+    assert elsewhere is not None and elsewhere != here

@@ -37,14 +37,28 @@ FLAG_SETS = (
 _P, _I64, _INT, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 
 
+def cpu_identity() -> list[str]:
+    """What a library built with ``-march=native`` is only valid for: the host, the
+    architecture and the CPU's instruction-set flags (a cache copied to or shared with a machine
+    that lacks one of them would otherwise kill the process with an illegal instruction)."""
+    flags = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith(("flags", "Features"))),
+                         flags)
+    except OSError:
+        pass
+    return [platform.node(), platform.machine(), flags.strip()]
+
+
 def compile_source(source: Path, flags: list[str]) -> Path | None:
     """``source`` built into a shared library in the cache (once per source and flags), or
     None where no compiler can build it."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    key = hashlib.sha256(source.read_bytes() + " ".join([compiler, *flags, platform.node(),
-                                                          platform.machine()]).encode())
+    key = hashlib.sha256(source.read_bytes() + " ".join([compiler, *flags, *cpu_identity()])
+                         .encode())
     target = cache_dir() / "kernels" / f"{source.stem}_{key.hexdigest()[:16]}.so"
     if target.is_file():
         return target
