@@ -2,8 +2,9 @@
 
 The source is compiled with the system C compiler (``$CC``, else ``cc``) at ``-O3
 -march=native`` with OpenMP into a library cached under the solulab cache directory by a hash
-of the source, the flags and the CPU (an atomic rename, so concurrent processes agree). Where no compiler
-can build it, ``load_library`` returns None and the PyTorch fused path is used instead.
+of the source, the flags and the CPU (an atomic rename, so concurrent processes agree). Where
+no compiler can build it, ``load_library`` returns None and the PyTorch fused path is used
+instead.
 Float32 only; other dtypes take the PyTorch path.
 """
 
