@@ -166,6 +166,7 @@ def test_a_cached_library_is_only_reused_on_a_cpu_with_the_same_instruction_sets
     source.write_text("int answer(void) { return 42; }\n")
     flags = ["-O2", "-fPIC", "-shared"]
     here = c_kernels.compile_source(source, flags)
+    assert here is not None
     assert c_kernels.compile_source(source, flags) == here  # reused on the same machine
     identity = c_kernels.cpu_identity()
     assert identity[2]  # the flags line (or the processor's name) is read

@@ -53,8 +53,8 @@ def cpu_identity() -> list[str]:
 
 
 def compile_source(source: Path, flags: list[str]) -> Path | None:
-    """``source`` built into a shared library in the cache (once per source and flags), or
-    None where no compiler can build it."""
+    """``source`` built into a shared library in the cache (once per source, flags and CPU),
+    or None where no compiler can build it."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
