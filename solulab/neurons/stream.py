@@ -230,16 +230,16 @@ class PointStream:
             kth = torch.maximum(kth, torch.topk(tops, min(self.k, len(tops)), dim=0).values[-1])
         top_source, pool_source = self._sources(self.top), self._sources(self.pool)
         bound = torch.minimum(self.pool.worst(), self._key_ceiling())
-        top, sample, key = self._candidates(batch, group, kth, bound, bound)
-        self._admit(batch, self.pool, pool_source, sample, group.view(-1)[sample].long(), key)
+        top, sample, sample_group, key = self._candidates(batch, group, kth, bound, bound)
+        self._admit(batch, self.pool, pool_source, sample, sample_group, key)
         kept = self.pool.worst()
         missed = kept > bound  # groups whose sample may take values above the ceiling
         if bool(missed.any()):
-            _, sample, key = self._candidates(batch, group, torch.full_like(kth, math.inf),
-                                              torch.where(missed, kept, EMPTY_BELOW),
-                                              torch.where(missed, kept, bound), above=bound)
-            self._admit(batch, self.pool, pool_source, sample, group.view(-1)[sample].long(),
-                        key)
+            _, sample, sample_group, key = self._candidates(
+                batch, group, torch.full_like(kth, math.inf),
+                torch.where(missed, kept, EMPTY_BELOW), torch.where(missed, kept, bound),
+                above=bound)
+            self._admit(batch, self.pool, pool_source, sample, sample_group, key)
         self._admit(batch, self.top, top_source, top)
         self._cut_windows(batch, self.top, top_source)
         self._cut_windows(batch, self.pool, pool_source)
@@ -258,7 +258,7 @@ class PointStream:
                     above: torch.Tensor | None = None) -> tuple:
         """The batch's top-k candidates (values at least their neuron's ``kth``), and its
         sample candidates, whose key is at most their group's ``bound`` (and more than
-        ``above``), with those keys: elements of ``[tokens * d_mlp]``. The compiled pass
+        ``above``), with their groups and keys: elements of ``[tokens * d_mlp]``. The compiled pass
         screens keys by their high 32 bits against ``screen`` (at least ``bound``)."""
         keys, v = batch[-2], batch[-1]
         code = batch_pass.candidates((keys >> 32).to(torch.int32)[:, None],
@@ -274,7 +274,7 @@ class PointStream:
         if above is not None:
             within &= key > above[sample_group]
         exact = torch.nonzero(within).squeeze(1)
-        return top, element[exact], key[exact]
+        return top, element[exact], sample_group[exact], key[exact]
 
     def to(self, device) -> None:
         """Move every tensor to ``device`` (streams travel between ranks on the CPU)."""
