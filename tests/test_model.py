@@ -110,13 +110,34 @@ def test_neuron_activations_runs_only_needed_blocks():
     model = Transformer(tiny(n_layers=3))
     calls = []
     for i, block in enumerate(model.blocks):
-        block.register_forward_hook(lambda m, inp, out, i=i: calls.append(i))
+        block.register_forward_pre_hook(lambda m, inp, i=i: calls.append(i))
     tokens = torch.randint(0, 50, (2, 8))
     acts = model.neuron_activations(tokens, layers=[0])
     assert calls == [0]
     _, cache = model.run_with_cache(tokens)
     torch.testing.assert_close(acts[0], cache["blocks.0.mlp.hook_mid"])
     assert acts[0].shape == (2, 8, 64)
+
+
+@pytest.mark.parametrize("act_fn", ["solu_ln", "gelu"])
+def test_activations_match_the_full_forward_and_stop_after_the_last_wanted(act_fn):
+    model = Transformer(tiny(n_layers=3, act_fn=act_fn))
+    ran = []
+    for name, module in model.named_modules():
+        if name.endswith(("fc_in", "fc_out")) or name in ("ln_final", "unembed"):
+            module.register_forward_pre_hook(lambda m, inp, name=name: ran.append(name))
+    tokens = torch.randint(0, 50, (2, 8))
+    names = [model.neuron_hook(1), "blocks.1.mlp.hook_post", "blocks.0.mlp.hook_pre"]
+    acts = model.activations(tokens, names)
+    assert ran == ["blocks.0.mlp.fc_in", "blocks.0.mlp.fc_out", "blocks.1.mlp.fc_in"]
+    assert all(not h.fns for h in model.hook_points.values())
+    _, cache = model.run_with_cache(tokens, names)
+    assert acts.keys() == cache.keys() == set(names)
+    for name in names:
+        torch.testing.assert_close(acts[name], cache[name], rtol=0, atol=0)
+    assert model.activations(tokens, []) == {}
+    with pytest.raises(KeyError, match="unknown hook names"):
+        model.activations(tokens, ["blocks.9.mlp.hook_post"])
 
 
 def test_n_params_counts_non_embedding_parameters():

@@ -7,7 +7,8 @@ is its name); it returns the value to pass on instead, or None to keep it. A poi
 hook off again. A point with no hooks does nothing, so a plain forward pays nothing.
 
 ``CacheHook`` is the hook ``run_with_cache`` attaches: it records the value and never replaces it,
-which lets a module that computes the value in a fused kernel still take its fast path.
+which lets a module that computes the value in a fused kernel still take its fast path;
+``CacheUntilComplete`` records in the same way and ends the forward once it has every value.
 """
 
 from __future__ import annotations
@@ -31,6 +32,24 @@ class CacheHook:
 
     def __call__(self, value: torch.Tensor, hook: HookPoint) -> None:
         self.cache[hook.name] = value
+
+
+class CacheComplete(Exception):
+    """Raised by ``CacheUntilComplete`` once every wanted value is cached: the forward stops."""
+
+
+class CacheUntilComplete(CacheHook):
+    """A ``CacheHook`` that stops the forward, by raising ``CacheComplete``, as soon as the cache
+    holds every one of ``names``: what follows the last of them is never computed."""
+
+    def __init__(self, cache: dict[str, torch.Tensor], names: set[str]):
+        super().__init__(cache)
+        self.names = names
+
+    def __call__(self, value: torch.Tensor, hook: HookPoint) -> None:
+        super().__call__(value, hook)
+        if self.names <= self.cache.keys():
+            raise CacheComplete
 
 
 class HookHandle:

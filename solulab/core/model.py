@@ -6,6 +6,8 @@ TransformerLens (``blocks.{l}.mlp.hook_pre``, ``blocks.{l}.mlp.hook_mid``,
 ``fn(value, hook)`` returning a replacement or None, attached by name or by a predicate on names:
 
 * ``run_with_cache(tokens, names)``: the output and the values at ``names``;
+* ``activations(tokens, names)``: only the values at ``names``, the forward run no further than
+  the last of them;
 * ``run_with_hooks(tokens, fwd_hooks=[(name_or_predicate, fn), ...])``: one forward with hooks
   (``patches={name: patch(value, name)}`` is the older form, still accepted);
 * ``with model.hooks(fwd_hooks=...):`` hooks for a block of code, removed on leaving it;
@@ -32,7 +34,15 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from solulab.core import checkpoint, hub, transformerlens
 from solulab.core.activations import Activation, ExtraLayerNorm, blocked_layer_norm
 from solulab.core.config import ModelConfig
-from solulab.core.hooks import CacheHook, HookFn, HookHandle, HookPoint, Patch
+from solulab.core.hooks import (
+    CacheComplete,
+    CacheHook,
+    CacheUntilComplete,
+    HookFn,
+    HookHandle,
+    HookPoint,
+    Patch,
+)
 from solulab.core.loss import IGNORE, linear_cross_entropy, next_token_targets
 from solulab.numerics import at_least_float32
 
@@ -317,6 +327,22 @@ class Transformer(nn.Module):
             out = self(tokens, stop_at_layer=stop_at_layer)
         return out, cache
 
+    def activations(self, tokens: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """``{hook name: value}`` for the hook points in ``names``, the forward stopped as soon as
+        it has computed all of them (nothing after the last is run). Values as in
+        ``run_with_cache``; wrap in ``torch.no_grad()`` to keep no graph."""
+        wanted = set(names)
+        if not wanted:
+            return {}
+        cache: dict[str, torch.Tensor] = {}
+        record = CacheUntilComplete(cache, wanted)
+        with self.hooks([(name, record) for name in wanted]):
+            try:
+                self(tokens)
+            except CacheComplete:
+                pass
+        return cache
+
     def run_with_hooks(self, tokens: torch.Tensor, patches: Mapping[str, Patch] | None = None,
                        stop_at_layer: int | None = None, *,
                        fwd_hooks: Sequence[tuple[HookName, HookFn]] = ()) -> torch.Tensor:
@@ -343,7 +369,7 @@ class Transformer(nn.Module):
         """``{layer: [batch, pos, d_mlp]}`` neuron activations, running only the blocks needed."""
         layers = sorted(set(layers))
         names = {self.neuron_hook(layer, post_ln): layer for layer in layers}
-        _, cache = self.run_with_cache(tokens, names, stop_at_layer=layers[-1] + 1)
+        cache = self.activations(tokens, names)
         return {layer: cache[name] for name, layer in names.items()}
 
     # -- accounting -------------------------------------------------------------------------

@@ -90,8 +90,7 @@ class Collector:
 
     @torch.no_grad()
     def update(self, tokens: torch.Tensor, positions: torch.Tensor) -> None:
-        _, cache = self.model.run_with_cache(tokens, self.hooks.values(),
-                                             stop_at_layer=self.layers[-1] + 1)
+        cache = self.model.activations(tokens, self.hooks.values())
         for (layer, point), stream in self.streams.items():
             other = None
             if len(self.points) == 2:

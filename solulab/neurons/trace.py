@@ -36,7 +36,7 @@ def trace(run_dir: str | Path, text: str, layer: int, neuron: int,
         other = model.neuron_hook(layer, not post_ln)
         names.add(other)
     with torch.no_grad():
-        _, cache = model.run_with_cache(torch.tensor([ids]), names, stop_at_layer=layer + 1)
+        cache = model.activations(torch.tensor([ids]), names)
     tokens = [tokenizer.decode([i], skip_special_tokens=False) for i in ids]
     acts = cache[main][0, :, neuron].float().numpy()
     other_acts = None if other is None else cache[other][0, :, neuron].float().numpy()

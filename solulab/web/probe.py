@@ -77,8 +77,7 @@ class Prober:
         with self._turn():
             for start in range(0, len(ids), n_ctx):
                 tokens = torch.tensor([ids[start:start + n_ctx]])
-                _, cache = self.model.run_with_cache(tokens, hooks,
-                                                     stop_at_layer=max(layers) + 1)
+                cache = self.model.activations(tokens, hooks)
                 parts.append(torch.stack([cache[h][0].float() for h in hooks]))
         return torch.cat(parts, dim=1)
 
