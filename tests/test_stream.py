@@ -1,7 +1,7 @@
-"""A stream's top-k under heavy ties and in a first batch, and its histogram and samples while a
-grid grows within a batch: the C pass and the PyTorch path, against a sort and against each
-other; and a batch with nan or infinite activations, refused by both before it changes
-anything."""
+"""A stream's top-k under heavy ties and in a first batch, and its histogram and samples while
+grids grow: the C pass and the PyTorch path, against a sort and against each other; the C pass's
+extremes against PyTorch's; and a batch with nan or infinite activations, refused by both
+before it changes anything."""
 
 import math
 
@@ -58,11 +58,15 @@ def test_top_k_under_ties_keeps_the_lowest_positions(native, n_pos, monkeypatch)
         assert kept == positions[expected].tolist()
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("n_pos", [80, 5])  # 64 runs of five rows; 20 rows, 4 runs (< k)
-def test_a_first_batch_of_distinct_values_keeps_its_top_k(n_pos, monkeypatch):
-    """The PyTorch path offers a first batch's top-k candidates from a floor under its k-th
-    value (``_offer``); every value above the floor must be offered."""
-    monkeypatch.setattr(c_stats, "ready", lambda v: False)
+def test_a_first_batch_of_distinct_values_keeps_its_top_k(native, n_pos, monkeypatch):
+    """Both paths screen a first batch's top-k candidates with a floor under its k-th value
+    (``_top_floor``); every value above the floor must be offered."""
+    if native and not c_stats.ready(torch.zeros(1)):
+        pytest.skip("no C compiler here: only the PyTorch path runs")
+    if not native:
+        monkeypatch.setattr(c_stats, "ready", lambda v: False)
     gen = torch.Generator().manual_seed(6)
     acts = torch.randn(SEQS, n_pos, D, generator=gen)
     positions = torch.arange(SEQS * n_pos).view(SEQS, n_pos)
@@ -88,9 +92,10 @@ def growing_batches() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     return out
 
 
-def test_a_grid_growing_within_a_batch_keeps_what_growing_before_it_keeps(monkeypatch):
-    """The C pass coarsens a neuron's grid at the first value off it; the PyTorch path grows
-    it to fit the whole batch first. Histograms and interval samples must come out the same."""
+def test_grids_growing_batch_after_batch_keep_the_same_samples_in_both_paths(monkeypatch):
+    """Both paths grow a neuron's grid to fit each batch before its values are offered, the C
+    pass in C and the PyTorch path with ``Slots.regroup``. Histograms and interval samples must
+    come out the same."""
     if not c_stats.ready(torch.zeros(1)):
         pytest.skip("no C compiler here: only the PyTorch path runs")
     streams = []
@@ -130,6 +135,19 @@ def test_a_batch_with_nan_or_inf_is_refused_and_changes_nothing(native, bad, mon
     assert stream.n_tokens == SEQS * N_POS
     for name in before:
         np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+
+
+@pytest.mark.parametrize("rows, runs", [(64, 64), (80, 16), (7, 1)])
+def test_the_c_extremes_match_pytorch_and_count_what_is_not_finite(rows, runs):
+    if not c_stats.ready(torch.zeros(1)):
+        pytest.skip("no C compiler here: only the PyTorch path runs")
+    v = torch.randn(rows, 37, generator=torch.Generator().manual_seed(8))
+    run_max, run_min, non_finite = c_stats.extremes(v, runs)
+    torch.testing.assert_close(run_max, v.view(runs, -1, 37).amax(1), rtol=0, atol=0)
+    torch.testing.assert_close(run_min, v.view(runs, -1, 37).amin(1), rtol=0, atol=0)
+    assert non_finite == 0
+    v[0, 3], v[rows - 1, 36], v[rows // 2, 0] = math.nan, math.inf, -math.inf
+    assert c_stats.extremes(v, runs)[2] == 3
 
 
 def test_a_model_with_nan_weights_names_the_point_it_cannot_collect():

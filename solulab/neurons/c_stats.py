@@ -1,6 +1,6 @@
-"""The collector's pass over a batch in C (``neurons/csrc/neuron_stats.c``): extremes,
-statistics, histogram (its grid coarsened where a value falls off it), and the top-k and interval
-samples offered element by element to their fixed slots.
+"""The collector's passes over a batch in C (``neurons/csrc/neuron_stats.c``): ``extremes``
+first, then ``stream_batch``: grids grown to fit them, statistics, histogram, and the top-k and
+interval samples offered element by element to their fixed slots.
 
 Built on first use like the SoLU kernels; where it cannot be built, or for tensors that are not
 float32 on the CPU, ``ready`` is False and the stream uses PyTorch ops instead.
@@ -35,9 +35,11 @@ class _Batch(ctypes.Structure):
 def load_library() -> ctypes.CDLL | None:
     lib = build_library(SOURCE)
     if lib is not None:
+        lib.batch_extremes.argtypes = [_P, _I64, _I64, _I64, _P, _P, _INT]
+        lib.batch_extremes.restype = _I64
         lib.stream_batch.argtypes = [ctypes.POINTER(_Batch), _P, _INT, _INT, _P, _F, _P, _P, _P,
-                                     _P, _P, _P, ctypes.POINTER(_Slots), ctypes.POINTER(_Slots),
-                                     _INT]
+                                     _P, _P, _P, _P, ctypes.POINTER(_Slots),
+                                     ctypes.POINTER(_Slots), _INT]
     return lib
 
 
@@ -50,14 +52,25 @@ def _slots(s: Slots) -> _Slots:
                   s.capacity)
 
 
+def extremes(v: torch.Tensor, runs: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """For ``v [tokens, d_mlp]`` (contiguous), per neuron, the largest and the smallest value of
+    each of ``runs`` equal runs of rows (``[runs, d_mlp]`` each); and how many values are nan or
+    infinite (the extremes leave them out)."""
+    run_max, run_min = torch.empty(2, runs, v.shape[1])
+    non_finite = load_library().batch_extremes(v.data_ptr(), v.shape[0], v.shape[1], runs,
+                                               run_max.data_ptr(), run_min.data_ptr(),
+                                               torch.get_num_threads())
+    return run_max, run_min, non_finite
+
+
 def stream_batch(stream, half_bins: int, h0_exp: int, v: torch.Tensor,
                  other: torch.Tensor | None, tokens: torch.Tensor, positions: torch.Tensor,
-                 keys: torch.Tensor) -> None:
+                 keys: torch.Tensor, floor: torch.Tensor) -> None:
     """Add ``v [tokens, d_mlp]`` (and ``other``, the other point's activations) to ``stream``
-    (a ``PointStream``), in place: extremes, statistics, histogram, top-k and samples. A value
-    off a neuron's grid coarsens it there and then, as ``PointStream._grow`` would have before
-    the batch: the same bins in the end. ``tokens`` and ``positions`` are ``[sequences,
-    n_pos]``."""
+    (a ``PointStream`` whose extremes already take the batch in), in place: grids grown to fit
+    them, statistics, histogram, top-k and samples. ``floor [d_mlp]`` is a value at least ``k`` of
+    each neuron's values in the batch reach (or -inf). ``tokens`` and ``positions`` are
+    ``[sequences, n_pos]``."""
     arrays = [v.contiguous(), None if other is None else other.contiguous().float(),
               tokens.contiguous(), positions.reshape(-1).contiguous(), keys.contiguous()]
     batch = _Batch(*(pointer(t) for t in arrays), v.shape[0], v.shape[1], tokens.shape[1],
@@ -65,6 +78,7 @@ def stream_batch(stream, half_bins: int, h0_exp: int, v: torch.Tensor,
     load_library().stream_batch(
         ctypes.byref(batch), stream.exp.data_ptr(), h0_exp, half_bins,
         stream.neuron_mask.data_ptr(), stream.threshold, stream.vmax.data_ptr(),
-        stream.vmin.data_ptr(), stream.moments.data_ptr(), stream.n_positive.data_ptr(),
-        stream.n_above.data_ptr(), stream.counts.data_ptr(), ctypes.byref(_slots(stream.top)),
+        stream.vmin.data_ptr(), floor.contiguous().data_ptr(),
+        stream.moments.data_ptr(), stream.n_positive.data_ptr(), stream.n_above.data_ptr(),
+        stream.counts.data_ptr(), ctypes.byref(_slots(stream.top)),
         ctypes.byref(_slots(stream.pool)), torch.get_num_threads())

@@ -188,11 +188,16 @@ class PointStream:
         v = acts.reshape(-1, self.d).float()  # [tokens, d_mlp]
         keys = position_keys(positions.reshape(-1), self.seed)  # [tokens]
         batch = (acts, other, tokens, positions, keys, v)
-        if c_stats.ready(v):  # one C pass over the batch, growing the grid as it goes
-            _check_finite(v, *torch.aminmax(v))
+        if c_stats.ready(v):  # C: the extremes, then the rest
+            v = v.contiguous()
+            run_max, run_min, non_finite = c_stats.extremes(v, batch_pass.row_runs(len(v)))
+            _refuse_non_finite(non_finite, v.numel())
             self.n_tokens += v.shape[0]
+            self.vmax = torch.maximum(self.vmax, run_max.amax(0))
+            self.vmin = torch.minimum(self.vmin, run_min.amin(0))
             other_v = None if other is None else other.reshape(-1, self.d)
-            c_stats.stream_batch(self, HALF_BINS, H0_EXP, v, other_v, tokens, positions, keys)
+            c_stats.stream_batch(self, HALF_BINS, H0_EXP, v, other_v, tokens, positions, keys,
+                                 self._top_floor(run_max, v))
             return
         run_max, batch_min, sums, n_positive, n_above = batch_pass.summaries(v, self.threshold)
         batch_max = run_max.amax(0)
@@ -211,23 +216,29 @@ class PointStream:
         self.vmin = torch.minimum(self.vmin, batch_min)
         self._grow(torch.maximum(self.vmax.abs(), self.vmin.abs()))
 
+    def _top_floor(self, run_max: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Per neuron, a value below which nothing of the batch ``v`` can enter the top-k: the
+        kept k-th and, while slots are free, a floor of the batch's own k-th (the k-th largest
+        of the maxima of ``run_max``'s runs of rows: k distinct values, where there are k
+        runs)."""
+        kth = self.top.worst()
+        if torch.isinf(kth).any():
+            tops = run_max if len(run_max) >= self.k else v
+            kth = torch.maximum(kth, torch.topk(tops, min(self.k, len(tops)), dim=0).values[-1])
+        return kth
+
     def _offer(self, batch: tuple, group: torch.Tensor, run_max: torch.Tensor) -> None:
         """Offer the values that can enter the top-k and those whose key can enter their bin's
         sample, all in one ``keep_best`` each.
 
-        Top-k: the values at least the kept k-th and, while slots are free, at least a floor
-        of the batch's own k-th (the k-th largest of the maxima of ``run_max``'s runs of rows:
-        k distinct values, where there are k runs). Samples: the values whose key is within
+        Top-k: the values at least ``_top_floor``. Samples: the values whose key is within
         their group's bound and, where the group's count has grown many times over (a first
         batch), within ``_key_ceiling``, which cuts the candidates to a few times the
         samples; a group whose kept keys do not end up all under its ceiling (a few groups in
         a million) is offered the rest of its values up to its new bound, so that what is kept
         is exact. One compiled pass marks the candidates of both (``batch_pass.candidates``)."""
         v = batch[-1]
-        kth = self.top.worst()
-        if torch.isinf(kth).any():
-            tops = run_max if len(run_max) >= self.k else v
-            kth = torch.maximum(kth, torch.topk(tops, min(self.k, len(tops)), dim=0).values[-1])
+        kth = self._top_floor(run_max, v)
         top_source, pool_source = self._sources(self.top), self._sources(self.pool)
         bound = torch.minimum(self.pool.worst(), self._key_ceiling())
         top, sample, sample_group, key = self._candidates(batch, group, kth, bound, bound)
@@ -305,8 +316,13 @@ def _check_finite(v: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> Non
     have no rank, no bin and no moments. Its extremes ``low`` and ``high`` (of the batch, or
     per neuron) are finite only when all its values are."""
     if not bool(torch.isfinite(low).all() & torch.isfinite(high).all()):
-        bad = int((~torch.isfinite(v)).sum())
-        raise SolulabError(f"{bad:,} of {v.numel():,} activations in this batch are nan or "
+        _refuse_non_finite(int((~torch.isfinite(v)).sum()), v.numel())
+
+
+def _refuse_non_finite(count: int, total: int) -> None:
+    """The error for a batch with ``count`` nan or infinite values of ``total``, if any."""
+    if count:
+        raise SolulabError(f"{count:,} of {total:,} activations in this batch are nan or "
                            "infinite")
 
 

@@ -1,16 +1,18 @@
-/* The neuron collector's pass over a batch of activations (solulab/neurons/stream.py).
+/* The neuron collector's passes over a batch of activations (solulab/neurons/stream.py).
  *
- * v is [T, D] float32, row-major (T tokens, D neurons). Threads split the neurons (see
- * stream_batch), so every neuron's sums accumulate in token order whatever the thread count.
- * For each element: extremes, moments (sum of v, v^2, v^3, v^4 in double), counts above 0 and
- * above the threshold, the histogram bin (2 * half bins centred on 0, of width 2^(h0 + exp[d]),
- * the grid coarsened first where the element falls off it: see grow); then the
+ * v is [T, D] float32, row-major (T tokens, D neurons). batch_extremes reads the batch first:
+ * its extremes, and whether it has a nan or an infinity, before the stream takes any of it.
+ * Then stream_batch, whose threads split the neurons (so every neuron's sums accumulate in token
+ * order whatever the thread count), grows the grids to fit those extremes and, for each
+ * element: moments (sum of v, v^2, v^3, v^4 in double), counts above 0 and above the
+ * threshold, the histogram bin (2 * half bins centred on 0, of width 2^(h0 + exp[d])); then the
  * element is offered to the neuron's top-k and to its bin's sample, fixed slots ranked by
  * (-value, position) and (key, position) (solulab/neurons/slots.py): it replaces the worst slot
  * it beats, and the windows of the slots that took an element are cut from the batch at its end.
  * A neuron's slots are only ever touched by the thread that owns it. The result is the same set
  * of examples in whatever order elements come: the ranking is a total order.
  */
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,6 +30,34 @@ static void my_columns(int64_t D, int64_t *d0, int64_t *d1) {
 #endif
     *d0 = D * tid / nt;
     *d1 = D * (tid + 1) / nt;
+}
+
+/* The batch's extremes, read before the stream takes any of it: per run of T / runs rows and
+ * neuron the largest and the smallest value (run_max, run_min [runs, D]; threads split the
+ * runs). Returns how many values are nan or infinite (the extremes leave them out). */
+int64_t batch_extremes(const float *v, int64_t T, int64_t D, int64_t runs, float *run_max,
+                       float *run_min, int threads) {
+    int64_t non_finite = 0, per_run = T / runs;
+    #pragma omp parallel for num_threads(threads) reduction(+:non_finite) schedule(static)
+    for (int64_t r = 0; r < runs; r++) {
+        float *largest = run_max + r * D, *smallest = run_min + r * D;
+        for (int64_t d = 0; d < D; d++) {
+            largest[d] = -INFINITY;
+            smallest[d] = INFINITY;
+        }
+        for (int64_t t = r * per_run; t < (r + 1) * per_run; t++) {
+            const float *x = v + t * D;
+            int32_t bad = 0;
+            #pragma omp simd reduction(+:bad)
+            for (int64_t d = 0; d < D; d++) {
+                largest[d] = x[d] > largest[d] ? x[d] : largest[d];
+                smallest[d] = x[d] < smallest[d] ? x[d] : smallest[d];
+                bad += !(fabsf(x[d]) <= FLT_MAX);
+            }
+            non_finite += bad;
+        }
+    }
+    return non_finite;
 }
 
 enum { ROWS = 64, TILE = 16, AHEAD = 8 };
@@ -160,7 +190,8 @@ static inline int candidate(float x, float kth, int32_t key_high, int32_t bound_
 }
 
 /* A thread's cache of its neurons' grids: per neuron the inverse bin width, per (neuron, bin)
- * the worst kept sample (its slot and key, and the key's high 32 bits). */
+ * the worst kept sample (its slot and key, and the key's high 32 bits), kept up to date as
+ * samples enter. */
 typedef struct {
     float *inverse_width;
     int64_t *bound, *bound_slot;
@@ -181,7 +212,7 @@ static void cache_grid(Grid *g, int64_t d, int64_t local, const int64_t *exp, in
 
 /* Scratch space for regridding one neuron's samples: cap * bins examples. */
 typedef struct {
-    int64_t *slot, *position, *key, *src;
+    int64_t *slot, *position, *key;
     float *value, *acts;
     int32_t *ids;
 } Scratch;
@@ -189,11 +220,10 @@ typedef struct {
 /* Coarsens neuron d's grid to fit the magnitude ax, as PointStream._grow does: the exponent
  * becomes the smallest that makes ax < half bins, bin i (of width h) goes to bin
  * floor((i + 0.5) / 2^steps) of the new width h * 2^steps, with its histogram count, and each
- * new bin keeps the cap smallest keys of the samples it receives (with their windows, or the
- * batch row a window is still to come from: src, indexed by slot - first_slot). Sample slots
- * keep no windows of the other point. */
+ * new bin keeps the cap smallest keys of the samples it receives, with their windows (sample
+ * slots keep none of the other point). */
 static void grow(int64_t d, float ax, int h0, int half, int64_t *exp, int64_t *counts,
-                 Slots *s, int64_t window, int64_t *src, int64_t first_slot, Scratch *tmp) {
+                 Slots *s, int64_t window, Scratch *tmp) {
     int e;
     frexpf(ldexpf(ax / (float)half, -h0), &e);
     int64_t need = e > 0 ? e : 0, bins = 2 * half, cap = s->cap;
@@ -216,7 +246,6 @@ static void grow(int64_t d, float ax, int h0, int half, int64_t *exp, int64_t *c
         tmp->position[at] = s->position[j];
         tmp->key[at] = s->key[j];
         tmp->value[at] = s->value[j];
-        tmp->src[at] = src[j - first_slot];
         for (int64_t i = 0; i < window; i++) {
             tmp->ids[at * window + i] = s->ids[j * window + i];
             tmp->acts[at * window + i] = s->acts[j * window + i];
@@ -224,7 +253,6 @@ static void grow(int64_t d, float ax, int h0, int half, int64_t *exp, int64_t *c
         s->value[j] = -INFINITY;
         s->position[j] = EMPTY_SLOT;
         s->key[j] = EMPTY_SLOT;
-        src[j - first_slot] = -1;
     }
     int64_t order[bins * cap];  /* by key, an insertion sort: at most cap * bins examples */
     for (int64_t at = 0; at < n; at++) {
@@ -239,7 +267,6 @@ static void grow(int64_t d, float ax, int h0, int half, int64_t *exp, int64_t *c
         s->value[j] = tmp->value[at];
         s->position[j] = tmp->position[at];
         s->key[j] = tmp->key[at];
-        src[j - first_slot] = tmp->src[at];
         for (int64_t i = 0; i < window; i++) {
             s->ids[j * window + i] = tmp->ids[at * window + i];
             s->acts[j * window + i] = tmp->acts[at * window + i];
@@ -247,18 +274,40 @@ static void grow(int64_t d, float ax, int h0, int half, int64_t *exp, int64_t *c
     }
 }
 
+/* Grows the grids of neurons [d0, d1) to fit their extremes so far (vmax, vmin), before the
+ * batch's values are offered, as PointStream._extend does. */
+static void fit_grids(int64_t d0, int64_t d1, const float *vmax, const float *vmin, int h0,
+                      int half, int64_t *exp, int64_t *counts, Slots *s, int64_t window) {
+    int64_t slots = 2 * half * s->cap;
+    Scratch tmp = {malloc(sizeof(int64_t) * slots), malloc(sizeof(int64_t) * slots),
+                   malloc(sizeof(int64_t) * slots), malloc(sizeof(float) * slots),
+                   malloc(sizeof(float) * slots * window),
+                   malloc(sizeof(int32_t) * slots * window)};
+    for (int64_t d = d0; d < d1; d++)
+        grow(d, fmaxf(fabsf(vmax[d]), fabsf(vmin[d])), h0, half, exp, counts, s, window, &tmp);
+    free(tmp.slot);
+    free(tmp.position);
+    free(tmp.key);
+    free(tmp.value);
+    free(tmp.acts);
+    free(tmp.ids);
+}
+
 /* Threads split the neurons; each walks blocks of ROWS tokens, and within a block its neurons
  * in tiles of TILE, so that the rows of a block stay in cache and a tile's state in L1 (a walk
  * down whole columns would take a new page at every row). What an element must reach to enter
- * the top-k (kth, the worst kept value) or its bin's sample (bound, the worst kept key) is
- * cached per neuron and per bin with the slot that holds it; it only changes when an element
- * enters. The vector loop screens the keys by their high 32 bits (no 64-bit gather), and a
- * block's candidates then meet the exact tests in row order, the slots of the next few fetched
- * meanwhile. Windows are cut once, at the end, for the slots that took an element of the batch. */
+ * the top-k (kth: the worst kept value, or the floor if higher, a value that at least k of the
+ * batch's values reach) or its bin's sample (bound, the worst kept key) is cached per neuron and
+ * per bin with the slot that holds it; it only changes when an element enters. The grids are
+ * grown first to fit the extremes (vmax, vmin: the caller's, the batch's included), so that
+ * every value of the batch falls on its neuron's grid. The vector loop screens the
+ * keys by their high 32 bits (no 64-bit gather), and a block's candidates then meet the exact
+ * tests in row order, the slots of the next few fetched meanwhile. Windows are cut once, at the
+ * end, for the slots that took an element of the batch. */
 void stream_batch(const Batch *b, int64_t *exp, int h0, int half, const int64_t *mask,
-                  float threshold, float *vmax, float *vmin, double *moments,
-                  int64_t *n_positive, int64_t *n_above, int64_t *counts, Slots *top,
-                  Slots *samples, int threads) {
+                  float threshold, const float *vmax, const float *vmin, const float *floor,
+                  double *moments, int64_t *n_positive, int64_t *n_above, int64_t *counts,
+                  Slots *top, Slots *samples, int threads) {
     int64_t D = b->D, bins = 2 * half, window = b->before + 1 + b->after;
     #pragma omp parallel num_threads(threads)
     {
@@ -276,17 +325,12 @@ void stream_batch(const Batch *b, int64_t *exp, int h0, int half, const int64_t 
         int64_t *sample_src = malloc(sizeof(int64_t) * (sample_slots + 1));
         Grid grid = {inverse_width, bound, bound_slot, bound_high};
         Hit *hits = malloc(sizeof(Hit) * ROWS * TILE);
-        int64_t group_slots = bins * samples->cap;
-        size_t scratch = sizeof(int64_t) * group_slots;
-        Scratch tmp = {malloc(scratch), malloc(scratch), malloc(scratch), malloc(scratch),
-                       malloc(sizeof(float) * group_slots),
-                       malloc(sizeof(float) * group_slots * window),
-                       malloc(sizeof(int32_t) * group_slots * window)};
+        fit_grids(d0, d1, vmax, vmin, h0, half, exp, counts, samples, window);
         for (int64_t j = 0; j < top_slots; j++) top_src[j] = -1;
         for (int64_t j = 0; j < sample_slots; j++) sample_src[j] = -1;
         for (int64_t d = d0; d < d1; d++) {
             heapify(top, d, heap + (d - d0) * top->cap);
-            kth[d - d0] = top->value[heap[(d - d0) * top->cap]];
+            kth[d - d0] = fmaxf(top->value[heap[(d - d0) * top->cap]], floor[d]);
             mask_high[d - d0] = (int32_t)(mask[d] >> 32);
             cache_grid(&grid, d, d - d0, exp, h0, bins, samples);
         }
@@ -296,13 +340,10 @@ void stream_batch(const Batch *b, int64_t *exp, int h0, int half, const int64_t 
                 int width_of_tile = (int)((tile + TILE < d1 ? tile + TILE : d1) - tile);
                 double m[4][TILE];
                 int64_t positive[TILE], above[TILE];
-                float largest[TILE], smallest[TILE];
                 for (int i = 0; i < width_of_tile; i++) {
                     for (int j = 0; j < 4; j++) m[j][i] = moments[(tile + i) * 4 + j];
                     positive[i] = n_positive[tile + i];
                     above[i] = n_above[tile + i];
-                    largest[i] = vmax[tile + i];
-                    smallest[i] = vmin[tile + i];
                 }
                 const float *inv = inverse_width + (tile - d0);
                 const float *kth_of = kth + (tile - d0);
@@ -317,8 +358,8 @@ void stream_batch(const Batch *b, int64_t *exp, int h0, int half, const int64_t 
                     int64_t ahead = tile + TILE < d1 ? t * D + tile + TILE : (t + ROWS) * D + d0;
                     if (ahead < b->T * D) __builtin_prefetch(b->v + ahead);
                     int32_t key_t = (int32_t)(b->keys[t] >> 32);  /* a screen: exact below */
-                    int bin[TILE], hit[TILE], outside[TILE], any_hit = 0, any_outside = 0;
-                    #pragma omp simd reduction(|:any_hit, any_outside)
+                    int bin[TILE], hit[TILE], any_hit = 0;
+                    #pragma omp simd reduction(|:any_hit)
                     for (int i = 0; i < width_of_tile; i++) {  /* one neuron per lane */
                         double xd = x[i], x2 = xd * xd;
                         m[0][i] += xd;
@@ -327,25 +368,7 @@ void stream_batch(const Batch *b, int64_t *exp, int h0, int half, const int64_t 
                         m[3][i] += x2 * x2;
                         positive[i] += x[i] > 0.0f;
                         above[i] += x[i] > threshold;
-                        largest[i] = x[i] > largest[i] ? x[i] : largest[i];
-                        smallest[i] = x[i] < smallest[i] ? x[i] : smallest[i];
-                        outside[i] = fabsf(x[i]) * inv[i] >= (float)half;  /* off the grid */
-                        any_outside |= outside[i];
                         bin[i] = bin_of(x[i], inv[i], half);
-                        hit[i] = candidate(x[i], kth_of[i], key_t ^ mask_of[i],
-                                           bound_of[i * bins + bin[i]]);
-                        any_hit |= hit[i];
-                    }
-                    for (int i = 0; any_outside && i < width_of_tile; i++) {  /* rare */
-                        if (!outside[i]) continue;
-                        int64_t d = tile + i, local = d - d0;
-                        grow(d, fabsf(x[i]), h0, half, exp, counts, samples, window,
-                             sample_src, d0 * group_slots, &tmp);
-                        cache_grid(&grid, d, local, exp, h0, bins, samples);
-                        for (int h = 0; h < n_hits; h++)  /* pending candidates: new bins */
-                            if (hits[h].lane == i) hits[h].bin = (int16_t)bin_of(
-                                b->v[hits[h].row * D + d], inverse_width[local], half);
-                        bin[i] = bin_of(x[i], inverse_width[local], half);
                         hit[i] = candidate(x[i], kth_of[i], key_t ^ mask_of[i],
                                            bound_of[i * bins + bin[i]]);
                         any_hit |= hit[i];
@@ -377,7 +400,7 @@ void stream_batch(const Batch *b, int64_t *exp, int h0, int half, const int64_t 
                     if (x >= kth[local] &&
                         admit(top, heap_of[0], b, t, x, 0, top_src, d0 * top->cap)) {
                         sift_down(top, heap_of, top->cap, 0);
-                        kth[local] = top->value[heap_of[0]];
+                        kth[local] = fmaxf(top->value[heap_of[0]], floor[d]);
                     }
                     int64_t key = b->keys[t] ^ mask[d], at = local * bins + hits[h].bin;
                     if (key <= bound[at] && admit(samples, bound_slot[at], b, t, x, key,
@@ -391,8 +414,6 @@ void stream_batch(const Batch *b, int64_t *exp, int h0, int half, const int64_t 
                     for (int j = 0; j < 4; j++) moments[(tile + i) * 4 + j] = m[j][i];
                     n_positive[tile + i] = positive[i];
                     n_above[tile + i] = above[i];
-                    vmax[tile + i] = largest[i];
-                    vmin[tile + i] = smallest[i];
                 }
             }
         }
@@ -409,12 +430,5 @@ void stream_batch(const Batch *b, int64_t *exp, int h0, int half, const int64_t 
         free(top_src);
         free(sample_src);
         free(hits);
-        free(tmp.slot);
-        free(tmp.position);
-        free(tmp.key);
-        free(tmp.src);
-        free(tmp.value);
-        free(tmp.acts);
-        free(tmp.ids);
     }
 }
