@@ -24,7 +24,6 @@ achieved rate).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import platform
 import statistics
 import time
@@ -32,6 +31,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from allocator import keep_freed_memory
 
 from solulab import ModelConfig, Transformer, kernels
 from solulab.core.activations import REGISTRY, Activation
@@ -45,19 +45,6 @@ SOLU_LN = REGISTRY["solu_ln"].kind  # what the kernels compute for solu_ln
 # dense bf16 peak of some GPUs, TFLOP/s (vendor data sheets, SXM forms)
 KERNEL_CONTENDER = {"native": "solu_ln native (C)", "triton": "solu_ln triton",
                     "fused": "solu_ln fused"}
-
-
-def keep_freed_memory() -> None:
-    """On glibc, keep freed memory for reuse rather than returning it to the system, so that each
-    step's large buffers are not page-faulted in anew: a noise source on virtual machines, alike
-    for all contenders."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_trim_threshold, 1 << 30)
-    libc.mallopt(m_mmap_threshold, 1 << 30)
 
 
 def sync(device: torch.device) -> None:

@@ -11,7 +11,10 @@ Measured side by side on the same model and batches:
 4. interleaved: a bare forward of each batch and the collector's update of it, in turn, batch by
    batch, so that a machine whose speed drifts within seconds slows both alike.
 
-Kernels are compiled (the PyTorch path's ``torch.compile``) and loaded before any timing.
+Kernels are compiled (the PyTorch path's ``torch.compile``) and loaded before any timing, and
+freed memory is kept for reuse (``allocator``): with glibc's default, whether a batch's buffers
+are page-faulted in anew changes from run to run (0 to 30,000 faults a batch, here), which moved
+the ratio by up to a fifth either way.
 
     python benchmarks/collect_throughput.py [--n-layers 2 --d-model 256 --batches 12]
 """
@@ -23,6 +26,7 @@ import statistics
 import time
 
 import torch
+from allocator import keep_freed_memory
 
 from solulab import ModelConfig, Transformer
 from solulab.neurons.collect import Collector
@@ -57,6 +61,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    keep_freed_memory()
 
     cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64,
                       n_ctx=args.n_ctx, d_vocab=4096, act_fn=args.act)
