@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--act", default="solu_ln")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--stacked", choices=("auto", "yes", "no"), default="auto",
+                        help="all points in one stream (auto: where the C pass cannot run, "
+                        "as collect does)")
     args = parser.parse_args()
     keep_freed_memory()
 
@@ -81,8 +84,10 @@ def main() -> None:
             for tokens in batches:
                 model(tokens)
 
+    stacked = None if args.stacked == "auto" else args.stacked == "yes"
+
     def new_collector() -> Collector:
-        return Collector(model, layers, StoreSettings(), seed=0)
+        return Collector(model, layers, StoreSettings(), seed=0, stacked=stacked)
 
     def collect(collector: Collector) -> None:
         for tokens, pos in zip(batches, positions):
@@ -141,7 +146,8 @@ def main() -> None:
     medians = {name: statistics.median(t) for name, t in times.items()}
     print(f"{cfg.n_layers} layers, d_model {cfg.d_model}, d_mlp {cfg.d_mlp}, {cfg.act_fn}, "
           f"{n_tokens:,} tokens per round, median of {args.rounds} rounds, "
-          f"torch threads {torch.get_num_threads()}, device {device}")
+          f"torch threads {torch.get_num_threads()}, device {device}, "
+          f"{'points stacked in one stream' if collector.stacked else 'a stream per point'}")
     base = medians["bare forward"]
     for name, seconds in medians.items():
         print(f"  {name:<32} {n_tokens / seconds:>10,.0f} tokens/s   "

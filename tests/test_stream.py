@@ -150,13 +150,51 @@ def test_the_c_extremes_match_pytorch_and_count_what_is_not_finite(rows, runs):
     assert c_stats.extremes(v, runs)[2] == 3
 
 
-def test_a_model_with_nan_weights_names_the_point_it_cannot_collect():
+@pytest.mark.parametrize("stacked", [False, True])
+def test_a_model_with_nan_weights_names_the_point_it_cannot_collect(stacked):
     cfg = ModelConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=8, d_vocab=50,
                       act_fn="solu_ln")
     model = Transformer(cfg).eval()
     with torch.no_grad():
         model.blocks[1].mlp.fc_in.weight.fill_(math.nan)
-    collector = Collector(model, [0, 1], StoreSettings(k=4), seed=0)
+    collector = Collector(model, [0, 1], StoreSettings(k=4), seed=0, stacked=stacked)
     tokens = torch.randint(0, 50, (2, 8))
     with pytest.raises(SolulabError, match=r"blocks\.1\.mlp\.hook_mid: 512 of 512 .* diverge"):
         collector.update(tokens, torch.arange(16).view(2, 8))
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("act_fn", ["solu_ln", "gelu"])
+def test_points_side_by_side_in_one_stream_keep_what_a_stream_each_keeps(native, act_fn,
+                                                                         monkeypatch):
+    """A stacked collector (what a GPU runs) against one stream per point, on the same batches:
+    the same store, point by point."""
+    if native and not c_stats.ready(torch.zeros(1)):
+        pytest.skip("no C compiler here: only the PyTorch path runs")
+    if not native:
+        monkeypatch.setattr(c_stats, "ready", lambda v: False)
+    cfg = ModelConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=16, d_vocab=50,
+                      act_fn=act_fn)
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    gen = torch.Generator().manual_seed(5)
+    stores = []
+    for stacked in (False, True):
+        collector = Collector(model, [0, 1], StoreSettings(k=5, samples=3), seed=2,
+                              stacked=stacked)
+        assert len(collector.streams) == (1 if stacked else len(collector.hooks))
+        gen.manual_seed(5)
+        for batch in range(3):
+            tokens = torch.randint(0, 50, (4, 16), generator=gen)
+            collector.update(tokens, torch.arange(64).view(4, 16) + 64 * batch)
+        stores.append(collector.arrays(n_intervals=4))
+    apart, together = stores
+    assert apart.keys() == together.keys() == set(collector.hooks)
+    for key, arrays in apart.items():
+        assert arrays.keys() == together[key].keys()
+        for name, array in arrays.items():
+            assert array.shape[0] == cfg.d_mlp
+            if name == "stats":  # the moments differ only in the order they are summed
+                np.testing.assert_allclose(array, together[key][name], rtol=1e-12)
+            else:
+                np.testing.assert_array_equal(array, together[key][name], err_msg=name)

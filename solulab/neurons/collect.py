@@ -22,6 +22,7 @@ from solulab.data import Corpus
 from solulab.distributed import DistInfo, init_distributed
 from solulab.errors import SolulabError
 from solulab.io import sha256_file
+from solulab.neurons import c_stats
 from solulab.neurons.logit_effects import top_logit_effects
 from solulab.neurons.settings import (
     AT_LEAST_ONE,
@@ -31,7 +32,7 @@ from solulab.neurons.settings import (
     StoreSettings,
 )
 from solulab.neurons.store import META_FILE, NeuronStore, write_store
-from solulab.neurons.stream import PointStream, finalize
+from solulab.neurons.stream import PointStream, finalize, refuse_non_finite
 from solulab.runs import rundir
 
 
@@ -71,36 +72,68 @@ def check_layers(model: Transformer, layers: list[int] | None) -> list[int]:
 
 
 class Collector:
-    """The streams of every collected layer and point, fed batch by batch."""
+    """The streams of every collected layer and point, fed batch by batch: a stream per point,
+    or, ``stacked``, all points side by side in one stream, which keeps the same examples with
+    one stream's ops per batch. Stacked by default where the C pass cannot run (a GPU, or no C
+    compiler): the PyTorch path's ops cost more to launch than the copy that stacks the
+    points; the C pass has no such cost and would pay for the copy."""
 
     def __init__(self, model: Transformer, layers: list[int], settings: StoreSettings,
-                 seed: int):
+                 seed: int, stacked: bool | None = None):
         self.model, self.layers = model, layers
         has_ln = model.blocks[0].mlp.hook_mid is not None
         self.points = ("mid", "post") if has_ln else ("post",)
         device = next(model.parameters()).device
-        self.streams = {
-            (layer, point): PointStream(model.cfg.d_mlp, settings.k, settings.window_before,
-                                        settings.window_after, settings.samples,
-                                        settings.threshold, with_other=has_ln, seed=seed,
-                                        device=device)
-            for layer in layers for point in self.points}
         self.hooks = {(layer, point): f"blocks.{layer}.mlp.hook_{point}"
                       for layer in layers for point in self.points}
+        if stacked is None:
+            stacked = not c_stats.ready(torch.empty(0, device=device))
+        self.stacked = stacked
+        groups = [tuple(self.hooks)] if self.stacked else [(key,) for key in self.hooks]
+        self.streams = {  # (layer, point) of each point side by side in the stream -> stream
+            group: PointStream(model.cfg.d_mlp, settings.k, settings.window_before,
+                               settings.window_after, settings.samples, settings.threshold,
+                               with_other=has_ln, seed=seed, device=device, points=len(group))
+            for group in groups}
 
     @torch.no_grad()
     def update(self, tokens: torch.Tensor, positions: torch.Tensor) -> None:
         cache = self.model.activations(tokens, self.hooks.values())
-        for (layer, point), stream in self.streams.items():
-            other = None
+        for group, stream in self.streams.items():
+            values = [cache[self.hooks[key]] for key in group]
+            others = None
             if len(self.points) == 2:
-                other = cache[self.hooks[(layer, "post" if point == "mid" else "mid")]]
+                others = [cache[self.hooks[(layer, "post" if point == "mid" else "mid")]]
+                          for layer, point in group]
             try:
-                stream.update(cache[self.hooks[(layer, point)]], tokens, positions, other)
+                stream.update(_side_by_side(values), tokens, positions,
+                              None if others is None else _side_by_side(others))
             except SolulabError as error:
-                raise SolulabError(f"{self.hooks[(layer, point)]}: {error}; the model's weights "
-                                   "give no usable activations (did training diverge? its "
-                                   "loss curve says)") from None
+                point, reason = group[0], error
+                for point, value in zip(group, values):  # the first with them, and its count
+                    try:
+                        refuse_non_finite(value)
+                    except SolulabError as own:
+                        reason = own
+                        break
+                raise SolulabError(f"{self.hooks[point]}: {reason}; the model's weights give no "
+                                   "usable activations (did training diverge? its loss curve "
+                                   "says)") from None
+
+    def arrays(self, n_intervals: int) -> dict[tuple[int, str], dict[str, np.ndarray]]:
+        """Each (layer, point)'s arrays for the store (``finalize``)."""
+        out = {}
+        d_mlp = self.model.cfg.d_mlp
+        for group, stream in self.streams.items():
+            arrays = finalize(stream, n_intervals)  # every array's first axis is the neurons
+            for i, key in enumerate(group):
+                out[key] = {name: a[i * d_mlp:(i + 1) * d_mlp] for name, a in arrays.items()}
+        return out
+
+
+def _side_by_side(values: list[torch.Tensor]) -> torch.Tensor:
+    """Points' activations ``[..., d_mlp]`` side by side, ``[..., points * d_mlp]``."""
+    return values[0] if len(values) == 1 else torch.cat(values, dim=-1)
 
 
 def _gather_to_main(collector: Collector, info: DistInfo) -> None:
@@ -152,8 +185,8 @@ def collect(run_dir: str | Path, corpus_dir: str | Path | None = None,
     path = Path(out) if out else run_dir / rundir.NEURONS
     if info.is_main:
         arrays: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
-        for (layer, point), stream in collector.streams.items():
-            for name, array in finalize(stream, settings.n_intervals).items():
+        for (layer, point), point_arrays in collector.arrays(settings.n_intervals).items():
+            for name, array in point_arrays.items():
                 arrays[layer][f"{point}.{name}"] = array
         for layer in layers:
             for name, tensor in top_logit_effects(model, layer).items():

@@ -48,10 +48,19 @@ def position_keys(positions: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 class PointStream:
-    """Streaming summaries of every neuron at one activation point; see the module docstring."""
+    """Streaming summaries of every neuron at one activation point; see the module docstring.
+
+    ``points`` > 1 keeps that many points side by side (activations ``[..., points * d_mlp]``),
+    each point's neurons keyed as in a stream of its own: the examples of ``points`` separate
+    streams, for the ops of one per batch (on a GPU, where each op's launch costs more than its
+    work, the separate streams' ops dominate a collection)."""
 
     def __init__(self, d_mlp: int, k: int, before: int, after: int, samples: int,
-                 threshold: float, with_other: bool, seed: int = 0, device="cpu"):
+                 threshold: float, with_other: bool, seed: int = 0, device="cpu",
+                 points: int = 1):
+        gen = torch.Generator().manual_seed(seed)
+        neuron_mask = torch.randint(-2**62, 2**62, (d_mlp,), generator=gen).repeat(points)
+        d_mlp *= points
         self.d, self.k, self.before, self.after = d_mlp, k, before, after
         self.window = before + after + 1
         self.samples, self.threshold, self.seed = samples, threshold, seed
@@ -68,8 +77,7 @@ class PointStream:
         self.vmax = torch.full((d_mlp,), -math.inf, device=self.device)
         self.vmin = torch.full((d_mlp,), math.inf, device=self.device)
         self.n_tokens = 0
-        gen = torch.Generator().manual_seed(seed)
-        self.neuron_mask = torch.randint(-2**62, 2**62, (d_mlp,), generator=gen).to(self.device)
+        self.neuron_mask = neuron_mask.to(self.device)
 
     # -- grid ---------------------------------------------------------------------------------
     def width(self) -> torch.Tensor:
@@ -316,7 +324,12 @@ def _check_finite(v: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> Non
     have no rank, no bin and no moments. Its extremes ``low`` and ``high`` (of the batch, or
     per neuron) are finite only when all its values are."""
     if not bool(torch.isfinite(low).all() & torch.isfinite(high).all()):
-        _refuse_non_finite(int((~torch.isfinite(v)).sum()), v.numel())
+        refuse_non_finite(v)
+
+
+def refuse_non_finite(v: torch.Tensor) -> None:
+    """The error for activations ``v`` with nan or infinite values, if they have any."""
+    _refuse_non_finite(int((~torch.isfinite(v)).sum()), v.numel())
 
 
 def _refuse_non_finite(count: int, total: int) -> None:
