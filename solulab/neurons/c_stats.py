@@ -68,9 +68,9 @@ def stream_batch(stream, half_bins: int, h0_exp: int, v: torch.Tensor,
                  keys: torch.Tensor, floor: torch.Tensor) -> None:
     """Add ``v [tokens, d_mlp]`` (and ``other``, the other point's activations) to ``stream``
     (a ``PointStream`` whose extremes already take the batch in), in place: grids grown to fit
-    them, statistics, histogram, top-k and samples. ``floor [d_mlp]`` is a value at least ``k`` of
-    each neuron's values in the batch reach (or -inf). ``tokens`` and ``positions`` are
-    ``[sequences, n_pos]``."""
+    them, statistics, histogram, top-k and samples. ``floor [d_mlp]``: per neuron, a value below
+    which nothing of the batch can enter the top-k (``PointStream._top_floor``). ``tokens`` and
+    ``positions`` are ``[sequences, n_pos]``."""
     arrays = [v.contiguous(), None if other is None else other.contiguous().float(),
               tokens.contiguous(), positions.reshape(-1).contiguous(), keys.contiguous()]
     batch = _Batch(*(pointer(t) for t in arrays), v.shape[0], v.shape[1], tokens.shape[1],

@@ -109,14 +109,14 @@ class Collector:
                 stream.update(_side_by_side(values), tokens, positions,
                               None if others is None else _side_by_side(others))
             except SolulabError as error:
-                point, reason = group[0], error
-                for point, value in zip(group, values):  # the first with them, and its count
+                key, reason = group[0], error
+                for key, value in zip(group, values):  # the first point with them, its count
                     try:
                         refuse_non_finite(value)
                     except SolulabError as own:
                         reason = own
                         break
-                raise SolulabError(f"{self.hooks[point]}: {reason}; the model's weights give no "
+                raise SolulabError(f"{self.hooks[key]}: {reason}; the model's weights give no "
                                    "usable activations (did training diverge? its loss curve "
                                    "says)") from None
 
