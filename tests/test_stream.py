@@ -12,6 +12,7 @@ import torch
 from solulab import ModelConfig, Transformer
 from solulab.errors import SolulabError
 from solulab.neurons import c_stats
+from solulab.neurons import collect as collect_module
 from solulab.neurons.collect import Collector
 from solulab.neurons.settings import StoreSettings
 from solulab.neurons.stream import PointStream, finalize
@@ -164,15 +165,17 @@ def test_a_model_with_nan_weights_names_the_point_it_cannot_collect(stacked):
 
 
 @pytest.mark.parametrize("native", [True, False])
-@pytest.mark.parametrize("act_fn", ["solu_ln", "gelu"])
-def test_points_side_by_side_in_one_stream_keep_what_a_stream_each_keeps(native, act_fn,
-                                                                         monkeypatch):
+@pytest.mark.parametrize("act_fn, stacked_neurons, streams", [
+    ("solu_ln", 16_384, 1), ("gelu", 16_384, 1), ("solu_ln", 96, 2)])
+def test_points_side_by_side_in_one_stream_keep_what_a_stream_each_keeps(
+        native, act_fn, stacked_neurons, streams, monkeypatch):
     """A stacked collector (what a GPU runs) against one stream per point, on the same batches:
-    the same store, point by point."""
+    the same store, point by point; also with the points split over streams of three."""
     if native and not c_stats.ready(torch.zeros(1)):
         pytest.skip("no C compiler here: only the PyTorch path runs")
     if not native:
         monkeypatch.setattr(c_stats, "ready", lambda v: False)
+    monkeypatch.setattr(collect_module, "STACKED_NEURONS", stacked_neurons)
     cfg = ModelConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=16, d_vocab=50,
                       act_fn=act_fn)
     torch.manual_seed(0)
@@ -182,7 +185,7 @@ def test_points_side_by_side_in_one_stream_keep_what_a_stream_each_keeps(native,
     for stacked in (False, True):
         collector = Collector(model, [0, 1], StoreSettings(k=5, samples=3), seed=2,
                               stacked=stacked)
-        assert len(collector.streams) == (1 if stacked else len(collector.hooks))
+        assert len(collector.streams) == (streams if stacked else len(collector.hooks))
         gen.manual_seed(5)
         for batch in range(3):
             tokens = torch.randint(0, 50, (4, 16), generator=gen)

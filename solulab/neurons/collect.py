@@ -71,12 +71,16 @@ def check_layers(model: Transformer, layers: list[int] | None) -> list[int]:
     return sorted(set(layers))
 
 
+STACKED_NEURONS = 16_384  # the most neurons a stacked stream takes: its per-batch buffers grow
+# with them (a 12-layer model with d_mlp 3072 stacks its 24 points in 5 streams)
+
+
 class Collector:
     """The streams of every collected layer and point, fed batch by batch: a stream per point,
-    or, ``stacked``, all points side by side in one stream, which keeps the same examples with
-    one stream's ops per batch. Stacked by default where the C pass cannot run (a GPU, or no C
-    compiler): the PyTorch path's ops cost more to launch than the copy that stacks the
-    points; the C pass has no such cost and would pay for the copy."""
+    or, ``stacked``, points side by side in a stream (up to ``STACKED_NEURONS`` neurons), which
+    keeps the same examples with one stream's ops per batch. Stacked by default where the C pass
+    cannot run (a GPU, or no C compiler): the PyTorch path's ops cost more to launch than the
+    copy that stacks the points; the C pass has no such cost and would pay for the copy."""
 
     def __init__(self, model: Transformer, layers: list[int], settings: StoreSettings,
                  seed: int, stacked: bool | None = None):
@@ -89,7 +93,9 @@ class Collector:
         if stacked is None:
             stacked = not c_stats.ready(torch.empty(0, device=device))
         self.stacked = stacked
-        groups = [tuple(self.hooks)] if self.stacked else [(key,) for key in self.hooks]
+        keys = list(self.hooks)
+        per_stream = max(1, STACKED_NEURONS // model.cfg.d_mlp) if stacked else 1
+        groups = [tuple(keys[i:i + per_stream]) for i in range(0, len(keys), per_stream)]
         self.streams = {  # (layer, point) of each point side by side in the stream -> stream
             group: PointStream(model.cfg.d_mlp, settings.k, settings.window_before,
                                settings.window_after, settings.samples, settings.threshold,
