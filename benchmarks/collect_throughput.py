@@ -3,9 +3,10 @@
 Measured side by side on the same model and batches:
 
 1. bare forward: ``model(tokens)`` (logits), no gradients;
-2. collection: ``Collector.update`` (forward up to the last collected layer, then streaming top-k,
-   interval samples, statistics and histograms for every neuron at every point); allocating the
-   collector's fixed slots, once per collection, is timed apart;
+2. collection: ``Collector.update`` (forward up to the last collected neuron, then streaming
+   top-k, interval samples, statistics and histograms for every neuron at every point);
+   allocating the collector's fixed slots, once per collection, is timed apart; and that forward
+   alone, so that collection less forward is what the streams cost;
 3. naive: keep every neuron activation of every batch, then one top-k at the end: its time, and
    the memory it holds against the collector's, which does not grow with the tokens;
 4. interleaved: a bare forward of each batch and the collector's update of it, in turn, batch by
@@ -130,14 +131,23 @@ def main() -> None:
     with torch.no_grad():  # compile and load every kernel before the clock starts
         model(batches[0])
         new_collector().update(batches[0], positions[0])
+    hooks = new_collector().hooks.values()
+
+    def forward_to_last_neuron() -> None:
+        with torch.no_grad():
+            for tokens in batches:
+                model.activations(tokens, hooks)
+
     times: dict[str, list[float]] = {
-        "bare forward": [], "collection": [], "naive (cache all, then top-k)": []}
+        "bare forward": [], "collection": [], "its forward (to the last neuron)": [],
+        "naive (cache all, then top-k)": []}
     set_up = []  # the collector's slots, allocated once per collection: timed apart
     for _ in range(args.rounds):  # alternate so drift hits every variant alike
         start = time.perf_counter()
         collector = new_collector()
         set_up.append(time.perf_counter() - start)
-        for name, fn in zip(times, (bare, lambda: collect(collector), naive)):
+        for name, fn in zip(times, (bare, lambda: collect(collector), forward_to_last_neuron,
+                                    naive)):
             sync(device)
             start = time.perf_counter()
             fn()
@@ -152,6 +162,11 @@ def main() -> None:
     for name, seconds in medians.items():
         print(f"  {name:<32} {n_tokens / seconds:>10,.0f} tokens/s   "
               f"x bare forward {base / seconds:.3f}")
+    per_batch = {name: seconds * 1e3 / args.batches for name, seconds in medians.items()}
+    forward = per_batch["its forward (to the last neuron)"]
+    print(f"  per batch: bare forward {per_batch['bare forward']:.1f} ms, collection "
+          f"{per_batch['collection']:.1f} ms = its forward {forward:.1f} + the streams "
+          f"{per_batch['collection'] - forward:.1f}")
     ratios = sorted(b / c for b, c in zip(times["bare forward"], times["collection"]))
     print(f"  collection / bare forward, round by round: median {statistics.median(ratios):.3f} "
           f"(range {ratios[0]:.3f}-{ratios[-1]:.3f}; the machine's drift cancels within a round)")
