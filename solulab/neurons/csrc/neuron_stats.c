@@ -296,14 +296,14 @@ static void fit_grids(int64_t d0, int64_t d1, const float *vmax, const float *vm
 /* Threads split the neurons; each walks blocks of ROWS tokens, and within a block its neurons
  * in tiles of TILE, so that the rows of a block stay in cache and a tile's state in L1 (a walk
  * down whole columns would take a new page at every row). What an element must reach to enter
- * the top-k (kth: the worst kept value, or the floor if higher, a value that at least k of the
- * batch's values reach) or its bin's sample (bound, the worst kept key) is cached per neuron and
+ * the top-k (kth: the worst kept value, or the caller's floor if higher, below which nothing of
+ * the batch can enter) or its bin's sample (bound, the worst kept key) is cached per neuron and
  * per bin with the slot that holds it; it only changes when an element enters. The grids are
  * grown first to fit the extremes (vmax, vmin: the caller's, the batch's included), so that
- * every value of the batch falls on its neuron's grid. The vector loop screens the
- * keys by their high 32 bits (no 64-bit gather), and a block's candidates then meet the exact
- * tests in row order, the slots of the next few fetched meanwhile. Windows are cut once, at the
- * end, for the slots that took an element of the batch. */
+ * every value of the batch falls on its neuron's grid. The vector loop screens the keys by
+ * their high 32 bits (no 64-bit gather), and a block's candidates then meet the exact tests in
+ * row order, the slots of the next few fetched meanwhile. Windows are cut once, at the end, for
+ * the slots that took an element of the batch. */
 void stream_batch(const Batch *b, int64_t *exp, int h0, int half, const int64_t *mask,
                   float threshold, const float *vmax, const float *vmin, const float *floor,
                   double *moments, int64_t *n_positive, int64_t *n_above, int64_t *counts,
