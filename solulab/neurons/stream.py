@@ -201,8 +201,7 @@ class PointStream:
             run_max, run_min, non_finite = c_stats.extremes(v, batch_pass.row_runs(len(v)))
             _refuse_non_finite(non_finite, v.numel())
             self.n_tokens += v.shape[0]
-            self.vmax = torch.maximum(self.vmax, run_max.amax(0))
-            self.vmin = torch.minimum(self.vmin, run_min.amin(0))
+            self._extend(run_max.amax(0), run_min.amin(0))  # the C pass grows the grids
             other_v = None if other is None else other.reshape(-1, self.d)
             c_stats.stream_batch(self, HALF_BINS, H0_EXP, v, other_v, tokens, positions, keys,
                                  self._top_floor(run_max, v))
@@ -212,6 +211,7 @@ class PointStream:
         _check_finite(v, batch_min, batch_max)
         self.n_tokens += v.shape[0]
         self._extend(batch_max, batch_min)
+        self._grow(self._max_abs())
         group = batch_pass.groups(v, self.width())
         self.moments += sums
         self.n_positive += n_positive
@@ -220,9 +220,13 @@ class PointStream:
         self._offer(batch, group, run_max)
 
     def _extend(self, batch_max: torch.Tensor, batch_min: torch.Tensor) -> None:
+        """Take new per-neuron extremes (a batch's, or another stream's) into the stream's."""
         self.vmax = torch.maximum(self.vmax, batch_max)
         self.vmin = torch.minimum(self.vmin, batch_min)
-        self._grow(torch.maximum(self.vmax.abs(), self.vmin.abs()))
+
+    def _max_abs(self) -> torch.Tensor:
+        """Each neuron's largest magnitude so far: what its grid must fit."""
+        return torch.maximum(self.vmax.abs(), self.vmin.abs())
 
     def _top_floor(self, run_max: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Per neuron, a value below which nothing of the batch ``v`` can enter the top-k: the
@@ -309,9 +313,8 @@ class PointStream:
         self.moments += other.moments
         self.n_positive += other.n_positive
         self.n_above += other.n_above
-        self.vmax = torch.maximum(self.vmax, other.vmax)
-        self.vmin = torch.minimum(self.vmin, other.vmin)
-        max_abs = torch.maximum(self.vmax.abs(), self.vmin.abs())
+        self._extend(other.vmax, other.vmin)
+        max_abs = self._max_abs()
         other._grow(max_abs)
         self._grow(max_abs)
         self.counts += other.counts

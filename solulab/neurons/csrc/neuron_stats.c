@@ -275,7 +275,7 @@ static void grow(int64_t d, float ax, int h0, int half, int64_t *exp, int64_t *c
 }
 
 /* Grows the grids of neurons [d0, d1) to fit their extremes so far (vmax, vmin), before the
- * batch's values are offered, as PointStream._extend does. */
+ * batch's values are offered, as PointStream._grow does on the PyTorch path. */
 static void fit_grids(int64_t d0, int64_t d1, const float *vmax, const float *vmin, int h0,
                       int half, int64_t *exp, int64_t *counts, Slots *s, int64_t window) {
     int64_t slots = 2 * half * s->cap;
