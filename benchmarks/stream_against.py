@@ -2,14 +2,16 @@
 
 ``PointStream`` (``solulab/neurons``) as it is here and as it was at ``REV`` take the same
 batches of activations of the default model of ``collect_throughput.py`` (layer 1, ``hook_mid``
-kept with ``hook_post`` beside it), batch by batch, which goes first alternating. The two run
+kept with ``hook_post`` beside it; ``--stacked``: its four points side by side in one stream, as
+a collection stacks them where the C pass cannot run), batch by batch, which goes first
+alternating. The two run
 side by side in one process: on a machine whose speed drifts between processes by more than a
 change is worth, the ratio of their times is the figure to read, not two runs of
 ``collect_throughput.py``. Both keep the same examples; this compares only their time. Both
 compile their kernels afresh, for these shapes, in a cache of this run's own (a kernel cached
 by another process may have been compiled for other shapes).
 
-    python benchmarks/stream_against.py REV [--native] [--reps 5] [--batches 12]
+    python benchmarks/stream_against.py REV [--native] [--stacked] [--reps 5] [--batches 12]
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from solulab.neurons.stream import PointStream  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "solulab_neurons_at_rev"
-HOOKS = ("blocks.1.mlp.hook_mid", "blocks.1.mlp.hook_post")
+HOOKS = ("blocks.1.mlp.hook_mid",)
+ALL_POINTS = tuple(f"blocks.{layer}.mlp.hook_{point}" for layer in (0, 1)
+                   for point in ("mid", "post"))
 
 
 def stream_class_at(rev: str, folder: Path) -> type:
@@ -61,6 +65,8 @@ def main() -> None:
     parser.add_argument("rev", help="the commit to compare with, e.g. HEAD~3")
     parser.add_argument("--native", action="store_true",
                         help="the C pass on both sides (default: the PyTorch path)")
+    parser.add_argument("--stacked", action="store_true",
+                        help="the model's four points side by side in one stream")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--batches", type=int, default=12)
     args = parser.parse_args()
@@ -71,8 +77,12 @@ def main() -> None:
     model = Transformer(cfg).eval()
     gen = torch.Generator().manual_seed(0)
     tokens = [torch.randint(0, 4096, (16, 256), generator=gen) for _ in range(args.batches)]
+    points = ALL_POINTS if args.stacked else HOOKS
     with torch.no_grad():
-        caches = [model.run_with_cache(t, HOOKS, stop_at_layer=2)[1] for t in tokens]
+        caches = [model.run_with_cache(t, ALL_POINTS, stop_at_layer=2)[1] for t in tokens]
+    values = [torch.cat([cache[hook] for hook in points], -1) for cache in caches]
+    others = [torch.cat([cache[_other(hook)] for hook in points], -1) for cache in caches]
+    del caches
     positions = [torch.arange(t.numel()).view(t.shape) + i * t.numel()
                  for i, t in enumerate(tokens)]
 
@@ -87,17 +97,19 @@ def main() -> None:
         def feed(stream, i: int) -> float:
             start = time.perf_counter()
             with torch.no_grad():
-                stream.update(caches[i][HOOKS[0]], tokens[i], positions[i], caches[i][HOOKS[1]])
+                stream.update(values[i], tokens[i], positions[i], others[i])
             return time.perf_counter() - start
 
         def new_streams(seed: int) -> dict:
-            return {name: cls(cfg.d_mlp, 40, 20, 4, 5, 0.5, with_other=True, seed=seed)
+            return {name: cls(cfg.d_mlp, 40, 20, 4, 5, 0.5, with_other=True, seed=seed,
+                              points=len(points))
                     for name, cls in classes.items()}
 
         for stream in new_streams(args.reps).values():  # compile and warm both
             feed(stream, 0)
-        print(f"PointStream.update, {'C pass' if args.native else 'PyTorch path'}, one "
-              f"[{tokens[0].numel()}, {cfg.d_mlp}] point with its other point, {args.batches} "
+        print(f"PointStream.update, {'C pass' if args.native else 'PyTorch path'}, "
+              f"{len(points)} [{tokens[0].numel()}, {cfg.d_mlp}] point(s) with their other point "
+              f"in one stream, {args.batches} "
               f"batches, torch threads {torch.get_num_threads()}; here / {args.rev}:")
         totals = []
         for rep in range(args.reps):
@@ -115,6 +127,12 @@ def main() -> None:
                   f"{statistics.mean(there[1:]) * 1e3:.1f} ms)")
         print(f"  median {statistics.median(totals):.3f} (range {min(totals):.3f}-"
               f"{max(totals):.3f})")
+
+
+def _other(hook: str) -> str:
+    """The hook of the other point of ``hook``'s layer (mid <-> post)."""
+    layer, point = hook.rsplit("_", 1)
+    return f"{layer}_{'post' if point == 'mid' else 'mid'}"
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ admits offered examples, against a plain Python sort."""
 import copy
 import math
 
+import pytest
 import torch
 
 from solulab.neurons.slots import EMPTY, Slots, select
@@ -19,7 +20,8 @@ def _by_python(groups, primary, secondary, capacity):
     return kept
 
 
-def test_float_ranks_break_ties_by_position_and_treat_signed_zeros_alike():
+@pytest.mark.parametrize("positions_in_order", [False, True])
+def test_float_ranks_break_ties_by_position_and_treat_signed_zeros_alike(positions_in_order):
     gen = torch.Generator().manual_seed(5)
     n = 400
     groups = torch.randint(0, 9, (n,), generator=gen)
@@ -27,7 +29,8 @@ def test_float_ranks_break_ties_by_position_and_treat_signed_zeros_alike():
     values[::11] = -0.0
     values[::37] = -math.inf  # free slots
     values[::17] = -1e-45  # the smallest subnormal
-    positions = torch.randperm(n, generator=gen)
+    # offered in position order (a batch's candidates), select does not sort by them again
+    positions = torch.arange(n) * 3 if positions_in_order else torch.randperm(n, generator=gen)
     got = select(groups, values, positions, 5).tolist()
     # -0.0 == 0.0 in Python too, so the reference ties them as floats do
     assert got == _by_python(groups.tolist(), values.tolist(), positions.tolist(), 5)
@@ -42,6 +45,21 @@ def test_keys_unique_within_a_group_need_no_secondary():
     with_positions = select(groups, keys, positions, 4).tolist()
     assert select(groups, keys, None, 4).tolist() == with_positions
     assert with_positions == _by_python(groups.tolist(), keys.tolist(), positions.tolist(), 4)
+
+
+@pytest.mark.parametrize("group_limit", [7, 2**40])
+def test_keys_sharing_their_high_bits_or_groups_too_many_to_pack_rank_in_full(group_limit):
+    """Keys of a group equal but for their lowest bits, the extreme int64 keys, and group
+    numbers too large to share an int64 with the keys' high bits: the same as a full sort."""
+    gen = torch.Generator().manual_seed(7)
+    n = 300
+    groups = torch.randint(0, group_limit, (n,), generator=gen)
+    groups[::5] = groups[0]
+    keys = torch.randint(-2**63, 2**63 - 1, (n,), generator=gen)
+    keys[::5] = (keys[0] & ~1023) + torch.randperm(n // 5, generator=gen)  # high bits alike
+    keys[1], keys[2] = -2**63, 2**63 - 1
+    got = select(groups, keys, None, 4).tolist()
+    assert got == _by_python(groups.tolist(), keys.tolist(), [0] * n, 4)
 
 
 
