@@ -290,7 +290,8 @@ class PointStream:
         code = batch_pass.candidates((keys >> 32).to(torch.int32)[:, None],
                                      (self.neuron_mask >> 32).to(torch.int32),
                                      (screen >> 32).to(torch.int32), group, v, kth).view(-1)
-        element = torch.nonzero(code).squeeze(1)
+        # nonzero of the codes' int32 bits (+0.0 is 0): twice as fast as of the floats
+        element = torch.nonzero(code.view(torch.int32)).squeeze(1)
         code = code[element]
         top = element[code >= batch_pass.TOP]
         element = element[code != batch_pass.TOP]
