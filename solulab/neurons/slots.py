@@ -44,51 +44,52 @@ def select(groups: torch.Tensor, primary: torch.Tensor, secondary: torch.Tensor 
     """Indices of the entries kept: per group, the ``capacity`` smallest by (primary, secondary),
     returned in (group, primary, secondary) order. ``secondary`` may be None where no two
     entries of a group tie on ``primary`` (keys: distinct positions of a neuron have distinct
-    keys). One sort where it can: a float32 ``primary`` is sorted with its group as one int64,
-    an int64 ``primary`` by its group and high bits (unless two entries of a group share
-    them), and a ``secondary`` already in order (a batch's positions, offered in the batch's
-    order) is not sorted again."""
-    if secondary is None or _nondecreasing(secondary):
-        order = torch.arange(len(groups), device=groups.device)
-    else:
-        order = torch.argsort(secondary, stable=True)
-    if primary.dtype == torch.float32:
-        order = order[torch.argsort(_group_then_float(groups[order], primary[order]), stable=True)]
-        return order[rank_in_group(groups[order]) < capacity]
-    if secondary is None:
-        by_both = _sort_by_group_then_high_bits(groups, primary)
-        if by_both is not None:
-            order, sorted_groups = by_both
-            return order[rank_in_group(sorted_groups) < capacity]
-    order = order[torch.argsort(primary[order], stable=True)]
-    order = order[torch.argsort(groups[order], stable=True)]
-    return order[rank_in_group(groups[order]) < capacity]
+    keys); on the CPU, one already in order (a batch's positions, offered in the batch's order)
+    is not sorted by. The checks that save sorts on the CPU are skipped elsewhere: on a GPU a
+    sort costs less than the host sync a check takes."""
+    on_cpu = groups.device.type == "cpu"
+    by_secondary = None
+    if secondary is not None and not (on_cpu and _nondecreasing(secondary)):
+        by_secondary = torch.argsort(secondary, stable=True)
+        groups, primary = groups[by_secondary], primary[by_secondary]
+    order = _by_group_then_primary(groups, primary, packable=on_cpu and secondary is None)
+    kept = order[rank_in_group(groups[order]) < capacity]
+    return kept if by_secondary is None else by_secondary[kept]
 
 
 def _nondecreasing(values: torch.Tensor) -> bool:
     return len(values) < 2 or bool((values[1:] >= values[:-1]).all())
 
 
-def _sort_by_group_then_high_bits(groups: torch.Tensor, primary: torch.Tensor
-                                  ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The order of int64 ``primary`` within ``groups`` (and the sorted groups) from one sort of
-    the group in the high bits of an int64 and as many of ``primary``'s high bits as fit below;
-    None where two entries of a group share those bits (about one in 2**40 pairs), or the
-    groups leave no room."""
+def _by_group_then_primary(groups: torch.Tensor, primary: torch.Tensor,
+                           packable: bool) -> torch.Tensor:
+    """The entries' stable order by (group, primary), in one sort where it can: a float32
+    ``primary`` as one int64 with its group; an int64 one, ``packable`` (unique within each
+    group), by its group and high bits (``_by_group_then_high_bits``); otherwise two."""
+    if primary.dtype == torch.float32:
+        return torch.argsort(_group_then_float(groups, primary), stable=True)
+    if packable:
+        order = _by_group_then_high_bits(groups, primary)
+        if order is not None:
+            return order
+    order = torch.argsort(primary, stable=True)
+    return order[torch.argsort(groups[order], stable=True)]
+
+
+def _by_group_then_high_bits(groups: torch.Tensor, primary: torch.Tensor) -> torch.Tensor | None:
+    """The order of int64 ``primary`` within ``groups`` from one sort of an int64 holding the
+    group in its high bits and as many of ``primary``'s high bits as fit below (at least 32);
+    None where the groups leave less room or two entries of a group share those bits (two
+    random keys of a group do with a chance of 2**-32 at most)."""
     if not len(groups):
-        return groups, groups
+        return groups
     shift = 63 - int(groups.max()).bit_length()  # the bits left for the primary
     if shift < 32:
         return None
     high = (primary >> (64 - shift)) + (1 << (shift - 1))  # in [0, 2**shift), monotone
     packed, order = torch.sort((groups << shift) | high)
-    if not _increasing(packed):
-        return None
-    return order, packed >> shift
-
-
-def _increasing(values: torch.Tensor) -> bool:
-    return len(values) < 2 or bool((values[1:] > values[:-1]).all())
+    distinct = len(packed) < 2 or bool((packed[1:] > packed[:-1]).all())
+    return order if distinct else None
 
 
 def _group_then_float(groups: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
