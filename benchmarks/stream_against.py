@@ -4,12 +4,11 @@
 batches of activations of the default model of ``collect_throughput.py`` (layer 1, ``hook_mid``
 kept with ``hook_post`` beside it; ``--stacked``: its four points side by side in one stream, as
 a collection stacks them where the C pass cannot run), batch by batch, which goes first
-alternating. The two run
-side by side in one process: on a machine whose speed drifts between processes by more than a
-change is worth, the ratio of their times is the figure to read, not two runs of
-``collect_throughput.py``. Both keep the same examples; this compares only their time. Both
-compile their kernels afresh, for these shapes, in a cache of this run's own (a kernel cached
-by another process may have been compiled for other shapes).
+alternating. The two run side by side in one process: on a machine whose speed drifts between
+processes by more than a change is worth, the ratio of their times is the figure to read, not
+two runs of ``collect_throughput.py``. Both keep the same examples; this compares only their
+time. Both compile their kernels afresh, for these shapes, in a cache of this run's own (a
+kernel cached by another process may have been compiled for other shapes).
 
     python benchmarks/stream_against.py REV [--native] [--stacked] [--reps 5] [--batches 12]
 """

@@ -62,7 +62,6 @@ def test_keys_sharing_their_high_bits_or_groups_too_many_to_pack_rank_in_full(gr
     assert got == _by_python(groups.tolist(), keys.tolist(), [0] * n, 4)
 
 
-
 def test_regroup_keeps_what_emptying_and_offering_back_keeps():
     gen = torch.Generator().manual_seed(7)
     neurons, per, cap, window = 5, 8, 3, 4
