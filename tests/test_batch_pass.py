@@ -103,3 +103,12 @@ def test_counting_groups_thread_by_thread_equals_one_bincount(threads):
     want = np.bincount(group.numpy().ravel(), minlength=50)
     np.testing.assert_array_equal(got.numpy(), want)
     assert got.dtype == torch.int64 and got.sum() == 70
+
+
+def test_counting_groups_by_adding_ones_equals_bincount():
+    """The way a GPU counts (no host sync), on the CPU against NumPy."""
+    gen = torch.Generator().manual_seed(6)
+    group = torch.randint(0, 40, (10, 7), generator=gen, dtype=torch.int32)
+    got = batch_pass.add_counts(group, 50)
+    np.testing.assert_array_equal(got.numpy(), np.bincount(group.numpy().ravel(), minlength=50))
+    assert got.dtype == torch.int64

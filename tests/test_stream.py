@@ -15,7 +15,7 @@ from solulab.neurons import c_stats
 from solulab.neurons import collect as collect_module
 from solulab.neurons.collect import Collector
 from solulab.neurons.settings import StoreSettings
-from solulab.neurons.stream import PointStream, finalize
+from solulab.neurons.stream import PointStream, finalize, position_keys
 
 D, K, N_POS, SEQS, BATCHES = 6, 7, 16, 4, 3
 
@@ -39,6 +39,27 @@ def top_positions(stream: PointStream) -> list[list[int]]:
     e = stream.top.entries()
     rows = sorted(zip(e.neuron.tolist(), (-e.value).tolist(), e.position.tolist()))
     return [[p for n, _, p in rows if n == neuron] for neuron in range(D)]
+
+
+def _splitmix64(position: int, seed: int) -> int:
+    """splitmix64's mix of ``position + seed * golden``, in Python's unbounded integers, as a
+    signed 64-bit integer."""
+    mask = 2**64 - 1
+    x = (position + seed * 0x9E3779B97F4A7C15) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    x ^= x >> 31
+    return x - 2**64 if x >= 2**63 else x
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 2**40 + 3])
+def test_position_keys_are_splitmix64_of_the_positions(seed):
+    positions = torch.tensor([0, 1, 2, 255, 4096, 2**31 + 5, 2**40 + 17, 2**62 + 1])
+    got = position_keys(positions, seed).tolist()
+    assert got == [_splitmix64(p, seed) for p in positions.tolist()]
+    # splitmix64's first output from the state 0 (its published test value)
+    assert position_keys(torch.tensor([0]), 1).item() == _splitmix64(0, 1) == (
+        0xE220A8397B1DCDAF - 2**64)
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -38,13 +38,23 @@ EMPTY_BELOW = torch.iinfo(torch.int64).min  # a screen no key passes (but its ow
 
 def position_keys(positions: torch.Tensor, seed: int) -> torch.Tensor:
     """A splitmix64 hash of each global position: pseudo-random int64 keys, the same on every
-    rank and in every run with the same seed."""
-    with np.errstate(over="ignore"):
-        x = positions.cpu().numpy().astype(np.uint64) + np.uint64(seed) * np.uint64(GOLDEN)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return torch.from_numpy(x.view(np.int64)).to(positions.device)
+    rank and in every run with the same seed. In int64 ops on the positions' device (no trip
+    to the host): products wrap as unsigned ones do, and a shift right clears the sign's copies."""
+    x = positions.long() + _int64(seed * GOLDEN)
+    x = (x ^ _shift_right(x, 30)) * _int64(0xBF58476D1CE4E5B9)
+    x = (x ^ _shift_right(x, 27)) * _int64(0x94D049BB133111EB)
+    return x ^ _shift_right(x, 31)
+
+
+def _int64(value: int) -> int:
+    """``value`` mod 2**64 as a signed 64-bit integer (the same bits)."""
+    value %= 2**64
+    return value - 2**64 if value >= 2**63 else value
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical shift right of int64 bits: the arithmetic shift, less the copies of the sign."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
 class PointStream:
