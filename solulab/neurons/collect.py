@@ -84,7 +84,7 @@ class Collector:
 
     def __init__(self, model: Transformer, layers: list[int], settings: StoreSettings,
                  seed: int, stacked: bool | None = None):
-        self.model, self.layers = model, layers
+        self.model = model
         has_ln = model.blocks[0].mlp.hook_mid is not None
         self.points = ("mid", "post") if has_ln else ("post",)
         device = next(model.parameters()).device
