@@ -15,7 +15,8 @@ Measured side by side on the same model and batches:
 Kernels are compiled (the PyTorch path's ``torch.compile``) and loaded before any timing, and
 freed memory is kept for reuse (``allocator``): with glibc's default, whether a batch's buffers
 are page-faulted in anew changes from run to run (0 to 30,000 faults a batch, here), which moved
-the ratio by up to a fifth either way.
+the ratio by up to a fifth either way. ``--default-allocator`` leaves glibc's default, as the
+command line does.
 
     python benchmarks/collect_throughput.py [--n-layers 2 --d-model 256 --batches 12]
 """
@@ -61,11 +62,15 @@ def main() -> None:
     parser.add_argument("--act", default="solu_ln")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's allocator as the command line does (default: keep "
+                        "freed memory for reuse)")
     parser.add_argument("--stacked", choices=("auto", "yes", "no"), default="auto",
                         help="all points in one stream (auto: where the C pass cannot run, "
                         "as collect does)")
     args = parser.parse_args()
-    keep_freed_memory()
+    if not args.default_allocator:
+        keep_freed_memory()
 
     cfg = ModelConfig(n_layers=args.n_layers, d_model=args.d_model, n_heads=args.d_model // 64,
                       n_ctx=args.n_ctx, d_vocab=4096, act_fn=args.act)

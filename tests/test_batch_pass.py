@@ -33,11 +33,14 @@ def _eager_summaries(v: torch.Tensor, threshold: float):
 
 @pytest.mark.parametrize("summaries, groups",
                          [(batch_pass.summaries, batch_pass.groups),
-                          (_eager_summaries, batch_pass._groups)], ids=["compiled", "eager"])
+                          (_eager_summaries, batch_pass._into(batch_pass._groups))],
+                         ids=["compiled", "eager"])
 @pytest.mark.parametrize("tokens", [300, 301])  # four runs of 75 rows; one run of 301
 def test_summaries_and_groups_equal_numpy(summaries, groups, tokens):
     v, width = _batch(tokens)
-    group, run_max, *rest = (groups(v, width), *summaries(v, 0.5))
+    out = torch.full(v.shape, -7, dtype=torch.int32)  # written over, every element
+    group, run_max, *rest = (groups(out, v, width), *summaries(v, 0.5))
+    assert group.data_ptr() == out.data_ptr()
     runs = batch_pass.row_runs(tokens)
     np.testing.assert_array_equal(run_max.numpy(), v.view(runs, -1, v.shape[1]).amax(1).numpy())
     got = (group, run_max.amax(0), *rest)
@@ -51,7 +54,8 @@ def test_summaries_and_groups_equal_numpy(summaries, groups, tokens):
     assert got[5][1] == int((v[:, 1] > 0.5).sum())  # the exact threshold is not above it
 
 
-@pytest.mark.parametrize("run", [batch_pass.candidates, batch_pass._candidates],
+@pytest.mark.parametrize("run", [batch_pass.candidates,
+                                 batch_pass._into(batch_pass._candidates)],
                          ids=["compiled", "eager"])
 def test_candidates_equal_the_rule_element_by_element(run):
     gen = torch.Generator().manual_seed(4)
@@ -65,7 +69,9 @@ def test_candidates_equal_the_rule_element_by_element(run):
     v = torch.randn(rows, d, generator=gen)
     kth = torch.tensor([-math.inf, 0.5, 1.0, 3.0, -0.5, 0.0])
     v[3, 1] = 0.5  # exactly the k-th: a candidate
-    got = run(high_keys, high_mask, bound_high, group, v, kth)
+    out = torch.full((rows, d), math.nan)  # written over, every element
+    got = run(out, high_keys, high_mask, bound_high, group, v, kth)
+    assert got.data_ptr() == out.data_ptr()
     for i in range(rows):
         for j in range(d):
             sample = int(high_keys[i, 0] ^ high_mask[j]) <= int(bound_high[group[i, j]])

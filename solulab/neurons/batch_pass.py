@@ -6,7 +6,8 @@ grown to fit the extremes) each value's histogram group: elementwise ops and red
 one pass over the batch each instead of one per op (on 2 CPU cores, 80 -> 7 ms per ``[4096,
 1024]`` batch for both). Where compiling fails (no C++ compiler, an unsupported device) the same
 ops run eagerly, with the same results. ``candidates`` marks the values that may enter the top-k
-or their bin's sample, for the exact tests that follow.
+or their bin's sample, for the exact tests that follow. ``groups`` and ``candidates`` write into
+a tensor the caller keeps (``scratch``).
 """
 
 from __future__ import annotations
@@ -127,9 +128,19 @@ def _compiled_or_eager(fn: Callable) -> Callable:
     return run
 
 
+def _into(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fn`` writing its result into a given tensor ``out`` (its first argument), which it
+    returns: compiled, the pass stores straight into ``out``, with no temporary."""
+    def write(out: torch.Tensor, *args) -> torch.Tensor:
+        return out.copy_(fn(*args))
+
+    write.__name__ = write.__qualname__ = f"{fn.__name__}_into"
+    return write
+
+
 _compiled_summaries = _compiled_or_eager(_summaries)
-groups = _compiled_or_eager(_groups)
-candidates = _compiled_or_eager(_candidates)
+groups = _compiled_or_eager(_into(_groups))  # groups(out, v, width)
+candidates = _compiled_or_eager(_into(_candidates))  # candidates(out, high_keys, ...)
 
 
 def row_runs(rows: int) -> int:

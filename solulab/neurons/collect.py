@@ -24,6 +24,7 @@ from solulab.errors import SolulabError
 from solulab.io import sha256_file
 from solulab.neurons import c_stats
 from solulab.neurons.logit_effects import top_logit_effects
+from solulab.neurons.scratch import Scratch
 from solulab.neurons.settings import (
     AT_LEAST_ONE,
     COLLECT_BATCH_SIZE,
@@ -101,6 +102,7 @@ class Collector:
                                settings.window_after, settings.samples, settings.threshold,
                                with_other=has_ln, seed=seed, device=device, points=len(group))
             for group in groups}
+        self.scratch = Scratch()  # each stream's points side by side
 
     @torch.no_grad()
     def update(self, tokens: torch.Tensor, positions: torch.Tensor) -> None:
@@ -112,8 +114,10 @@ class Collector:
                 others = [cache[self.hooks[(layer, "post" if point == "mid" else "mid")]]
                           for layer, point in group]
             try:
-                stream.update(_side_by_side(values), tokens, positions,
-                              None if others is None else _side_by_side(others))
+                stacked_others = None if others is None else self._side_by_side(
+                    others, (group, "others"))
+                stream.update(self._side_by_side(values, (group, "values")), tokens, positions,
+                              stacked_others)
             except SolulabError as error:
                 key, reason = group[0], error
                 for key, value in zip(group, values):  # the first point with them, its count
@@ -126,6 +130,16 @@ class Collector:
                                    "usable activations (did training diverge? its loss curve "
                                    "says)") from None
 
+    def _side_by_side(self, values: list[torch.Tensor], name: tuple) -> torch.Tensor:
+        """Points' activations ``[..., d_mlp]`` side by side, ``[..., points * d_mlp]``, in a
+        tensor kept for ``name`` (``scratch``)."""
+        if len(values) == 1:
+            return values[0]
+        first = values[0]
+        shape = (*first.shape[:-1], sum(v.shape[-1] for v in values))
+        return torch.cat(values, dim=-1, out=self.scratch.get(name, shape, first.dtype,
+                                                                first.device))
+
     def arrays(self, n_intervals: int) -> dict[tuple[int, str], dict[str, np.ndarray]]:
         """Each (layer, point)'s arrays for the store (``finalize``)."""
         out = {}
@@ -135,11 +149,6 @@ class Collector:
             for i, key in enumerate(group):
                 out[key] = {name: a[i * d_mlp:(i + 1) * d_mlp] for name, a in arrays.items()}
         return out
-
-
-def _side_by_side(values: list[torch.Tensor]) -> torch.Tensor:
-    """Points' activations ``[..., d_mlp]`` side by side, ``[..., points * d_mlp]``."""
-    return values[0] if len(values) == 1 else torch.cat(values, dim=-1)
 
 
 def _gather_to_main(collector: Collector, info: DistInfo) -> None:

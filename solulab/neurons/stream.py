@@ -28,6 +28,7 @@ import torch
 from solulab.errors import SolulabError
 from solulab.neurons import batch_pass, c_stats
 from solulab.neurons.batch_pass import HALF_BINS
+from solulab.neurons.scratch import Scratch
 from solulab.neurons.slots import EMPTY, Entries, Slots, rank_in_group, select
 
 H0_EXP = -24  # the finest bin width is 2**-24
@@ -88,6 +89,7 @@ class PointStream:
         self.vmin = torch.full((d_mlp,), math.inf, device=self.device)
         self.n_tokens = 0
         self.neuron_mask = neuron_mask.to(self.device)
+        self.scratch = Scratch()  # the PyTorch path's batch-sized tensors
 
     # -- grid ---------------------------------------------------------------------------------
     def width(self) -> torch.Tensor:
@@ -225,12 +227,16 @@ class PointStream:
         self.n_tokens += v.shape[0]
         self._extend(batch_max, batch_min)
         self._grow(self._max_abs())
-        group = batch_pass.groups(v, self.width())
+        group = batch_pass.groups(self._batch_sized("group", v, torch.int32), v, self.width())
         self.moments += sums
         self.n_positive += n_positive
         self.n_above += n_above
         self.counts += batch_pass.count_groups(group, self.counts.numel()).view_as(self.counts)
         self._offer(batch, group, run_max)
+
+    def _batch_sized(self, name: str, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A kept tensor the shape of the batch ``v`` (see ``scratch``)."""
+        return self.scratch.get(name, tuple(v.shape), dtype, v.device)
 
     def _extend(self, batch_max: torch.Tensor, batch_min: torch.Tensor) -> None:
         """Take new per-neuron extremes (a batch's, or another stream's) into the stream's."""
@@ -297,7 +303,8 @@ class PointStream:
         ``above``), with their groups and keys: elements of ``[tokens * d_mlp]``. The compiled pass
         screens keys by their high 32 bits against ``screen`` (at least ``bound``)."""
         keys, v = batch[-2], batch[-1]
-        code = batch_pass.candidates((keys >> 32).to(torch.int32)[:, None],
+        code = batch_pass.candidates(self._batch_sized("code", v, torch.float32),
+                                     (keys >> 32).to(torch.int32)[:, None],
                                      (self.neuron_mask >> 32).to(torch.int32),
                                      (screen >> 32).to(torch.int32), group, v, kth).view(-1)
         # nonzero of the codes' int32 bits (+0.0 is 0): twice as fast as of the floats
