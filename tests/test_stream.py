@@ -187,11 +187,13 @@ def test_a_model_with_nan_weights_names_the_point_it_cannot_collect(stacked):
 
 @pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("act_fn, stacked_neurons, streams", [
-    ("solu_ln", 16_384, 1), ("gelu", 16_384, 1), ("solu_ln", 96, 2)])
+    ("solu_ln", 16_384, 1), ("gelu", 16_384, 1), ("solu_ln", 96, 2), ("solu_ln", 32, 4)])
 def test_points_side_by_side_in_one_stream_keep_what_a_stream_each_keeps(
         native, act_fn, stacked_neurons, streams, monkeypatch):
     """A stacked collector (what a GPU runs) against one stream per point, on the same batches:
-    the same store, point by point; also with the points split over streams of three."""
+    the same store, point by point; also split over streams (room for three points: two, a
+    layer's, each point's other point beside it), and one point a stream with its other point
+    passed beside it."""
     if native and not c_stats.ready(torch.zeros(1)):
         pytest.skip("no C compiler here: only the PyTorch path runs")
     if not native:
@@ -222,3 +224,19 @@ def test_points_side_by_side_in_one_stream_keep_what_a_stream_each_keeps(
                 np.testing.assert_allclose(array, together[key][name], rtol=1e-12)
             else:
                 np.testing.assert_array_equal(array, together[key][name], err_msg=name)
+
+
+def test_partners_are_refused_unless_each_point_has_one_and_then_no_other_is_passed():
+    with pytest.raises(ValueError, match="partners"):
+        PointStream(D, K, 2, 1, 2, 0.5, with_other=False, points=2, partners=(1, 0))
+    with pytest.raises(ValueError, match="partners"):
+        PointStream(D, K, 2, 1, 2, 0.5, with_other=True, points=2, partners=(1, 1))
+    stream = PointStream(D, K, 2, 1, 2, 0.5, with_other=True, points=2, partners=(1, 0))
+    acts, tokens, positions = tied_batches()[0]
+    both = torch.cat([acts, -acts], -1)
+    with pytest.raises(ValueError, match="no columns of its own"):
+        stream.update(both, tokens, positions, both)
+    stream.update(both, tokens, positions)
+    top = stream.top
+    kept = top.position != torch.iinfo(torch.int64).max
+    torch.testing.assert_close(top.other[:D][kept[:D]], -top.acts[:D][kept[:D]], equal_nan=True)

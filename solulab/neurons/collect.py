@@ -73,7 +73,7 @@ def check_layers(model: Transformer, layers: list[int] | None) -> list[int]:
 
 
 STACKED_NEURONS = 16_384  # the most neurons a stacked stream takes: its per-batch buffers grow
-# with them (a 12-layer model with d_mlp 3072 stacks its 24 points in 5 streams)
+# with them (a 12-layer model with d_mlp 3072 stacks its 24 points in 6 streams of 2 layers)
 
 
 class Collector:
@@ -81,7 +81,9 @@ class Collector:
     or, ``stacked``, points side by side in a stream (up to ``STACKED_NEURONS`` neurons), which
     keeps the same examples with one stream's ops per batch. Stacked by default where the C pass
     cannot run (a GPU, or no C compiler): the PyTorch path's ops cost more to launch than the
-    copy that stacks the points; the C pass has no such cost and would pay for the copy."""
+    copy that stacks the points; the C pass has no such cost and would pay for the copy. A
+    stacked stream takes whole layers where it can, so that each point's other point (``mid``
+    and ``post``) is beside it, and its windows are cut from there (``partners``)."""
 
     def __init__(self, model: Transformer, layers: list[int], settings: StoreSettings,
                  seed: int, stacked: bool | None = None):
@@ -94,30 +96,40 @@ class Collector:
         if stacked is None:
             stacked = not c_stats.ready(torch.empty(0, device=device))
         self.stacked = stacked
-        keys = list(self.hooks)
+        keys = list(self.hooks)  # a layer's points one after the other
         per_stream = max(1, STACKED_NEURONS // model.cfg.d_mlp) if stacked else 1
+        if per_stream >= len(self.points):
+            per_stream -= per_stream % len(self.points)  # whole layers
         groups = [tuple(keys[i:i + per_stream]) for i in range(0, len(keys), per_stream)]
         self.streams = {  # (layer, point) of each point side by side in the stream -> stream
             group: PointStream(model.cfg.d_mlp, settings.k, settings.window_before,
                                settings.window_after, settings.samples, settings.threshold,
-                               with_other=has_ln, seed=seed, device=device, points=len(group))
+                               with_other=has_ln, seed=seed, device=device, points=len(group),
+                               partners=self._partners(group))
             for group in groups}
         self.scratch = Scratch()  # each stream's points side by side
+
+    def _partners(self, group: tuple) -> tuple[int, ...] | None:
+        """Where each point of ``group`` has its other point: its index in ``group``; None
+        where a point has none there (or the activation none)."""
+        if len(group) == 1 or len(self.points) == 1:
+            return None
+        return tuple(group.index((layer, self._other(point))) for layer, point in group)
+
+    def _other(self, point: str) -> str:
+        return "post" if point == "mid" else "mid"
 
     @torch.no_grad()
     def update(self, tokens: torch.Tensor, positions: torch.Tensor) -> None:
         cache = self.model.activations(tokens, self.hooks.values())
         for group, stream in self.streams.items():
             values = [cache[self.hooks[key]] for key in group]
-            others = None
-            if len(self.points) == 2:
-                others = [cache[self.hooks[(layer, "post" if point == "mid" else "mid")]]
-                          for layer, point in group]
+            other = None
+            if len(self.points) == 2 and stream.partner is None:  # one point, with its other
+                (layer, point), = group
+                other = cache[self.hooks[(layer, self._other(point))]]
             try:
-                stacked_others = None if others is None else self._side_by_side(
-                    others, (group, "others"))
-                stream.update(self._side_by_side(values, (group, "values")), tokens, positions,
-                              stacked_others)
+                stream.update(self._side_by_side(values, group), tokens, positions, other)
             except SolulabError as error:
                 key, reason = group[0], error
                 for key, value in zip(group, values):  # the first point with them, its count

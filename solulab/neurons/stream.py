@@ -64,13 +64,21 @@ class PointStream:
     ``points`` > 1 keeps that many points side by side (activations ``[..., points * d_mlp]``),
     each point's neurons keyed as in a stream of its own: the examples of ``points`` separate
     streams, for the ops of one per batch (on a GPU, where each op's launch costs more than its
-    work, the separate streams' ops dominate a collection)."""
+    work, the separate streams' ops dominate a collection). ``partners``, where each point's
+    other point is side by side with it (point ``i``'s is point ``partners[i]``), cuts the
+    other point's windows from the batch's own columns: ``update`` then takes no ``other``."""
 
     def __init__(self, d_mlp: int, k: int, before: int, after: int, samples: int,
                  threshold: float, with_other: bool, seed: int = 0, device="cpu",
-                 points: int = 1):
+                 points: int = 1, partners: tuple[int, ...] | None = None):
         gen = torch.Generator().manual_seed(seed)
         neuron_mask = torch.randint(-2**62, 2**62, (d_mlp,), generator=gen).repeat(points)
+        self.partner = None  # per neuron, its column at the other point
+        if partners is not None:
+            if not with_other or sorted(partners) != list(range(points)):
+                raise ValueError("partners: the other point of each point, for with_other")
+            column = torch.arange(d_mlp)
+            self.partner = torch.cat([p * d_mlp + column for p in partners]).to(device)
         d_mlp *= points
         self.d, self.k, self.before, self.after = d_mlp, k, before, after
         self.window = before + after + 1
@@ -134,25 +142,24 @@ class PointStream:
         slots.write_windows(target, (entries.ids[taken], entries.acts[taken], other))
 
     # -- streaming ----------------------------------------------------------------------------
-    def _windows(self, acts: torch.Tensor, other: torch.Tensor | None, tokens: torch.Tensor,
-                 row: torch.Tensor, neuron: torch.Tensor) -> tuple:
-        """Context windows of the elements ``(row, neuron)`` (rows of ``[batch * pos]``) whose
-        window may cross the ends of their sequence (those positions: id -1, value nan)."""
-        n_pos = acts.shape[1]
+    def _windows(self, tokens: torch.Tensor, row: torch.Tensor, columns: list) -> list:
+        """Context windows of the elements at rows ``row`` (of ``[batch * pos]``) whose window
+        may cross the ends of their sequence (those positions: id -1, value nan): ids, then the
+        values of each ``(activations, neuron)`` of ``columns``."""
+        n_pos = tokens.shape[1]
         offset = row % n_pos
-        at = offset[:, None] + torch.arange(-self.before, self.after + 1, device=acts.device)
+        at = offset[:, None] + torch.arange(-self.before, self.after + 1, device=row.device)
         outside = (at < 0) | (at >= n_pos)
         rows = (row - offset)[:, None] + at.clamp_(0, n_pos - 1)  # flat rows of the window
         ids = torch.take(tokens, rows).to(torch.int32).masked_fill_(outside, -1)
-        flat = rows.mul_(self.d).add_(neuron[:, None])
+        rows.mul_(self.d)
 
-        def values(a: torch.Tensor) -> torch.Tensor:
-            return torch.take(a, flat).float().masked_fill_(outside, math.nan)
+        def values(a: torch.Tensor, neuron: torch.Tensor) -> torch.Tensor:
+            return torch.take(a, rows + neuron[:, None]).float().masked_fill_(outside, math.nan)
 
-        return ids, values(acts), None if other is None else values(other)
+        return [ids] + [values(a, neuron) for a, neuron in columns]
 
-    def _inner_windows(self, acts: torch.Tensor, other: torch.Tensor | None,
-                       tokens: torch.Tensor, row: torch.Tensor, neuron: torch.Tensor) -> tuple:
+    def _inner_windows(self, tokens: torch.Tensor, row: torch.Tensor, columns: list) -> list:
         """``_windows`` of elements whose window lies within their sequence: each a run of
         ``window`` elements of a strided view of the batch, gathered whole (a third of the time
         of indexing every element)."""
@@ -160,11 +167,11 @@ class PointStream:
         n_rows = tokens.numel() - self.window + 1
         ids = tokens.contiguous().view(-1).as_strided((n_rows, self.window), (1, 1))[start]
 
-        def values(a: torch.Tensor) -> torch.Tensor:
+        def values(a: torch.Tensor, neuron: torch.Tensor) -> torch.Tensor:
             runs = a.contiguous().view(-1).as_strided((n_rows * self.d, self.window), (1, self.d))
             return runs[start * self.d + neuron].float()
 
-        return ids.to(torch.int32), values(acts), None if other is None else values(other)
+        return [ids.to(torch.int32)] + [values(a, neuron) for a, neuron in columns]
 
     def _admit(self, batch: tuple, slots: Slots, source: torch.Tensor, element: torch.Tensor,
                group: torch.Tensor | None = None, key: torch.Tensor | None = None) -> None:
@@ -183,7 +190,6 @@ class PointStream:
         of the same batch never has its window cut. Windows are cut in the batch's order, which
         reads it front to back (on the CPU, 2.5 times as fast as in the slots' order)."""
         acts, other, tokens = batch[:3]
-        other = other if slots.other is not None else None
         target = torch.nonzero(source >= 0).squeeze(1)
         element, order = torch.sort(source[target])
         target = target[order]
@@ -193,8 +199,14 @@ class PointStream:
         for part, cut in ((inside, self._inner_windows), (~inside, self._windows)):
             index = torch.nonzero(part).squeeze(1)
             if len(index):
-                slots.write_windows(target[index],
-                                    cut(acts, other, tokens, row[index], neuron[index]))
+                at = neuron[index]
+                columns = [(acts, at)]
+                if slots.other is not None:
+                    columns.append((other, at) if self.partner is None
+                                   else (acts, self.partner[at]))
+                ids, *values = cut(tokens, row[index], columns)
+                other_values = values[1] if len(values) > 1 else None
+                slots.write_windows(target[index], (ids, values[0], other_values))
 
     def _sources(self, slots: Slots) -> torch.Tensor:
         """Per slot, the batch element it took: none yet (-1)."""
@@ -205,9 +217,9 @@ class PointStream:
                other: torch.Tensor | None = None) -> None:
         """Add ``acts [batch, pos, d_mlp]`` of ``tokens [batch, pos]`` at global ``positions
         [batch, pos]``; ``other`` is the other point's activations on the same tokens."""
-        if (other is None) != (self.top.other is None):
+        if (other is None) != (self.top.other is None or self.partner is not None):
             raise ValueError("pass the other point's activations exactly when the stream keeps "
-                             "them (with_other)")
+                             "them (with_other) from no columns of its own (partners)")
         v = acts.reshape(-1, self.d).float()  # [tokens, d_mlp]
         keys = position_keys(positions.reshape(-1), self.seed)  # [tokens]
         batch = (acts, other, tokens, positions, keys, v)
@@ -218,6 +230,8 @@ class PointStream:
             self.n_tokens += v.shape[0]
             self._extend(run_max.amax(0), run_min.amin(0))  # the C pass grows the grids
             other_v = None if other is None else other.reshape(-1, self.d)
+            if self.partner is not None:
+                other_v = v.index_select(1, self.partner)
             c_stats.stream_batch(self, HALF_BINS, H0_EXP, v, other_v, tokens, positions, keys,
                                  self._top_floor(run_max, v))
             return
