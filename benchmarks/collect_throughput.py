@@ -35,7 +35,8 @@ from solulab.neurons.collect import Collector
 from solulab.neurons.settings import StoreSettings
 
 
-def stream_bytes(collector: Collector) -> int:
+def slot_bytes(collector: Collector) -> int:
+    """The memory of the streams' slots and statistics, allocated when the collector is."""
     total = 0
     for stream in collector.streams.values():
         for value in vars(stream).values():
@@ -45,6 +46,12 @@ def stream_bytes(collector: Collector) -> int:
                 total += sum(t.numel() * t.element_size() for t in vars(value).values()
                              if isinstance(t, torch.Tensor))
     return total
+
+
+def batch_buffer_bytes(collector: Collector) -> int:
+    """The memory of the batch-sized tensors kept from the first batch on (``scratch``)."""
+    return collector.scratch.nbytes() + sum(stream.scratch.nbytes()
+                                            for stream in collector.streams.values())
 
 
 def sync(device: torch.device) -> None:
@@ -181,9 +188,11 @@ def main() -> None:
     print(f"  collection / bare forward, batch by batch: median {statistics.median(paired):.3f} "
           f"(range {paired[0]:.3f}-{paired[-1]:.3f} over {args.rounds} rounds)")
     naive_bytes = sum(t.numel() * t.element_size() for t in kept)
-    print(f"  memory held: collector {stream_bytes(collector) / 2**20:.1f} MiB (fixed, set up "
-          f"in {statistics.median(set_up) * 1e3:.0f} ms once per collection, outside the "
-          f"ratios), naive {naive_bytes / 2**20:.1f} MiB (grows with tokens)")
+    slots, buffers = slot_bytes(collector), batch_buffer_bytes(collector)
+    print(f"  memory held: collector {(slots + buffers) / 2**20:.1f} MiB, fixed (slots "
+          f"{slots / 2**20:.1f} MiB, set up in {statistics.median(set_up) * 1e3:.0f} ms once per "
+          f"collection, outside the ratios; batch buffers {buffers / 2**20:.1f} MiB, from the "
+          f"first batch on), naive {naive_bytes / 2**20:.1f} MiB (grows with tokens)")
 
 
 if __name__ == "__main__":

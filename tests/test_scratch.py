@@ -17,6 +17,7 @@ def test_a_batch_no_larger_reuses_the_kept_tensor():
     assert again.data_ptr() == first.data_ptr() == smaller.data_ptr()
     assert smaller.shape == (3, 6) and smaller.is_contiguous()
     assert scratch.get("group", (4, 6), torch.float32, CPU).data_ptr() != first.data_ptr()
+    assert scratch.nbytes() == 2 * 4 * 6 * 4  # two kept tensors of 24 floats
 
 
 def test_more_room_or_another_dtype_takes_a_new_tensor():

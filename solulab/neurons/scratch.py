@@ -27,6 +27,10 @@ class Scratch:
     def __reduce__(self):
         return Scratch, ()
 
+    def nbytes(self) -> int:
+        """The memory the kept tensors hold."""
+        return sum(t.numel() * t.element_size() for t in self._held.values())
+
     def get(self, name: Hashable, shape: tuple[int, ...], dtype: torch.dtype,
             device: torch.device) -> torch.Tensor:
         """A contiguous tensor of ``shape`` (contents undefined) for ``name``."""
