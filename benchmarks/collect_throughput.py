@@ -49,9 +49,9 @@ def slot_bytes(collector: Collector) -> int:
 
 
 def batch_buffer_bytes(collector: Collector) -> int:
-    """The memory of the batch-sized tensors kept from the first batch on (``scratch``)."""
-    return collector.scratch.nbytes() + sum(stream.scratch.nbytes()
-                                            for stream in collector.streams.values())
+    """The memory of the batch-sized tensors kept from the first batch on (``scratch``, which
+    the streams share)."""
+    return collector.scratch.nbytes()
 
 
 def sync(device: torch.device) -> None:

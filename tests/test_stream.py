@@ -240,3 +240,18 @@ def test_partners_are_refused_unless_each_point_has_one_and_then_no_other_is_pas
     top = stream.top
     kept = top.position != torch.iinfo(torch.int64).max
     torch.testing.assert_close(top.other[:D][kept[:D]], -top.acts[:D][kept[:D]], equal_nan=True)
+
+
+def test_a_collectors_streams_share_one_set_of_batch_buffers(monkeypatch):
+    """Two stacked streams (a layer each) keep the batch-sized tensors of one: its points side
+    by side, their bins and their candidate codes, reused batch after batch."""
+    monkeypatch.setattr(c_stats, "ready", lambda v: False)
+    monkeypatch.setattr(collect_module, "STACKED_NEURONS", 64)
+    cfg = ModelConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=16, d_vocab=50,
+                      act_fn="solu_ln")
+    collector = Collector(Transformer(cfg).eval(), [0, 1], StoreSettings(k=4), seed=0)
+    assert len(collector.streams) == 2
+    assert all(s.scratch is collector.scratch for s in collector.streams.values())
+    for batch in range(2):
+        collector.update(torch.randint(0, 50, (4, 16)), torch.arange(64).view(4, 16) + 64 * batch)
+        assert collector.scratch.nbytes() == 3 * 64 * (2 * 32) * 4  # tokens x 2 points, 4 bytes

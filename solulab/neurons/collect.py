@@ -101,13 +101,13 @@ class Collector:
         if per_stream >= len(self.points):
             per_stream -= per_stream % len(self.points)  # whole layers
         groups = [tuple(keys[i:i + per_stream]) for i in range(0, len(keys), per_stream)]
+        self.scratch = Scratch()  # the batch-sized tensors, shared: streams update in turn
         self.streams = {  # (layer, point) of each point side by side in the stream -> stream
             group: PointStream(model.cfg.d_mlp, settings.k, settings.window_before,
                                settings.window_after, settings.samples, settings.threshold,
                                with_other=has_ln, seed=seed, device=device, points=len(group),
-                               partners=self._partners(group))
+                               partners=self._partners(group), scratch=self.scratch)
             for group in groups}
-        self.scratch = Scratch()  # each stream's points side by side
 
     def _partners(self, group: tuple) -> tuple[int, ...] | None:
         """Where each point of ``group`` has its other point: its index in ``group``; None
@@ -129,7 +129,7 @@ class Collector:
                 (layer, point), = group
                 other = cache[self.hooks[(layer, self._other(point))]]
             try:
-                stream.update(self._side_by_side(values, group), tokens, positions, other)
+                stream.update(self._side_by_side(values), tokens, positions, other)
             except SolulabError as error:
                 key, reason = group[0], error
                 for key, value in zip(group, values):  # the first point with them, its count
@@ -142,14 +142,14 @@ class Collector:
                                    "usable activations (did training diverge? its loss curve "
                                    "says)") from None
 
-    def _side_by_side(self, values: list[torch.Tensor], name: tuple) -> torch.Tensor:
+    def _side_by_side(self, values: list[torch.Tensor]) -> torch.Tensor:
         """Points' activations ``[..., d_mlp]`` side by side, ``[..., points * d_mlp]``, in a
-        tensor kept for ``name`` (``scratch``)."""
+        kept tensor (``scratch``)."""
         if len(values) == 1:
             return values[0]
         first = values[0]
         shape = (*first.shape[:-1], sum(v.shape[-1] for v in values))
-        return torch.cat(values, dim=-1, out=self.scratch.get(name, shape, first.dtype,
+        return torch.cat(values, dim=-1, out=self.scratch.get("points", shape, first.dtype,
                                                                 first.device))
 
     def arrays(self, n_intervals: int) -> dict[tuple[int, str], dict[str, np.ndarray]]:

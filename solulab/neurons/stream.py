@@ -66,11 +66,13 @@ class PointStream:
     streams, for the ops of one per batch (on a GPU, where each op's launch costs more than its
     work, the separate streams' ops dominate a collection). ``partners``, where each point's
     other point is side by side with it (point ``i``'s is point ``partners[i]``), cuts the
-    other point's windows from the batch's own columns: ``update`` then takes no ``other``."""
+    other point's windows from the batch's own columns: ``update`` then takes no ``other``.
+    Streams updated one after the other may share a ``scratch`` for their batch-sized tensors."""
 
     def __init__(self, d_mlp: int, k: int, before: int, after: int, samples: int,
                  threshold: float, with_other: bool, seed: int = 0, device="cpu",
-                 points: int = 1, partners: tuple[int, ...] | None = None):
+                 points: int = 1, partners: tuple[int, ...] | None = None,
+                 scratch: Scratch | None = None):
         gen = torch.Generator().manual_seed(seed)
         neuron_mask = torch.randint(-2**62, 2**62, (d_mlp,), generator=gen).repeat(points)
         self.partner = None  # per neuron, its column at the other point
@@ -97,7 +99,7 @@ class PointStream:
         self.vmin = torch.full((d_mlp,), math.inf, device=self.device)
         self.n_tokens = 0
         self.neuron_mask = neuron_mask.to(self.device)
-        self.scratch = Scratch()  # the PyTorch path's batch-sized tensors
+        self.scratch = Scratch() if scratch is None else scratch  # batch-sized tensors
 
     # -- grid ---------------------------------------------------------------------------------
     def width(self) -> torch.Tensor:
