@@ -255,3 +255,32 @@ def test_a_collectors_streams_share_one_set_of_batch_buffers(monkeypatch):
     for batch in range(2):
         collector.update(torch.randint(0, 50, (4, 16)), torch.arange(64).view(4, 16) + 64 * batch)
         assert collector.scratch.nbytes() == 3 * 64 * (2 * 32) * 4  # tokens x 2 points, 4 bytes
+
+
+def test_batches_of_changing_size_keep_in_the_pytorch_path_what_the_c_pass_keeps(monkeypatch):
+    """The PyTorch path's kept batch buffers serve a smaller batch with a prefix and a larger
+    one again after it (a collection's last batch is often short)."""
+    if not c_stats.ready(torch.zeros(1)):
+        pytest.skip("no C compiler here: only the PyTorch path runs")
+    gen = torch.Generator().manual_seed(9)
+    batches = []
+    for b, seqs in enumerate((4, 1, 3, 4)):
+        acts = torch.randn(seqs, N_POS, D, generator=gen)
+        tokens = torch.randint(0, 50, (seqs, N_POS), generator=gen)
+        batches.append((acts, tokens, torch.arange(seqs * N_POS).view(seqs, N_POS) + 100 * b))
+    stores = []
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(c_stats, "ready", lambda v: False)
+        stream = PointStream(D, K, before=2, after=1, samples=2, threshold=0.5,
+                             with_other=False)
+        for batch in batches:
+            stream.update(*batch)
+        stores.append(finalize(stream, n_intervals=4))
+    native, plain = stores
+    assert plain["top.positions"].max() >= 300  # the last batch's examples are among them
+    for name in native:
+        if name == "stats":
+            np.testing.assert_allclose(native[name], plain[name], rtol=1e-12)
+        else:
+            np.testing.assert_array_equal(native[name], plain[name], err_msg=name)
