@@ -114,28 +114,40 @@ def growing_batches() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     return out
 
 
+def finalized_in_both_paths(batches: list, samples: int, n_intervals: int,
+                            monkeypatch) -> tuple[dict, dict]:
+    """The store arrays of a stream fed ``batches`` by the C pass, then by the PyTorch path."""
+    stores = []
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(c_stats, "ready", lambda v: False)
+        stream = PointStream(D, K, before=2, after=1, samples=samples, threshold=0.5,
+                             with_other=False)
+        for acts, tokens, positions in batches:
+            stream.update(acts, tokens, positions)
+        stores.append(finalize(stream, n_intervals=n_intervals))
+    return stores[0], stores[1]
+
+
+def assert_same_store(got: dict, want: dict) -> None:
+    """Every array of ``got`` equal to ``want``'s; the moments (``stats``) within rounding, as
+    they differ only in the order they are summed."""
+    for name, array in got.items():
+        if name == "stats":
+            np.testing.assert_allclose(array, want[name], rtol=1e-12)
+        else:
+            np.testing.assert_array_equal(array, want[name], err_msg=name)
+
+
 def test_grids_growing_batch_after_batch_keep_the_same_samples_in_both_paths(monkeypatch):
     """Both paths grow a neuron's grid to fit each batch before its values are offered, the C
     pass in C and the PyTorch path with ``Slots.regroup``. Histograms and interval samples must
     come out the same."""
     if not c_stats.ready(torch.zeros(1)):
         pytest.skip("no C compiler here: only the PyTorch path runs")
-    streams = []
-    for native in (True, False):
-        if not native:
-            monkeypatch.setattr(c_stats, "ready", lambda v: False)
-        stream = PointStream(D, K, before=2, after=1, samples=3, threshold=0.5,
-                             with_other=False)
-        for acts, tokens, positions in growing_batches():
-            stream.update(acts, tokens, positions)
-        streams.append(finalize(stream, n_intervals=8))
-    native, plain = streams
+    native, plain = finalized_in_both_paths(growing_batches(), 3, 8, monkeypatch)
     assert native["hist_width"].max() > 2.0**-10  # the grids did coarsen, many times
-    for name in native:  # the moments differ only in the order they are summed
-        if name == "stats":
-            np.testing.assert_allclose(native[name], plain[name], rtol=1e-12)
-        else:
-            np.testing.assert_array_equal(native[name], plain[name], err_msg=name)
+    assert_same_store(native, plain)
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -218,12 +230,8 @@ def test_points_side_by_side_in_one_stream_keep_what_a_stream_each_keeps(
     assert apart.keys() == together.keys() == set(collector.hooks)
     for key, arrays in apart.items():
         assert arrays.keys() == together[key].keys()
-        for name, array in arrays.items():
-            assert array.shape[0] == cfg.d_mlp
-            if name == "stats":  # the moments differ only in the order they are summed
-                np.testing.assert_allclose(array, together[key][name], rtol=1e-12)
-            else:
-                np.testing.assert_array_equal(array, together[key][name], err_msg=name)
+        assert all(array.shape[0] == cfg.d_mlp for array in arrays.values())
+        assert_same_store(arrays, together[key])
 
 
 def test_partners_are_refused_unless_each_point_has_one_and_then_no_other_is_passed():
@@ -268,19 +276,6 @@ def test_batches_of_changing_size_keep_in_the_pytorch_path_what_the_c_pass_keeps
         acts = torch.randn(seqs, N_POS, D, generator=gen)
         tokens = torch.randint(0, 50, (seqs, N_POS), generator=gen)
         batches.append((acts, tokens, torch.arange(seqs * N_POS).view(seqs, N_POS) + 100 * b))
-    stores = []
-    for native in (True, False):
-        if not native:
-            monkeypatch.setattr(c_stats, "ready", lambda v: False)
-        stream = PointStream(D, K, before=2, after=1, samples=2, threshold=0.5,
-                             with_other=False)
-        for batch in batches:
-            stream.update(*batch)
-        stores.append(finalize(stream, n_intervals=4))
-    native, plain = stores
+    native, plain = finalized_in_both_paths(batches, 2, 4, monkeypatch)
     assert plain["top.positions"].max() >= 300  # the last batch's examples are among them
-    for name in native:
-        if name == "stats":
-            np.testing.assert_allclose(native[name], plain[name], rtol=1e-12)
-        else:
-            np.testing.assert_array_equal(native[name], plain[name], err_msg=name)
+    assert_same_store(native, plain)
