@@ -21,6 +21,12 @@ EMPTY = torch.iinfo(torch.int64).max  # the position (and key) of a free slot
 Windows = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # ids, acts, other
 
 
+def at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` for an int64 ``index`` into the first axis, by ``index_select``: on the
+    CPU twice as fast as indexing (16 -> 7 ms for a million values of 16 million, here)."""
+    return values.index_select(0, index)
+
+
 @dataclass
 class Entries:
     """A flat set of kept examples: neuron, value, global position, key, window ids and acts."""
@@ -34,9 +40,9 @@ class Entries:
     other: torch.Tensor | None  # [n, window] activations at the other point
 
     def take(self, index: torch.Tensor) -> Entries:
-        other = None if self.other is None else self.other[index]
-        return Entries(self.neuron[index], self.value[index], self.position[index],
-                       self.key[index], self.ids[index], self.acts[index], other)
+        other = None if self.other is None else at(self.other, index)
+        return Entries(at(self.neuron, index), at(self.value, index), at(self.position, index),
+                       at(self.key, index), at(self.ids, index), at(self.acts, index), other)
 
 
 def select(groups: torch.Tensor, primary: torch.Tensor, secondary: torch.Tensor | None,
@@ -51,10 +57,10 @@ def select(groups: torch.Tensor, primary: torch.Tensor, secondary: torch.Tensor 
     by_secondary = None
     if secondary is not None and not (on_cpu and _nondecreasing(secondary)):
         by_secondary = torch.argsort(secondary, stable=True)
-        groups, primary = groups[by_secondary], primary[by_secondary]
+        groups, primary = at(groups, by_secondary), at(primary, by_secondary)
     order = _by_group_then_primary(groups, primary, packable=on_cpu and secondary is None)
-    kept = order[rank_in_group(groups[order]) < capacity]
-    return kept if by_secondary is None else by_secondary[kept]
+    kept = order[rank_in_group(at(groups, order)) < capacity]
+    return kept if by_secondary is None else at(by_secondary, kept)
 
 
 def _nondecreasing(values: torch.Tensor) -> bool:
@@ -73,7 +79,7 @@ def _by_group_then_primary(groups: torch.Tensor, primary: torch.Tensor,
         if order is not None:
             return order
     order = torch.argsort(primary, stable=True)
-    return order[torch.argsort(groups[order], stable=True)]
+    return at(order, torch.argsort(at(groups, order), stable=True))
 
 
 def _by_group_then_high_bits(groups: torch.Tensor, primary: torch.Tensor) -> torch.Tensor | None:
@@ -157,7 +163,7 @@ class Slots:
         slots = slots[self.position.view(-1)[slots] != EMPTY]  # only the occupied ones are read
 
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.view(-1, *t.shape[2:])[slots]
+            return None if t is None else at(t.view(-1, *t.shape[2:]), slots)
 
         group = slots // cap
         key = pick(self.key) if self.key is not None else torch.zeros_like(slots)
@@ -180,15 +186,15 @@ class Slots:
         # each slot's new group, numbered across the owners: owner row * per + its new group
         row = torch.arange(len(owners), device=owners.device)[:, None]
         group = (row * per + new_group).repeat_interleave(cap, dim=1).view(-1)
-        index = select(group, key.view(-1)[slot], None, cap)
-        kept_group = group[index]
-        source = slot[index]
+        index = select(group, at(key.view(-1), slot), None, cap)
+        kept_group = at(group, index)
+        source = at(slot, index)
         dest = (owners[kept_group // per] * width + kept_group % per * cap
                 + rank_in_group(kept_group))
         fields = [self.value, self.position, key]
         windows = [t for t in (self.ids, self.acts, self.other) if t is not None]
-        moved = [t.view(-1)[source] for t in fields] + [
-            t.view(-1, t.shape[-1])[source] for t in windows]
+        moved = [at(t.view(-1), source) for t in fields] + [
+            at(t.view(-1, t.shape[-1]), source) for t in windows]
         self.value.view(-1)[slot] = -math.inf
         self.position.view(-1)[slot] = EMPTY
         key.view(-1)[slot] = EMPTY
@@ -215,22 +221,23 @@ class Slots:
         cap = self.capacity
         primary = self._primary(value.float(), key)
         offered = select(group, primary, None if self.key is not None else position, cap)
-        offered_group = group[offered]
+        offered_group = at(group, offered)
         touched, row = torch.unique_consecutive(offered_group, return_inverse=True)
         slots = touched[:, None] * cap + torch.arange(cap, device=group.device)
         held_order = self._held_order(slots)
-        held = slots.gather(1, held_order)[row, cap - 1 - rank_in_group(offered_group)]
+        held = at(slots.gather(1, held_order).view(-1),
+                  row * cap + (cap - 1) - rank_in_group(offered_group))
         if self.key is not None:
-            enters = key[offered] < self.key.view(-1)[held]
+            enters = at(key, offered) < at(self.key.view(-1), held)
         else:
-            mine, theirs = primary[offered], -self.value.view(-1)[held]
-            enters = (mine < theirs) | ((mine == theirs)
-                                        & (position[offered] < self.position.view(-1)[held]))
+            mine, theirs = at(primary, offered), -at(self.value.view(-1), held)
+            enters = (mine < theirs) | ((mine == theirs) & (
+                at(position, offered) < at(self.position.view(-1), held)))
         target, admitted = held[enters], offered[enters]
-        self.value.view(-1)[target] = value[admitted].float()
-        self.position.view(-1)[target] = position[admitted]
+        self.value.view(-1)[target] = at(value, admitted).float()
+        self.position.view(-1)[target] = at(position, admitted)
         if self.key is not None:
-            self.key.view(-1)[target] = key[admitted]
+            self.key.view(-1)[target] = at(key, admitted)
         return target, admitted
 
     def _held_order(self, slots: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from solulab.errors import SolulabError
 from solulab.neurons import batch_pass, c_stats
 from solulab.neurons.batch_pass import HALF_BINS
 from solulab.neurons.scratch import Scratch
-from solulab.neurons.slots import EMPTY, Entries, Slots, rank_in_group, select
+from solulab.neurons.slots import EMPTY, Entries, Slots, at, rank_in_group, select
 
 H0_EXP = -24  # the finest bin width is 2**-24
 GOLDEN = 0x9E3779B97F4A7C15
@@ -108,7 +108,7 @@ class PointStream:
 
     def bins(self, values: torch.Tensor, neurons: torch.Tensor | None = None) -> torch.Tensor:
         """Grid bin of each value (``values [..., d_mlp]``, or flat with ``neurons``)."""
-        h = self.width() if neurons is None else self.width()[neurons]
+        h = self.width() if neurons is None else at(self.width(), neurons)
         return batch_pass.grid_bin(values, h).long() + HALF_BINS
 
     def _grow(self, max_abs: torch.Tensor) -> None:
@@ -140,8 +140,8 @@ class PointStream:
             group = self._sample_group(entries.value, entries.neuron)
         target, taken = slots.keep_best(group, entries.value, entries.position,
                                         entries.key if slots.key is not None else None)
-        other = None if entries.other is None else entries.other[taken]
-        slots.write_windows(target, (entries.ids[taken], entries.acts[taken], other))
+        other = None if entries.other is None else at(entries.other, taken)
+        slots.write_windows(target, (at(entries.ids, taken), at(entries.acts, taken), other))
 
     # -- streaming ----------------------------------------------------------------------------
     def _windows(self, tokens: torch.Tensor, row: torch.Tensor, columns: list) -> list:
@@ -153,7 +153,7 @@ class PointStream:
         at = offset[:, None] + torch.arange(-self.before, self.after + 1, device=row.device)
         outside = (at < 0) | (at >= n_pos)
         rows = (row - offset)[:, None] + at.clamp_(0, n_pos - 1)  # flat rows of the window
-        ids = torch.take(tokens, rows).to(torch.int32).masked_fill_(outside, -1)
+        ids = torch.take(tokens.to(torch.int32), rows).masked_fill_(outside, -1)
         rows.mul_(self.d)
 
         def values(a: torch.Tensor, neuron: torch.Tensor) -> torch.Tensor:
@@ -167,13 +167,13 @@ class PointStream:
         of indexing every element)."""
         start = row - self.before
         n_rows = tokens.numel() - self.window + 1
-        ids = tokens.contiguous().view(-1).as_strided((n_rows, self.window), (1, 1))[start]
+        ids = tokens.to(torch.int32).view(-1).as_strided((n_rows, self.window), (1, 1))
 
         def values(a: torch.Tensor, neuron: torch.Tensor) -> torch.Tensor:
             runs = a.contiguous().view(-1).as_strided((n_rows * self.d, self.window), (1, self.d))
             return runs[start * self.d + neuron].float()
 
-        return [ids.to(torch.int32)] + [values(a, neuron) for a, neuron in columns]
+        return [ids.index_select(0, start)] + [values(a, neuron) for a, neuron in columns]
 
     def _admit(self, batch: tuple, slots: Slots, source: torch.Tensor, element: torch.Tensor,
                group: torch.Tensor | None = None, key: torch.Tensor | None = None) -> None:
@@ -182,9 +182,9 @@ class PointStream:
         slots are keyed; ``source`` (per slot) records the element each slot took."""
         positions, v = batch[3], batch[-1]
         group = element % self.d if group is None else group
-        target, taken = slots.keep_best(group, v.view(-1)[element],
-                                        positions.reshape(-1)[element // self.d], key)
-        source[target] = element[taken]
+        target, taken = slots.keep_best(group, at(v.view(-1), element),
+                                        at(positions.reshape(-1), element // self.d), key)
+        source[target] = at(element, taken)
 
     def _cut_windows(self, batch: tuple, slots: Slots, source: torch.Tensor) -> None:
         """Write the windows of the slots that took an element of the batch (``source``, -1
@@ -193,22 +193,22 @@ class PointStream:
         reads it front to back (on the CPU, 2.5 times as fast as in the slots' order)."""
         acts, other, tokens = batch[:3]
         target = torch.nonzero(source >= 0).squeeze(1)
-        element, order = torch.sort(source[target])
-        target = target[order]
+        element, order = torch.sort(at(source, target))
+        target = at(target, order)
         row, neuron = element // self.d, element % self.d
         offset = row % acts.shape[1]
         inside = (offset >= self.before) & (offset < acts.shape[1] - self.after)
         for part, cut in ((inside, self._inner_windows), (~inside, self._windows)):
             index = torch.nonzero(part).squeeze(1)
             if len(index):
-                at = neuron[index]
-                columns = [(acts, at)]
+                of = at(neuron, index)
+                columns = [(acts, of)]
                 if slots.other is not None:
-                    columns.append((other, at) if self.partner is None
-                                   else (acts, self.partner[at]))
-                ids, *values = cut(tokens, row[index], columns)
+                    columns.append((other, of) if self.partner is None
+                                   else (acts, at(self.partner, of)))
+                ids, *values = cut(tokens, at(row, index), columns)
                 other_values = values[1] if len(values) > 1 else None
-                slots.write_windows(target[index], (ids, values[0], other_values))
+                slots.write_windows(at(target, index), (ids, values[0], other_values))
 
     def _sources(self, slots: Slots) -> torch.Tensor:
         """Per slot, the batch element it took: none yet (-1)."""
@@ -325,16 +325,16 @@ class PointStream:
                                      (screen >> 32).to(torch.int32), group, v, kth).view(-1)
         # nonzero of the codes' int32 bits (+0.0 is 0): twice as fast as of the floats
         element = torch.nonzero(code.view(torch.int32)).squeeze(1)
-        code = code[element]
+        code = at(code, element)
         top = element[code >= batch_pass.TOP]
         element = element[code != batch_pass.TOP]
-        key = keys[element // self.d] ^ self.neuron_mask[element % self.d]
-        sample_group = group.view(-1)[element].long()
-        within = key <= bound[sample_group]
+        key = at(keys, element // self.d) ^ at(self.neuron_mask, element % self.d)
+        sample_group = at(group.view(-1), element).long()
+        within = key <= at(bound, sample_group)
         if above is not None:
-            within &= key > above[sample_group]
+            within &= key > at(above, sample_group)
         exact = torch.nonzero(within).squeeze(1)
-        return top, element[exact], sample_group[exact], key[exact]
+        return top, at(element, exact), at(sample_group, exact), at(key, exact)
 
     def to(self, device) -> None:
         """Move every tensor to ``device`` (streams travel between ranks on the CPU)."""
