@@ -100,11 +100,12 @@ def test_regroup_keeps_what_emptying_and_offering_back_keeps():
     assert kept(slots) == kept(reference)
 
 
-@pytest.mark.parametrize("levels", [5, None])
+@pytest.mark.parametrize("levels", [5, 60, None])
 def test_keep_best_keeps_the_best_of_held_and_offered_and_writes_only_the_slots_it_replaces(
         levels):
     """Rounds of offers to slots ranked by (-value, position), values on five levels (most of a
-    group ties) or all distinct, and to keyed slots, some groups offered more than they hold:
+    group ties), on sixty (a tie in some groups, not in others) or all distinct, and to keyed
+    slots, some groups offered more than they hold:
     after each round every group holds the ``capacity`` best it was ever offered, by a Python
     sort."""
     gen = torch.Generator().manual_seed(11)
@@ -116,7 +117,8 @@ def test_keep_best_keeps_the_best_of_held_and_offered_and_writes_only_the_slots_
         positions = torch.randperm(10_000, generator=gen)
         for n in (3, 9, 25, 1, 40, 12, 30, 7):
             group = torch.randint(0, groups, (n,), generator=gen)
-            value = (torch.randint(-2, 3, (n,), generator=gen).float() * 0.5 if levels
+            value = (torch.randint(-(levels // 2), levels - levels // 2, (n,),
+                                   generator=gen).float() * 0.5 if levels
                      else torch.randn(n, generator=gen))
             position, positions = positions[:n], positions[n:]
             key = torch.randint(-2**62, 2**62, (n,), generator=gen) if keyed else None

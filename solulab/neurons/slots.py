@@ -243,13 +243,20 @@ class Slots:
     def _held_order(self, slots: torch.Tensor) -> torch.Tensor:
         """For rows of slots ``[groups, capacity]`` (a group each), the order of each row's
         examples, best first: by key, or by (-value, position); free slots last. On the CPU, by
-        value alone where no row holds a value twice (a row's positions then never decide)."""
+        value alone, and by position too only in the rows that hold a value twice (a few in a
+        thousand: tokens alike up to the first position, or free slots)."""
         if self.key is not None:
             return torch.sort(self.key.view(-1)[slots], dim=1).indices
-        if slots.device.type == "cpu":
-            ordered, order = torch.sort(-self.value.view(-1)[slots], dim=1)
-            if not bool((ordered[:, 1:] == ordered[:, :-1]).any()):
-                return order
+        if slots.device.type != "cpu":
+            return self._by_value_then_position(slots)
+        ordered, order = torch.sort(-self.value.view(-1)[slots], dim=1)
+        tied = torch.nonzero((ordered[:, 1:] == ordered[:, :-1]).any(1)).squeeze(1)
+        if len(tied):
+            order[tied] = self._by_value_then_position(at(slots, tied))
+        return order
+
+    def _by_value_then_position(self, slots: torch.Tensor) -> torch.Tensor:
+        """``_held_order`` of unkeyed slots: by (-value, position) in two stable sorts."""
         by_position = torch.sort(self.position.view(-1)[slots], dim=1, stable=True).indices
         value = self.value.view(-1)[slots.gather(1, by_position)]
         return by_position.gather(1, torch.sort(-value, dim=1, stable=True).indices)
