@@ -69,15 +69,27 @@ def test_candidates_equal_the_rule_element_by_element(run):
     v = torch.randn(rows, d, generator=gen)
     kth = torch.tensor([-math.inf, 0.5, 1.0, 3.0, -0.5, 0.0])
     v[3, 1] = 0.5  # exactly the k-th: a candidate
-    out = torch.full((rows, d), math.nan)  # written over, every element
+    out = torch.full((rows, d), -1, dtype=torch.int8)  # written over, every element
     got = run(out, high_keys, high_mask, bound_high, group, v, kth)
     assert got.data_ptr() == out.data_ptr()
     for i in range(rows):
         for j in range(d):
             sample = int(high_keys[i, 0] ^ high_mask[j]) <= int(bound_high[group[i, j]])
             top = float(v[i, j]) >= float(kth[j])
-            assert float(got[i, j]) == sample * batch_pass.SAMPLE + top * batch_pass.TOP
-    assert set(got.unique().tolist()) == {0.0, 1.0, 2.0, 3.0}
+            assert int(got[i, j]) == sample * batch_pass.SAMPLE + top * batch_pass.TOP
+    assert set(got.unique().tolist()) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("density", [0.0, 0.003, 0.5, 1.0])
+def test_marked_finds_every_nonzero_code_with_its_value(density):
+    gen = torch.Generator().manual_seed(5)
+    codes = torch.randint(1, 4, (8 * 1000,), generator=gen, dtype=torch.int8)
+    codes[torch.rand(len(codes), generator=gen) >= density] = 0
+    codes[-1] = 3  # the last code of the last word
+    index, values = batch_pass.marked(codes)
+    want = torch.nonzero(codes).squeeze(1)
+    assert torch.equal(index, want)
+    assert torch.equal(values, codes[want])
 
 
 def test_a_failed_compile_falls_back_to_the_same_ops(monkeypatch):

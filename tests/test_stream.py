@@ -262,20 +262,22 @@ def test_a_collectors_streams_share_one_set_of_batch_buffers(monkeypatch):
     assert all(s.scratch is collector.scratch for s in collector.streams.values())
     for batch in range(2):
         collector.update(torch.randint(0, 50, (4, 16)), torch.arange(64).view(4, 16) + 64 * batch)
-        assert collector.scratch.nbytes() == 3 * 64 * (2 * 32) * 4  # tokens x 2 points, 4 bytes
+        # tokens x 2 points: points and bins 4 bytes each, candidate codes 1
+        assert collector.scratch.nbytes() == 64 * (2 * 32) * (4 + 4 + 1)
 
 
 def test_batches_of_changing_size_keep_in_the_pytorch_path_what_the_c_pass_keeps(monkeypatch):
     """The PyTorch path's kept batch buffers serve a smaller batch with a prefix and a larger
-    one again after it (a collection's last batch is often short)."""
+    one again after it (a collection's last batch is often short). Sequences of 15 positions:
+    batches of 90 to 360 values, most not a whole number of words of eight candidate codes."""
     if not c_stats.ready(torch.zeros(1)):
         pytest.skip("no C compiler here: only the PyTorch path runs")
     gen = torch.Generator().manual_seed(9)
-    batches = []
+    batches, n_pos = [], 15
     for b, seqs in enumerate((4, 1, 3, 4)):
-        acts = torch.randn(seqs, N_POS, D, generator=gen)
-        tokens = torch.randint(0, 50, (seqs, N_POS), generator=gen)
-        batches.append((acts, tokens, torch.arange(seqs * N_POS).view(seqs, N_POS) + 100 * b))
+        acts = torch.randn(seqs, n_pos, D, generator=gen)
+        tokens = torch.randint(0, 50, (seqs, n_pos), generator=gen)
+        batches.append((acts, tokens, torch.arange(seqs * n_pos).view(seqs, n_pos) + 100 * b))
     native, plain = finalized_in_both_paths(batches, 2, 4, monkeypatch)
     assert plain["top.positions"].max() >= 300  # the last batch's examples are among them
     assert_same_store(native, plain)

@@ -55,20 +55,31 @@ def _groups(v: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
     return grid_bin(v, width).to(torch.int32) + (first + HALF_BINS)
 
 
-SAMPLE, TOP = 1.0, 2.0  # what ``candidates`` adds for each test a value passes
+SAMPLE, TOP = 1, 2  # what ``candidates`` adds for each test a value passes
 
 
 def _candidates(high_keys: torch.Tensor, high_mask: torch.Tensor, bound_high: torch.Tensor,
                 group: torch.Tensor, v: torch.Tensor, kth: torch.Tensor) -> torch.Tensor:
-    """Which values ``v [rows, d_mlp]`` may enter the kept examples, as the sum of a code per
-    test passed: ``SAMPLE`` where the high 32 bits of the value's key (``high_keys [rows, 1]``
-    xor the neuron's ``high_mask``) are within those of its group's bound (``bound_high
+    """Which values ``v [rows, d_mlp]`` may enter the kept examples, as the int8 sum of a code
+    per test passed: ``SAMPLE`` where the high 32 bits of the value's key (``high_keys [rows,
+    1]`` xor the neuron's ``high_mask``) are within those of its group's bound (``bound_high
     [groups]`` int32 at ``group``: a superset of the keys within the bound), ``TOP`` where the
-    value is at least its neuron's ``kth``. Floats, as a compiled kernel writes floats as fast
-    as it reads and booleans several times slower (with the nonzero after it, 14.5 -> 10.4 ms
-    for the screen alone on ``[4032, 1024]``)."""
+    value is at least its neuron's ``kth``. Summed as integers and narrowed once: compiled, as
+    fast as writing floats, where booleans narrowed to int8 take five times as long."""
     sample = (high_keys ^ high_mask) <= bound_high[group]
-    return torch.where(sample, SAMPLE, 0.0) + torch.where(v >= kth, TOP, 0.0)
+    return (torch.where(sample, SAMPLE, 0) + torch.where(v >= kth, TOP, 0)).to(torch.int8)
+
+
+def marked(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The indices and values of the nonzero int8 ``codes`` (1-D, a multiple of 8 long, where
+    few are nonzero): the nonzero words of eight codes first, then the codes within them (on
+    the CPU a fifth of the time of ``nonzero`` over every code: 1.6 against 9 ms for 16
+    million, a few in a thousand nonzero)."""
+    words = torch.nonzero(codes.view(torch.int64)).squeeze(1)
+    index = (words[:, None] * 8 + torch.arange(8, device=codes.device)).view(-1)
+    within = codes.index_select(0, index)
+    nonzero = torch.nonzero(within).squeeze(1)
+    return index.index_select(0, nonzero), within.index_select(0, nonzero)
 
 
 def count_groups(group: torch.Tensor, n_groups: int) -> torch.Tensor:

@@ -319,13 +319,13 @@ class PointStream:
         ``above``), with their groups and keys: elements of ``[tokens * d_mlp]``. The compiled pass
         screens keys by their high 32 bits against ``screen`` (at least ``bound``)."""
         keys, v = batch[-2], batch[-1]
-        code = batch_pass.candidates(self._batch_sized("code", v, torch.float32),
-                                     (keys >> 32).to(torch.int32)[:, None],
-                                     (self.neuron_mask >> 32).to(torch.int32),
-                                     (screen >> 32).to(torch.int32), group, v, kth).view(-1)
-        # nonzero of the codes' int32 bits (+0.0 is 0): twice as fast as of the floats
-        element = torch.nonzero(code.view(torch.int32)).squeeze(1)
-        code = at(code, element)
+        n = v.numel()
+        codes = self.scratch.get("code", (n + -n % 8,), torch.int8, v.device)
+        codes[n:].zero_()  # whole words of eight codes, for ``marked``
+        batch_pass.candidates(codes[:n].view(v.shape), (keys >> 32).to(torch.int32)[:, None],
+                              (self.neuron_mask >> 32).to(torch.int32),
+                              (screen >> 32).to(torch.int32), group, v, kth)
+        element, code = batch_pass.marked(codes)
         top = element[code >= batch_pass.TOP]
         element = element[code != batch_pass.TOP]
         key = at(keys, element // self.d) ^ at(self.neuron_mask, element % self.d)
