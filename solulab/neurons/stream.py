@@ -150,9 +150,9 @@ class PointStream:
         values of each ``(activations, neuron)`` of ``columns``."""
         n_pos = tokens.shape[1]
         offset = row % n_pos
-        at = offset[:, None] + torch.arange(-self.before, self.after + 1, device=row.device)
-        outside = (at < 0) | (at >= n_pos)
-        rows = (row - offset)[:, None] + at.clamp_(0, n_pos - 1)  # flat rows of the window
+        within = offset[:, None] + torch.arange(-self.before, self.after + 1, device=row.device)
+        outside = (within < 0) | (within >= n_pos)
+        rows = (row - offset)[:, None] + within.clamp_(0, n_pos - 1)  # flat rows of the window
         ids = torch.take(tokens.to(torch.int32), rows).masked_fill_(outside, -1)
         rows.mul_(self.d)
 
