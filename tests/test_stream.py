@@ -13,6 +13,7 @@ from solulab import ModelConfig, Transformer
 from solulab.errors import SolulabError
 from solulab.neurons import c_stats
 from solulab.neurons import collect as collect_module
+from solulab.neurons import stream as stream_module
 from solulab.neurons.collect import Collector
 from solulab.neurons.settings import StoreSettings
 from solulab.neurons.stream import PointStream, finalize, position_keys
@@ -264,6 +265,48 @@ def test_a_collectors_streams_share_one_set_of_batch_buffers(monkeypatch):
         collector.update(torch.randint(0, 50, (4, 16)), torch.arange(64).view(4, 16) + 64 * batch)
         # tokens x 2 points: points and bins 4 bytes each, candidate codes 1
         assert collector.scratch.nbytes() == 64 * (2 * 32) * (4 + 4 + 1)
+
+
+@pytest.mark.parametrize("sure", [6.0, 0.0])  # the key ceiling all but never missed; half of it
+def test_every_kept_example_holds_the_window_of_its_own_position(sure, monkeypatch):
+    """PyTorch path: each kept example's window holds the tokens around its own position and its
+    own activations, the value at the centre, also where groups' key ceilings missed and the
+    samples were admitted in two rounds, their windows cut round by round."""
+    monkeypatch.setattr(c_stats, "ready", lambda v: False)
+    monkeypatch.setattr(stream_module, "SURE", sure)
+    gen = torch.Generator().manual_seed(12)
+    n_pos, seqs, before, after = 40, 4, 2, 1
+    stream = PointStream(D, K, before=before, after=after, samples=2, threshold=0.5,
+                         with_other=False)
+    all_tokens, all_acts = [], []
+    for b in range(3):
+        acts = torch.randn(seqs, n_pos, D, generator=gen)
+        tokens = torch.randint(0, 50, (seqs, n_pos), generator=gen)
+        stream.update(acts, tokens, torch.arange(seqs * n_pos).view(seqs, n_pos) + b * seqs * n_pos)
+        all_tokens.append(tokens.reshape(-1))
+        all_acts.append(acts.reshape(-1, D))
+    tokens, acts = torch.cat(all_tokens).numpy(), torch.cat(all_acts).numpy()  # at position p
+    store = finalize(stream, n_intervals=4)
+    checked = 0
+    for kind in ("top", "samples"):
+        for neuron in range(D):
+            positions = store[f"{kind}.positions"][neuron].reshape(-1)
+            ids = store[f"{kind}.ids"][neuron].reshape(len(positions), -1)
+            window = store[f"{kind}.acts"][neuron].reshape(len(positions), -1)
+            values = store[f"{kind}.values"][neuron].reshape(-1)
+            for p, got_ids, got_acts, value in zip(positions, ids, window, values):
+                if p < 0:
+                    continue
+                assert got_acts[before] == value == acts[p, neuron]
+                for j, q in enumerate(range(p - before, p + after + 1)):
+                    same_sequence = q // n_pos == p // n_pos and q >= 0
+                    assert got_ids[j] == (tokens[q] if same_sequence else -1)
+                    if same_sequence:
+                        assert got_acts[j] == acts[q, neuron]
+                    else:
+                        assert math.isnan(got_acts[j])
+                checked += 1
+    assert checked > D * K
 
 
 def test_batches_of_changing_size_keep_in_the_pytorch_path_what_the_c_pass_keeps(monkeypatch):

@@ -175,26 +175,28 @@ class PointStream:
 
         return [ids.index_select(0, start)] + [values(a, neuron) for a, neuron in columns]
 
-    def _admit(self, batch: tuple, slots: Slots, source: torch.Tensor, element: torch.Tensor,
-               group: torch.Tensor | None = None, key: torch.Tensor | None = None) -> None:
-        """Offer the batch's elements ``element`` (indices into ``[tokens * d_mlp]``) to
-        ``slots``, in groups ``group`` (default: their neurons), with their ``key`` where the
-        slots are keyed; ``source`` (per slot) records the element each slot took."""
+    def _admit(self, batch: tuple, slots: Slots, element: torch.Tensor,
+               group: torch.Tensor | None = None, key: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Offer the batch's elements ``element`` (indices into ``[tokens * d_mlp]``, in the
+        batch's order) to ``slots``, in groups ``group`` (default: their neurons), with their
+        ``key`` where the slots are keyed. Returns the slots written and the element each took,
+        in the batch's order (no sort: the offered elements are in it already)."""
         positions, v = batch[3], batch[-1]
         group = element % self.d if group is None else group
         target, taken = slots.keep_best(group, at(v.view(-1), element),
                                         at(positions.reshape(-1), element // self.d), key)
-        source[target] = at(element, taken)
+        slot_of = torch.full_like(element, -1).index_copy_(0, taken, target)
+        took = torch.nonzero(slot_of >= 0).squeeze(1)
+        return at(slot_of, took), at(element, took)
 
-    def _cut_windows(self, batch: tuple, slots: Slots, source: torch.Tensor) -> None:
-        """Write the windows of the slots that took an element of the batch (``source``, -1
-        elsewhere), once, when the batch is done: an element pushed out again by a later one
-        of the same batch never has its window cut. Windows are cut in the batch's order, which
-        reads it front to back (on the CPU, 2.5 times as fast as in the slots' order)."""
+    def _cut_windows(self, batch: tuple, slots: Slots, target: torch.Tensor,
+                     element: torch.Tensor) -> None:
+        """Write the windows of the slots ``target`` that took the batch's elements ``element``,
+        once, when the batch is done: an element pushed out again by a later one of the same
+        batch never has its window cut. Windows are cut in the batch's order, which reads it
+        front to back (on the CPU, 2.5 times as fast as in the slots' order)."""
         acts, other, tokens = batch[:3]
-        target = torch.nonzero(source >= 0).squeeze(1)
-        element, order = torch.sort(at(source, target))
-        target = at(target, order)
         row, neuron = element // self.d, element % self.d
         offset = row % acts.shape[1]
         inside = (offset >= self.before) & (offset < acts.shape[1] - self.after)
@@ -209,10 +211,6 @@ class PointStream:
                 ids, *values = cut(tokens, at(row, index), columns)
                 other_values = values[1] if len(values) > 1 else None
                 slots.write_windows(at(target, index), (ids, values[0], other_values))
-
-    def _sources(self, slots: Slots) -> torch.Tensor:
-        """Per slot, the batch element it took: none yet (-1)."""
-        return torch.full((slots.value.numel(),), -1, dtype=torch.int64, device=self.device)
 
     @torch.no_grad()
     def update(self, acts: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
@@ -286,21 +284,20 @@ class PointStream:
         is exact. One compiled pass marks the candidates of both (``batch_pass.candidates``)."""
         v = batch[-1]
         kth = self._top_floor(run_max, v)
-        top_source, pool_source = self._sources(self.top), self._sources(self.pool)
         bound = torch.minimum(self.pool.worst(), self._key_ceiling())
         top, sample, sample_group, key = self._candidates(batch, group, kth, bound, bound)
-        self._admit(batch, self.pool, pool_source, sample, sample_group, key)
+        pool_taken = [self._admit(batch, self.pool, sample, sample_group, key)]
         kept = self.pool.worst()
         missed = kept > bound  # groups whose sample may take values above the ceiling
-        if bool(missed.any()):
+        if bool(missed.any()):  # keys above the first's: they take none of its slots
             _, sample, sample_group, key = self._candidates(
                 batch, group, torch.full_like(kth, math.inf),
                 torch.where(missed, kept, EMPTY_BELOW), torch.where(missed, kept, bound),
                 above=bound)
-            self._admit(batch, self.pool, pool_source, sample, sample_group, key)
-        self._admit(batch, self.top, top_source, top)
-        self._cut_windows(batch, self.top, top_source)
-        self._cut_windows(batch, self.pool, pool_source)
+            pool_taken.append(self._admit(batch, self.pool, sample, sample_group, key))
+        self._cut_windows(batch, self.top, *self._admit(batch, self.top, top))
+        for target, element in pool_taken:
+            self._cut_windows(batch, self.pool, target, element)
 
     def _key_ceiling(self) -> torch.Tensor:
         """Per sample group, a key under which at least ``samples`` of the values the group
@@ -316,8 +313,9 @@ class PointStream:
                     above: torch.Tensor | None = None) -> tuple:
         """The batch's top-k candidates (values at least their neuron's ``kth``), and its
         sample candidates, whose key is at most their group's ``bound`` (and more than
-        ``above``), with their groups and keys: elements of ``[tokens * d_mlp]``. The compiled pass
-        screens keys by their high 32 bits against ``screen`` (at least ``bound``)."""
+        ``above``), with their groups and keys: elements of ``[tokens * d_mlp]``, in the batch's
+        order. The compiled pass screens keys by their high 32 bits against ``screen`` (at least
+        ``bound``)."""
         keys, v = batch[-2], batch[-1]
         n = v.numel()
         codes = self.scratch.get("code", (n + -n % 8,), torch.int8, v.device)
