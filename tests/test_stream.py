@@ -267,7 +267,7 @@ def test_a_collectors_streams_share_one_set_of_batch_buffers(monkeypatch):
         assert collector.scratch.nbytes() == 64 * (2 * 32) * (4 + 4 + 1)
 
 
-@pytest.mark.parametrize("sure", [6.0, 0.0])  # the key ceiling all but never missed; half of it
+@pytest.mark.parametrize("sure", [6.0, 0.0])  # the key ceiling as it is; missing in half the groups
 def test_every_kept_example_holds_the_window_of_its_own_position(sure, monkeypatch):
     """PyTorch path: each kept example's window holds the tokens around its own position and its
     own activations, the value at the centre, also where groups' key ceilings missed and the
