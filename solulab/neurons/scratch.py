@@ -2,9 +2,9 @@
 
 A collection's largest temporaries (a batch's bins, its candidate codes, its points side by
 side: 64, 16 and 64 MB for four ``[4096, 1024]`` points) would otherwise be allocated anew every
-batch, and on the CPU memory allocated anew that size is often mapped and page-faulted in anew: with
-glibc's default allocator, every batch (a compiled pass writing ``[4096, 4096]`` int32: 26 ms
-into a new tensor, 7 ms into a kept one, here). Kept, they cost their memory once, at the first
+batch, and on the CPU memory allocated anew that size is often mapped and page-faulted in anew:
+with glibc's default allocator, every batch (a compiled pass writing ``[4096, 4096]`` int32: 26
+ms into a new tensor, 7 ms into a kept one, here). Kept, they cost their memory once, at the first
 batch, and the collector's memory stays fixed from there; a collector's streams, updated one
 after the other, share them.
 """

@@ -241,16 +241,13 @@ class PointStream:
         self.n_tokens += v.shape[0]
         self._extend(batch_max, batch_min)
         self._grow(self._max_abs())
-        group = batch_pass.groups(self._batch_sized("group", v, torch.int32), v, self.width())
+        group = batch_pass.groups(self.scratch.get("group", tuple(v.shape), torch.int32, v.device),
+                                  v, self.width())
         self.moments += sums
         self.n_positive += n_positive
         self.n_above += n_above
         self.counts += batch_pass.count_groups(group, self.counts.numel()).view_as(self.counts)
         self._offer(batch, group, run_max)
-
-    def _batch_sized(self, name: str, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """A kept tensor the shape of the batch ``v`` (see ``scratch``)."""
-        return self.scratch.get(name, tuple(v.shape), dtype, v.device)
 
     def _extend(self, batch_max: torch.Tensor, batch_min: torch.Tensor) -> None:
         """Take new per-neuron extremes (a batch's, or another stream's) into the stream's."""
